@@ -1,0 +1,211 @@
+"""ConvLSTM cell and stack (Shi et al., NIPS 2015).
+
+The cell follows equation (3) of the paper, with `*` a 2-D convolution and `∘` the Hadamard product:
+
+    i_t = σ(W_xi * X_t + W_hi * H_{t-1} + W_ci ∘ C_{t-1} + b_i)
+    f_t = σ(W_xf * X_t + W_hf * H_{t-1} + W_cf ∘ C_{t-1} + b_f)
+    C_t = f_t ∘ C_{t-1} + i_t ∘ tanh(W_xc * X_t + W_hc * H_{t-1} + b_c)
+    o_t = σ(W_xo * X_t + W_ho * H_{t-1} + W_co ∘ C_t + b_o)
+    H_t = o_t ∘ tanh(C_t)
+
+The peephole weights W_c· are per channel (shape [hidden, 1, 1]), so one cell serves any frame size.
+The input convolution W_x· is kept apart from the recurrent one W_h·: a stack applies it to the
+whole sequence in one batched call, which is both exact and much faster than one call per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+State = tuple[torch.Tensor, torch.Tensor]
+GATES = ("i", "f", "o", "g")  # order of the four blocks in the gate convolutions' output channels
+
+
+def _pair(kernel_size: int | Sequence[int]) -> tuple[int, int]:
+    k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    if len(k) != 2 or any(int(v) != v or v < 1 for v in k):
+        raise ValueError(f"kernel_size must be a positive int or a pair of them, got {kernel_size!r}")
+    if any(v % 2 == 0 for v in k):
+        raise ValueError(
+            f"kernel_size {kernel_size!r} has an even side: an even kernel cannot keep the frame's "
+            "'same' size with symmetric padding. Use an odd size such as 3 or 5."
+        )
+    return int(k[0]), int(k[1])
+
+
+class ConvLSTMCell(nn.Module):
+    """One ConvLSTM step: `forward(x [B,C_in,H,W], state=(h, c) or None) -> (h, c)`.
+
+    `in_channels=0` makes an input-less cell (the forecaster of Shi et al. reads no frames);
+    call it with `x=None`. `layer_norm=True` normalises each gate's pre-activation over
+    (channels, H, W) per sample (GroupNorm with one group per gate), which works at any frame size.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int | Sequence[int] = 3,
+        bias: bool = True,
+        peephole: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if in_channels < 0 or hidden_channels < 1:
+            raise ValueError(
+                f"need in_channels >= 0 and hidden_channels >= 1, got {in_channels}, {hidden_channels}"
+            )
+        k = _pair(kernel_size)
+        pad = (k[0] // 2, k[1] // 2)
+        self.in_channels, self.hidden_channels, self.kernel_size = in_channels, hidden_channels, k
+        self.peephole, self.layer_norm = peephole, layer_norm
+        gates = 4 * hidden_channels
+        self.conv_x = nn.Conv2d(in_channels, gates, k, padding=pad, bias=bias) if in_channels else None
+        self.conv_h = nn.Conv2d(hidden_channels, gates, k, padding=pad, bias=bias and not in_channels)
+        if peephole:
+            self.w_ci = nn.Parameter(torch.zeros(hidden_channels, 1, 1))
+            self.w_cf = nn.Parameter(torch.zeros(hidden_channels, 1, 1))
+            self.w_co = nn.Parameter(torch.zeros(hidden_channels, 1, 1))
+        # one GroupNorm group per gate: each gate's pre-activation is normalised on its own
+        self.norm = nn.GroupNorm(4, gates) if layer_norm else None
+        self._init_forget_bias(1.0)
+
+    def _init_forget_bias(self, value: float) -> None:
+        # exactly one bias carries the forget-gate offset: the norm's if any, else the input conv's,
+        # else (input-less cell) the recurrent conv's
+        bias = (self.norm.bias if self.norm is not None
+                else self.conv_x.bias if self.conv_x is not None else self.conv_h.bias)
+        if bias is not None:
+            with torch.no_grad():
+                bias[self.hidden_channels:2 * self.hidden_channels] = value  # block 1 = forget
+
+    def init_state(self, batch: int, height: int, width: int, like: torch.Tensor) -> State:
+        """Zero (h, c) for a batch of frames of the given size, on `like`'s device and dtype."""
+        z = like.new_zeros(batch, self.hidden_channels, height, width)
+        return z, z.clone()
+
+    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """W_x * X (+ bias) for any batch of frames [N,C_in,H,W] -> [N,4*hidden,H,W]."""
+        if self.conv_x is None:
+            raise ValueError("this cell has in_channels=0 and reads no input; call it with x=None")
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input [N, {self.in_channels}, H, W], got {tuple(x.shape)}"
+            )
+        return self.conv_x(x)
+
+    def step(self, xg: torch.Tensor | None, state: State) -> State:
+        """Advance one step from precomputed input gates `xg` (or None for no input)."""
+        h, c = state
+        gates = self.conv_h(h)  # [B, 4*hid, H, W]
+        if xg is not None:
+            gates = gates + xg
+        if self.norm is not None:
+            gates = self.norm(gates)
+        i, f, o, g = gates.chunk(4, dim=1)  # each [B, hid, H, W]
+        if self.peephole:
+            i = i + self.w_ci * c
+            f = f + self.w_cf * c
+        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if self.peephole:
+            o = o + self.w_co * c_next
+        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        return h_next, c_next
+
+    def forward(self, x: torch.Tensor | None, state: State | None = None) -> State:
+        if x is None and state is None:
+            raise ValueError("an input-less step needs a state to know the batch and frame size")
+        if state is None:
+            b, _, hh, ww = x.shape
+            state = self.init_state(b, hh, ww, x)
+        xg = None if x is None else self.input_gates(x)
+        if xg is not None and xg.shape[-2:] != state[0].shape[-2:]:
+            raise ValueError(
+                f"input frame {tuple(x.shape[-2:])} and state {tuple(state[0].shape[-2:])} differ in size"
+            )
+        return self.step(xg, state)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}, "
+                f"peephole={self.peephole}, layer_norm={self.layer_norm}")
+
+
+def _per_layer(value, num_layers: int, name: str, per_layer_types: tuple) -> list:
+    values = list(value) if isinstance(value, per_layer_types) else [value] * num_layers
+    if len(values) != num_layers:
+        raise ValueError(
+            f"{name} has {len(values)} entries but num_layers={num_layers}: give one value for "
+            "all layers or a list of exactly one per layer"
+        )
+    return values
+
+
+class ConvLSTM(nn.Module):
+    """A stack of ConvLSTM layers run over a sequence.
+
+    `forward(x, state=None) -> (layer_outputs, last_states)`: `x` is `[B,T,C,H,W]` (or `[T,B,C,H,W]`
+    with `batch_first=False`, and the outputs then come back in that layout). `layer_outputs` holds
+    each layer's hidden sequence `[B,T,hid,H,W]` — the last layer only unless `return_all_layers` —
+    and `last_states` always holds every layer's final `(h, c)`. Pass `state=last_states` to continue
+    a sequence where it stopped: running 20 frames equals running 10, then 10 more with the state.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int | Sequence[int],
+        kernel_size: int | Sequence = 3,
+        num_layers: int = 1,
+        batch_first: bool = True,
+        bias: bool = True,
+        return_all_layers: bool = False,
+        peephole: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        hidden = _per_layer(hidden_channels, num_layers, "hidden_channels", (list, tuple))
+        # a tuple is one (kh, kw) kernel for every layer; a list gives one kernel per layer
+        kernels = _per_layer(kernel_size, num_layers, "kernel_size", (list,))
+        self.hidden_channels, self.num_layers = hidden, num_layers
+        self.batch_first, self.return_all_layers = batch_first, return_all_layers
+        self.cells = nn.ModuleList(
+            ConvLSTMCell(in_channels if i == 0 else hidden[i - 1], hidden[i], kernels[i], bias,
+                         peephole, layer_norm)
+            for i in range(num_layers)
+        )
+
+    def forward(
+        self, x: torch.Tensor, state: list[State] | None = None
+    ) -> tuple[list[torch.Tensor], list[State]]:
+        if x.dim() != 5:
+            layout = "[B,T,C,H,W]" if self.batch_first else "[T,B,C,H,W]"
+            raise ValueError(f"ConvLSTM expects a 5-D sequence {layout}, got shape {tuple(x.shape)}")
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        B, T, C, H, W = x.shape
+        if state is not None and len(state) != self.num_layers:
+            raise ValueError(f"state has {len(state)} layers, this stack has {self.num_layers}")
+        outputs, last_states = [], []
+        seq = x  # [B, T, C, H, W]
+        for i, cell in enumerate(self.cells):
+            xg = cell.input_gates(seq.reshape(B * T, *seq.shape[2:]))  # [B*T, 4*hid, H, W]
+            xg = xg.view(B, T, *xg.shape[1:])  # [B, T, 4*hid, H, W]
+            s = state[i] if state is not None else cell.init_state(B, H, W, x)
+            hs = []
+            for t in range(T):
+                s = cell.step(xg[:, t], s)
+                hs.append(s[0])
+            seq = torch.stack(hs, dim=1)  # [B, T, hid, H, W]
+            outputs.append(seq)
+            last_states.append(s)
+        if not self.return_all_layers:
+            outputs = outputs[-1:]
+        if not self.batch_first:
+            outputs = [o.transpose(0, 1) for o in outputs]
+        return outputs, last_states

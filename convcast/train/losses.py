@@ -1,0 +1,44 @@
+"""Training losses, each `loss(pred, target, mask=None) -> scalar`, averaged over valid pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Loss = Callable[..., torch.Tensor]
+
+
+def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return err.mean()
+    m = mask.to(err.dtype).expand_as(err)
+    return (err * m).sum() / m.sum().clamp_min(1.0)
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per pixel."""
+    return _masked_mean((pred - target) ** 2, mask)
+
+
+def l1_l2(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 + L2 per pixel, the PredRNN training loss."""
+    d = pred - target
+    return _masked_mean(d.abs() + d**2, mask)
+
+
+def bce(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy on predictions in [0, 1] (the paper's Moving MNIST loss)."""
+    p = pred.float().clamp(1e-6, 1 - 1e-6)
+    err = F.binary_cross_entropy(p, target.float().clamp(0, 1), reduction="none")
+    return _masked_mean(err, mask)
+
+
+LOSSES: dict[str, Loss] = {"mse": mse, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce}
+
+
+def get_loss(name: str) -> Loss:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    return LOSSES[name]
