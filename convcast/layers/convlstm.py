@@ -19,7 +19,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 State = tuple[torch.Tensor, torch.Tensor]
 GATES = ("i", "f", "o", "g")  # order of the four blocks in the gate convolutions' output channels
@@ -28,7 +27,7 @@ GATES = ("i", "f", "o", "g")  # order of the four blocks in the gate convolution
 def _pair(kernel_size: int | Sequence[int]) -> tuple[int, int]:
     k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
     if len(k) != 2 or any(int(v) != v or v < 1 for v in k):
-        raise ValueError(f"kernel_size must be a positive int or a pair of them, got {kernel_size!r}")
+        raise ValueError(f"kernel_size must be a positive int or a pair, got {kernel_size!r}")
     if any(v % 2 == 0 for v in k):
         raise ValueError(
             f"kernel_size {kernel_size!r} has an even side: an even kernel cannot keep the frame's "
@@ -57,15 +56,19 @@ class ConvLSTMCell(nn.Module):
         super().__init__()
         if in_channels < 0 or hidden_channels < 1:
             raise ValueError(
-                f"need in_channels >= 0 and hidden_channels >= 1, got {in_channels}, {hidden_channels}"
+                f"need in_channels >= 0 and hidden_channels >= 1, got {in_channels}, "
+                f"{hidden_channels}"
             )
         k = _pair(kernel_size)
         pad = (k[0] // 2, k[1] // 2)
         self.in_channels, self.hidden_channels, self.kernel_size = in_channels, hidden_channels, k
         self.peephole, self.layer_norm = peephole, layer_norm
         gates = 4 * hidden_channels
-        self.conv_x = nn.Conv2d(in_channels, gates, k, padding=pad, bias=bias) if in_channels else None
-        self.conv_h = nn.Conv2d(hidden_channels, gates, k, padding=pad, bias=bias and not in_channels)
+        self.conv_x = (nn.Conv2d(in_channels, gates, k, padding=pad, bias=bias) if in_channels
+                       else None)
+        # the recurrent conv has a bias only in an input-less cell (else the input conv has it)
+        self.conv_h = nn.Conv2d(hidden_channels, gates, k, padding=pad,
+                                bias=bias and not in_channels)
         if peephole:
             self.w_ci = nn.Parameter(torch.zeros(hidden_channels, 1, 1))
             self.w_cf = nn.Parameter(torch.zeros(hidden_channels, 1, 1))
@@ -75,13 +78,17 @@ class ConvLSTMCell(nn.Module):
         self._init_forget_bias(1.0)
 
     def _init_forget_bias(self, value: float) -> None:
-        # exactly one bias carries the forget-gate offset: the norm's if any, else the input conv's,
-        # else (input-less cell) the recurrent conv's
-        bias = (self.norm.bias if self.norm is not None
-                else self.conv_x.bias if self.conv_x is not None else self.conv_h.bias)
-        if bias is not None:
-            with torch.no_grad():
-                bias[self.hidden_channels:2 * self.hidden_channels] = value  # block 1 = forget
+        # gate biases start at 0, the forget gate's at `value`; exactly one bias carries it: the
+        # norm's if any, else the input conv's, else (input-less cell) the recurrent conv's
+        carrier = (self.norm.bias if self.norm is not None
+                   else self.conv_x.bias if self.conv_x is not None else self.conv_h.bias)
+        with torch.no_grad():
+            for b in (self.conv_x.bias if self.conv_x is not None else None, self.conv_h.bias,
+                      self.norm.bias if self.norm is not None else None):
+                if b is not None:
+                    b.zero_()
+            if carrier is not None:
+                carrier[self.hidden_channels:2 * self.hidden_channels] = value  # block 1 = f
 
     def init_state(self, batch: int, height: int, width: int, like: torch.Tensor) -> State:
         """Zero (h, c) for a batch of frames of the given size, on `like`'s device and dtype."""
@@ -125,7 +132,8 @@ class ConvLSTMCell(nn.Module):
         xg = None if x is None else self.input_gates(x)
         if xg is not None and xg.shape[-2:] != state[0].shape[-2:]:
             raise ValueError(
-                f"input frame {tuple(x.shape[-2:])} and state {tuple(state[0].shape[-2:])} differ in size"
+                f"input frame {tuple(x.shape[-2:])} and state {tuple(state[0].shape[-2:])} "
+                "differ in size"
             )
         return self.step(xg, state)
 
@@ -148,10 +156,11 @@ class ConvLSTM(nn.Module):
     """A stack of ConvLSTM layers run over a sequence.
 
     `forward(x, state=None) -> (layer_outputs, last_states)`: `x` is `[B,T,C,H,W]` (or `[T,B,C,H,W]`
-    with `batch_first=False`, and the outputs then come back in that layout). `layer_outputs` holds
-    each layer's hidden sequence `[B,T,hid,H,W]` — the last layer only unless `return_all_layers` —
-    and `last_states` always holds every layer's final `(h, c)`. Pass `state=last_states` to continue
-    a sequence where it stopped: running 20 frames equals running 10, then 10 more with the state.
+    with `batch_first=False`, and the outputs then come back in that layout). `layer_outputs`
+    holds each layer's hidden sequence `[B,T,hid,H,W]` — the last layer only unless
+    `return_all_layers` — and `last_states` always holds every layer's final `(h, c)`. Pass
+    `state=last_states` to continue a sequence where it stopped: running 20 frames equals running
+    10, then 10 more with the state.
     """
 
     def __init__(
@@ -185,7 +194,7 @@ class ConvLSTM(nn.Module):
     ) -> tuple[list[torch.Tensor], list[State]]:
         if x.dim() != 5:
             layout = "[B,T,C,H,W]" if self.batch_first else "[T,B,C,H,W]"
-            raise ValueError(f"ConvLSTM expects a 5-D sequence {layout}, got shape {tuple(x.shape)}")
+            raise ValueError(f"ConvLSTM expects a 5-D sequence {layout}, got {tuple(x.shape)}")
         if not self.batch_first:
             x = x.transpose(0, 1)
         B, T, C, H, W = x.shape

@@ -63,10 +63,10 @@ class Forecaster(nn.Module):
                 raise ValueError("teacher_mask was given without teacher frames")
             return None
         B, _, C, H, W = x.shape
-        if teacher.shape[0] != B or teacher.shape[1] < horizon - 1 or teacher.shape[2:] != (C, H, W):
-            raise ValueError(
-                f"teacher must be [B={B}, >= {horizon - 1}, {C}, {H}, {W}], got {tuple(teacher.shape)}"
-            )
+        if (teacher.shape[0] != B or teacher.shape[1] < horizon - 1
+                or teacher.shape[2:] != (C, H, W)):
+            raise ValueError(f"teacher must be [B={B}, >= {horizon - 1}, {C}, {H}, {W}], got "
+                             f"{tuple(teacher.shape)}")
         if teacher_mask is None:
             return x.new_ones(B, max(horizon - 1, 0))
         if teacher_mask.shape != (B, horizon - 1):

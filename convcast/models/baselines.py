@@ -23,7 +23,7 @@ class Persistence(Forecaster):
 
 @register_model("blank", baseline=True)
 class Blank(Forecaster):
-    """The all-zero forecast: on sparse data (digits, rain) a model that learned nothing yields it."""
+    """The all-zero forecast: what a model that learned nothing yields on sparse data."""
 
     def __init__(self, in_channels: int = 1, **ignored) -> None:
         super().__init__()

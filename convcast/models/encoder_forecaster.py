@@ -1,9 +1,9 @@
 """The encoder–forecaster network of Shi et al. (NIPS 2015), figure 3.
 
-A stack of ConvLSTM layers encodes the input frames; a forecaster stack of the same shape starts from
-the encoder's final states (copied layer by layer) and unrolls for `horizon` steps; each forecast
-frame is a 1×1 convolution over the concatenated hidden states of every forecaster layer. Frames
-are patch-reshaped first (`patch_size=4`: 64×64×1 -> 16×16×16), as in the paper.
+A stack of ConvLSTM layers encodes the input frames; a forecaster stack of the same shape starts
+from the encoder's final states (copied layer by layer) and unrolls for `horizon` steps; each
+forecast frame is a 1×1 convolution over the concatenated hidden states of every forecaster layer.
+Frames are patch-reshaped first (`patch_size=4`: 64×64×1 -> 16×16×16), as in the paper.
 
 The paper's forecaster reads no input. `feedback=True` (not in the paper) feeds it the previous
 forecast frame instead, which makes the model autoregressive and lets training use teacher forcing.

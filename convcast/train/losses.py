@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 Loss = Callable[..., torch.Tensor]
 
@@ -17,18 +18,18 @@ def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (err * m).sum() / m.sum().clamp_min(1.0)
 
 
-def mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean squared error per pixel."""
     return _masked_mean((pred - target) ** 2, mask)
 
 
-def l1_l2(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def l1_l2(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """L1 + L2 per pixel, the PredRNN training loss."""
     d = pred - target
     return _masked_mean(d.abs() + d**2, mask)
 
 
-def bce(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def bce(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Binary cross-entropy on predictions in [0, 1] (the paper's Moving MNIST loss)."""
     p = pred.float().clamp(1e-6, 1 - 1e-6)
     err = F.binary_cross_entropy(p, target.float().clamp(0, 1), reduction="none")

@@ -15,7 +15,9 @@ import torch
 import torch.nn as nn
 
 from convcast.models import create_model
+from convcast.train.checkpoint import DATA_KEY, check_architecture, data_info
 from convcast.train.losses import get_loss
+from convcast.train.sampling import Sampling
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
@@ -61,7 +63,7 @@ class ForecastSystem(L.LightningModule):
         max_steps: int | None = None,
         horizon_curriculum: int = 0,
         transition_loss: bool = False,
-        sampling: Any = None,
+        sampling: Sampling | None = None,
         model: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -73,9 +75,12 @@ class ForecastSystem(L.LightningModule):
             spec = getattr(model, "model_spec", None)
             model_name, model_kwargs = (spec["name"], spec["kwargs"]) if spec else (None, None)
         self.save_hyperparameters(ignore=["model", "sampling"])
-        self.model = model if model is not None else create_model(model_name, **(model_kwargs or {}))
+        if model is None:
+            model = create_model(model_name, **(model_kwargs or {}))
+        self.model = model
         self.loss_fn = get_loss(loss)
         self.sampling = sampling
+        self._data_info: dict | None = None  # training data description, saved in checkpoints
 
     def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         return self.model(x, horizon)
@@ -113,6 +118,20 @@ class ForecastSystem(L.LightningModule):
         self.log("train/horizon", float(horizon))
         return loss
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._data_info is None:  # describe the training data once, from its first batch
+            x, y, _ = _split_batch(batch)
+            self._data_info = data_info(self.trainer.datamodule, x.shape, y.shape)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._data_info is not None:  # what `convcast predict` needs to prepare new frames
+            checkpoint[DATA_KEY] = self._data_info
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_architecture(checkpoint, self.hparams.model_name)
+        self._data_info = checkpoint.get(DATA_KEY, self._data_info)
+
     # ---- evaluation -------------------------------------------------------------------------
     def _eval_step(self, batch: Any, stage: str) -> dict[str, torch.Tensor]:
         x, y, mask = _split_batch(batch)
@@ -132,8 +151,10 @@ class ForecastSystem(L.LightningModule):
         return self._eval_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y, _ = _split_batch(batch) if isinstance(batch, (list, tuple, dict)) else (batch, None, 0)
-        return self.model(x, y.shape[1] if y is not None else 1)
+        if isinstance(batch, torch.Tensor):  # inputs only: one step ahead
+            return self.model(batch, 1)
+        x, y, _ = _split_batch(batch)
+        return self.model(x, y.shape[1])
 
     # ---- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

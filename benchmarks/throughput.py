@@ -1,0 +1,142 @@
+"""Throughput benchmark: data generation vs training, and the ConvLSTM input-conv batching.
+
+Prints a table and writes JSON (`--out`, default `benchmarks/throughput.json`). Everything is
+measured side by side in one run, so the ratios hold even on a busy machine:
+
+1. Moving MNIST generation (sequences/s, one worker) against what one training step of the demo
+   model consumes (sequences/s): the generator must never starve training.
+2. The ConvLSTM stack, which applies the input convolution to the whole sequence in one call,
+   against the textbook cell that convolves `cat([x, h])` at every step (same maths).
+3. Forward+backward time per sequence of every registered learned model at 64×64.
+
+    python benchmarks/throughput.py [--device cuda] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import convcast
+from convcast.data import MovingMNIST
+from convcast.layers import ConvLSTM
+
+
+class ConcatConvLSTM(nn.Module):
+    """Reference stack: one conv over cat([x_t, h_{t-1}]) per step, as most tutorials write it."""
+
+    def __init__(self, cin: int, hidden: int, k: int, layers: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.convs = nn.ModuleList(nn.Conv2d((cin if i == 0 else hidden) + hidden, 4 * hidden, k,
+                                             padding=k // 2) for i in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _, H, W = x.shape
+        seq = x
+        for conv in self.convs:
+            h = c = x.new_zeros(B, self.hidden, H, W)
+            outs = []
+            for t in range(T):
+                i, f, o, g = conv(torch.cat([seq[:, t], h], 1)).chunk(4, 1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outs.append(h)
+            seq = torch.stack(outs, 1)
+        return seq
+
+
+def timed(fn, repeats: int, device: str) -> float:
+    """Median seconds of `fn()` over `repeats` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def train_step(model: nn.Module, x: torch.Tensor, horizon: int):
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        model(x, horizon).square().mean().backward()
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("throughput.json"))
+    args = ap.parse_args()
+    dev, B, R = args.device, args.batch, args.repeats
+    rows: list[dict] = []
+
+    # 1. data generation vs consumption by the demo model
+    ds = MovingMNIST("train", 10_000)
+    n = 400
+    t = time.perf_counter()
+    for i in range(n):
+        ds[i]
+    gen_rate = n / (time.perf_counter() - t)
+    demo = convcast.create_model("encoder_forecaster", hidden_channels=[32, 32], kernel_size=3,
+                                 patch_size=4).to(dev)
+    x = torch.rand(B, 10, 1, 64, 64, device=dev)
+    step_s = timed(train_step(demo, x, 10), R, dev)
+    rows.append({"what": "Moving MNIST generation (1 worker)", "value": gen_rate,
+                 "unit": "seq/s"})
+    rows.append({"what": "demo model training consumes", "value": B / step_s, "unit": "seq/s"})
+    rows.append({"what": "generation / consumption", "value": gen_rate * step_s / B,
+                 "unit": "x"})
+
+    # 2. batched input convolution vs per-step concat convolution (same maths, same sizes)
+    for hidden, size in [(64, 16), (64, 64)]:
+        xs = torch.rand(B, 10, 16 if size == 16 else 1, size, size, device=dev)
+        ours = ConvLSTM(xs.shape[2], hidden, 3, 2).to(dev)
+        ref = ConcatConvLSTM(xs.shape[2], hidden, 3, 2).to(dev)
+        with torch.no_grad():
+            t_ours = timed(lambda m=ours, v=xs: m(v), R, dev)
+            t_ref = timed(lambda m=ref, v=xs: m(v), R, dev)
+        rows.append({"what": f"ConvLSTM 2x{hidden} on {size}x{size}: concat-conv / batched "
+                             "input conv (forward time ratio)", "value": t_ref / t_ours,
+                     "unit": "x", "ours_s": t_ours, "reference_s": t_ref})
+
+    # 3. every learned model: forward+backward seconds per sequence, 10 -> 10 frames at 64×64
+    for name in convcast.list_models(baselines=False):
+        try:
+            model = convcast.create_model(name).to(dev)
+        except TypeError as err:  # a model that needs more arguments than in_channels
+            rows.append({"what": f"{name}: skipped ({err})", "value": float("nan"), "unit": ""})
+            continue
+        xb = torch.rand(4, 10, 1, 64, 64, device=dev)
+        s = timed(train_step(model, xb, 10), max(1, R - 1), dev)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append({"what": f"{name} (default size, {params / 1e6:.2f}M weights) train step",
+                     "value": s / 4, "unit": "s/seq"})
+
+    width = max(len(r["what"]) for r in rows)
+    print(f"{'measurement'.ljust(width)}  {'value':>10}  unit")
+    for r in rows:
+        print(f"{r['what'].ljust(width)}  {r['value']:>10.3g}  {r['unit']}")
+    meta = {"device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "processor": platform.processor() or "unknown"}
+    if dev == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name()
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

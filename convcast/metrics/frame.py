@@ -1,0 +1,310 @@
+"""Frame metrics of video prediction: MSE, MAE (two conventions), SSIM and PSNR per lead time.
+
+All take `[B, T, C, H, W]` tensors and return `[T]` (one value per lead time), or the mean over
+lead times with `reduction="mean"`. Conventions, so numbers compare with published tables:
+- `mse`, `mae` (per frame, PredRNN / OpenSTL tables): the error summed over a frame's pixels and
+  channels, averaged over the frames (sequences) at that lead time. Values in [0, 1] data.
+- `mse_pixel`, `mae_pixel`: the plain mean over every pixel and channel at that lead time.
+- `ssim`: per frame (mean over channels), then mean over frames. Default as scikit-image's
+  `structural_similarity` defaults, which the field's tables use: 7x7 uniform window, sample
+  covariance, K1=0.01, K2=0.03, the (win-1)/2 border cropped before averaging (computed in
+  float64, so it matches scikit-image on CPU and GPU alike).
+  `gaussian=True`: the 11x11 sigma=1.5 Gaussian window with population covariance (Wang et al.).
+- `psnr`: per frame 10*log10(data_range**2 / mse_pixel_of_frame), then mean over frames; a
+  perfect frame (error 0) would be +inf and is capped at `max_db` (default 100 dB).
+With a mask (True = valid), MSE/MAE sum only valid pixels; per frame they still divide by every
+frame (HKO-7's masked MSE), per pixel by the valid pixel count (NaN if none).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio
+
+from convcast.metrics.checks import LEAD_DIMS, Reduction, check_pair, reduce_lead_time, safe_div
+from convcast.metrics.streaming import LeadTimeMetric
+
+MAX_PSNR_DB = 100.0  # cap for a perfect frame, whose PSNR is infinite
+
+
+# ----------------------------------------------------------------------------- per-batch sums
+
+def _error_sums(pred: Tensor, target: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
+    """Squared and absolute error sums, valid-pixel and frame counts, each `[T]` float64."""
+    diff = pred - target  # [B, T, C, H, W]
+    if mask is not None:
+        diff = torch.where(mask, diff, torch.zeros_like(diff))
+        n_pix = mask.sum(dim=LEAD_DIMS, dtype=torch.float64)  # [T]
+    else:
+        n_pix = torch.full((pred.shape[1],), pred[:, 0].numel(), dtype=torch.float64,
+                           device=pred.device)  # [T]
+    return {
+        "sq": (diff * diff).sum(dim=LEAD_DIMS, dtype=torch.float64),  # [T]
+        "ab": diff.abs().sum(dim=LEAD_DIMS, dtype=torch.float64),  # [T]
+        "n_pix": n_pix,
+        "n_frames": torch.full_like(n_pix, pred.shape[0]),  # [T]
+    }
+
+
+def _window(gaussian: bool, win_size: int, sigma: float, like: Tensor) -> Tensor:
+    """The 1-D separable SSIM window: uniform of `win_size`, or Gaussian 2*int(3.5*sigma+0.5)+1."""
+    if gaussian:
+        radius = int(3.5 * sigma + 0.5)  # scipy.ndimage's truncate=3.5, as skimage uses
+        x = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device)
+        g = torch.exp(-0.5 * (x / sigma) ** 2)
+        return g / g.sum()
+    if win_size < 1 or win_size % 2 == 0:
+        raise ValueError(f"ssim: win_size must be odd and positive, got {win_size}")
+    return torch.full((win_size,), 1.0 / win_size, dtype=like.dtype, device=like.device)
+
+
+def _ssim_frames(pred: Tensor, target: Tensor, data_range: float, gaussian: bool = False,
+                 win_size: int = 7, sigma: float = 1.5) -> Tensor:
+    """SSIM of every frame `[B, T]`: mean of the SSIM map over the valid (cropped) area and
+    over channels."""
+    B, T, C, H, W = pred.shape
+    # float64: E[x^2] - E[x]^2 cancels, and GPU convolutions may otherwise run in TF32
+    x = pred.reshape(B * T * C, 1, H, W).double()  # [N, 1, H, W]
+    y = target.reshape(B * T * C, 1, H, W).double()
+    g = _window(gaussian, win_size, sigma, x)  # [k]
+    k = g.numel()
+    if min(H, W) < k:
+        raise ValueError(f"ssim: frames of {H}x{W} are smaller than the {k}x{k} window; use a "
+                         "smaller win_size")
+    cov_norm = 1.0 if gaussian else k * k / (k * k - 1)  # sample covariance for uniform window
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    gh = g.view(1, 1, k, 1).repeat(5, 1, 1, 1)  # [5, 1, k, 1] vertical pass, one per map
+    gw = g.view(1, 1, 1, k).repeat(5, 1, 1, 1)  # [5, 1, 1, k] horizontal pass
+    chunk = max(1, 2**23 // (H * W))  # frames per chunk: bounds the memory of the 5 maps
+    out = []
+    for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
+        maps = torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=1)  # [n, 5, H, W]
+        # a "valid" convolution is the filtered image with the (k-1)/2 border already cropped
+        m = F.conv2d(F.conv2d(maps, gh, groups=5), gw, groups=5)  # [n, 5, H-k+1, W-k+1]
+        ux, uy, uxx, uyy, uxy = m.unbind(dim=1)  # each [n, H-k+1, W-k+1]
+        vx = cov_norm * (uxx - ux * ux)
+        vy = cov_norm * (uyy - uy * uy)
+        vxy = cov_norm * (uxy - ux * uy)
+        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+        out.append(s.mean(dim=(1, 2)))  # [n]
+    return torch.cat(out).view(B, T, C).mean(dim=2)  # [B, T]
+
+
+def _psnr_frames(pred: Tensor, target: Tensor, data_range: float,
+                 max_db: float | None = MAX_PSNR_DB) -> Tensor:
+    """PSNR of every frame `[B, T]` in dB (torchmetrics, per frame), capped at `max_db`."""
+    B, T = pred.shape[:2]
+    p = peak_signal_noise_ratio(pred.flatten(0, 1), target.flatten(0, 1), data_range=data_range,
+                                reduction="none", dim=(1, 2, 3))  # [B*T]
+    if max_db is not None:
+        p = p.clamp(max=max_db)
+    return p.view(B, T)
+
+
+# ----------------------------------------------------------------------------- functionals
+
+def mse(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
+        data_range: float | None = 1.0, reduction: Reduction = "none") -> Tensor:
+    """Per-frame MSE (PredRNN/OpenSTL): squared error summed over each frame, mean over frames.
+    `data_range` only sets the range check (None skips it)."""
+    pred, target, mask = check_pair("mse", pred, target, mask, data_range)
+    s = _error_sums(pred, target, mask)
+    return reduce_lead_time(s["sq"] / s["n_frames"], reduction)
+
+
+def mae(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
+        data_range: float | None = 1.0, reduction: Reduction = "none") -> Tensor:
+    """Per-frame MAE (PredRNN/OpenSTL): absolute error summed over each frame, mean over frames."""
+    pred, target, mask = check_pair("mae", pred, target, mask, data_range)
+    s = _error_sums(pred, target, mask)
+    return reduce_lead_time(s["ab"] / s["n_frames"], reduction)
+
+
+def mse_pixel(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
+              data_range: float | None = 1.0, reduction: Reduction = "none") -> Tensor:
+    """Per-pixel MSE: mean squared error over all (valid) pixels and channels of a lead time."""
+    pred, target, mask = check_pair("mse_pixel", pred, target, mask, data_range)
+    s = _error_sums(pred, target, mask)
+    return reduce_lead_time(safe_div(s["sq"], s["n_pix"]), reduction)
+
+
+def mae_pixel(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
+              data_range: float | None = 1.0, reduction: Reduction = "none") -> Tensor:
+    """Per-pixel MAE: mean absolute error over all (valid) pixels and channels of a lead time."""
+    pred, target, mask = check_pair("mae_pixel", pred, target, mask, data_range)
+    s = _error_sums(pred, target, mask)
+    return reduce_lead_time(safe_div(s["ab"], s["n_pix"]), reduction)
+
+
+def ssim(pred: Tensor, target: Tensor, *, data_range: float = 1.0, gaussian: bool = False,
+         win_size: int = 7, sigma: float = 1.5, reduction: Reduction = "none") -> Tensor:
+    """SSIM per frame, mean over frames: skimage defaults (7x7 uniform, sample covariance), or
+    `gaussian=True` for Wang et al.'s window (size from sigma; win_size then unused)."""
+    pred, target, _ = check_pair("ssim", pred, target, None, data_range)
+    frames = _ssim_frames(pred, target, data_range, gaussian, win_size, sigma)  # [B, T]
+    return reduce_lead_time(frames.double().mean(dim=0), reduction)
+
+
+def psnr(pred: Tensor, target: Tensor, *, data_range: float = 1.0,
+         max_db: float | None = MAX_PSNR_DB, reduction: Reduction = "none") -> Tensor:
+    """PSNR per frame in dB (10*log10(range**2 / mse_pixel of the frame)), mean over frames;
+    a perfect frame counts as `max_db` (None: +inf)."""
+    pred, target, _ = check_pair("psnr", pred, target, None, data_range)
+    return reduce_lead_time(_psnr_frames(pred, target, data_range, max_db).double().mean(0),
+                            reduction)
+
+
+def frame_metrics(pred: Tensor, target: Tensor, *, data_range: float = 1.0,
+                  gaussian: bool = False, mask: Tensor | None = None, ssim_psnr: bool = True,
+                  max_db: float | None = MAX_PSNR_DB) -> dict[str, Tensor]:
+    """All frame metrics per lead time, `{name: [T]}`: mse, mae, mse_pixel, mae_pixel, and
+    (if `ssim_psnr`) ssim, psnr. SSIM/PSNR need whole frames, so a mask needs ssim_psnr=False."""
+    metric = FrameMetrics(data_range=data_range, gaussian=gaussian, ssim_psnr=ssim_psnr,
+                          max_db=max_db, sync_on_compute=False).to(pred.device)
+    metric.update(pred, target, mask=mask)
+    return metric.compute()
+
+
+# ----------------------------------------------------------------------------- streaming
+
+class FrameMetrics(LeadTimeMetric):
+    """All frame metrics streamed over batches; `compute()` gives `{name: [T]}` (or means)."""
+
+    higher_is_better = None
+
+    def __init__(self, data_range: float = 1.0, gaussian: bool = False, ssim_psnr: bool = True,
+                 max_db: float | None = MAX_PSNR_DB, reduction: Reduction = "none",
+                 lead_times: int | None = None, **kwargs: Any) -> None:
+        super().__init__(reduction=reduction, lead_times=lead_times, **kwargs)
+        self.data_range, self.gaussian, self.ssim_psnr, self.max_db = (
+            data_range, gaussian, ssim_psnr, max_db)
+        for name in ("sq", "ab", "n_pix", "n_frames", "ssim", "psnr"):
+            self._add_sum(name)
+
+    def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
+        if mask is not None and self.ssim_psnr:
+            raise ValueError("FrameMetrics: SSIM and PSNR need whole frames and take no mask; "
+                             "build it with ssim_psnr=False to stream masked MSE/MAE")
+        pred, target, mask = check_pair("FrameMetrics", pred, target, mask, self.data_range)
+        sums = _error_sums(pred, target, mask)
+        if self.ssim_psnr:
+            sums["ssim"] = _ssim_frames(pred, target, self.data_range, self.gaussian).sum(
+                dim=0, dtype=torch.float64)  # [T]
+            sums["psnr"] = _psnr_frames(pred, target, self.data_range, self.max_db).sum(
+                dim=0, dtype=torch.float64)  # [T]
+        self._accumulate(**sums)
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {
+            "mse": self.sq / self.n_frames,
+            "mae": self.ab / self.n_frames,
+            "mse_pixel": safe_div(self.sq, self.n_pix),
+            "mae_pixel": safe_div(self.ab, self.n_pix),
+        }
+        if self.ssim_psnr:
+            out["ssim"] = self.ssim / self.n_frames
+            out["psnr"] = self.psnr / self.n_frames
+        return {name: self._reduce(value) for name, value in out.items()}
+
+
+class _RatioMetric(LeadTimeMetric):
+    """One frame metric streamed as (sum over batches) / (count over batches) per lead time."""
+
+    def __init__(self, data_range: float | None = 1.0, reduction: Reduction = "none",
+                 lead_times: int | None = None, **kwargs: Any) -> None:
+        super().__init__(reduction=reduction, lead_times=lead_times, **kwargs)
+        self.data_range = data_range
+        self._add_sum("total")
+        self._add_sum("count")
+
+    def _sums(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
+        pred, target, mask = check_pair(type(self).__name__, pred, target, mask, self.data_range)
+        total, count = self._sums(pred, target, mask)
+        self._accumulate(total=total, count=count)
+
+    def compute(self) -> Tensor:
+        return self._reduce(safe_div(self.total, self.count))
+
+
+class MSE(_RatioMetric):
+    """Streaming per-frame MSE (see `mse`)."""
+
+    higher_is_better = False
+
+    def _sums(self, pred, target, mask):
+        s = _error_sums(pred, target, mask)
+        return s["sq"], s["n_frames"]
+
+
+class MAE(_RatioMetric):
+    """Streaming per-frame MAE (see `mae`)."""
+
+    higher_is_better = False
+
+    def _sums(self, pred, target, mask):
+        s = _error_sums(pred, target, mask)
+        return s["ab"], s["n_frames"]
+
+
+class MSEPixel(_RatioMetric):
+    """Streaming per-pixel MSE (see `mse_pixel`)."""
+
+    higher_is_better = False
+
+    def _sums(self, pred, target, mask):
+        s = _error_sums(pred, target, mask)
+        return s["sq"], s["n_pix"]
+
+
+class MAEPixel(_RatioMetric):
+    """Streaming per-pixel MAE (see `mae_pixel`)."""
+
+    higher_is_better = False
+
+    def _sums(self, pred, target, mask):
+        s = _error_sums(pred, target, mask)
+        return s["ab"], s["n_pix"]
+
+
+class SSIM(_RatioMetric):
+    """Streaming per-frame SSIM (see `ssim`); takes no mask."""
+
+    higher_is_better = True
+
+    def __init__(self, data_range: float = 1.0, gaussian: bool = False, win_size: int = 7,
+                 sigma: float = 1.5, **kwargs: Any) -> None:
+        super().__init__(data_range=data_range, **kwargs)
+        self.gaussian, self.win_size, self.sigma = gaussian, win_size, sigma
+
+    def _sums(self, pred, target, mask):
+        if mask is not None:
+            raise ValueError("SSIM takes no mask: the window needs whole frames")
+        frames = _ssim_frames(pred, target, self.data_range, self.gaussian, self.win_size,
+                              self.sigma)  # [B, T]
+        return frames.sum(dim=0, dtype=torch.float64), torch.full_like(
+            frames[0], frames.shape[0], dtype=torch.float64)
+
+
+class PSNR(_RatioMetric):
+    """Streaming per-frame PSNR in dB (see `psnr`); takes no mask."""
+
+    higher_is_better = True
+
+    def __init__(self, data_range: float = 1.0, max_db: float | None = MAX_PSNR_DB,
+                 **kwargs: Any) -> None:
+        super().__init__(data_range=data_range, **kwargs)
+        self.max_db = max_db
+
+    def _sums(self, pred, target, mask):
+        if mask is not None:
+            raise ValueError("PSNR takes no mask: it is defined on whole frames")
+        frames = _psnr_frames(pred, target, self.data_range, self.max_db)  # [B, T]
+        return frames.sum(dim=0, dtype=torch.float64), torch.full_like(
+            frames[0], frames.shape[0], dtype=torch.float64)

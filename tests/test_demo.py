@@ -1,0 +1,63 @@
+"""`convcast demo` end to end, kept short: a few seconds of training on a small test set."""
+
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+from convcast.cli import demo
+
+MODELS = ("encoder_forecaster", "persistence", "blank")
+
+
+def _check_outputs(out, horizon=10):
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == set(MODELS)
+    for name in MODELS:
+        for key in ("mse", "mae", "ssim", "psnr"):
+            assert isinstance(metrics[name][key], float), (name, key)
+        assert len(metrics[name]["per_lead_time"]["mse"]) == horizon
+    # the all-zero forecast scores exactly the mean energy of the truth frames
+    assert metrics["blank"]["mse"] > 0 and metrics["persistence"]["mse"] > metrics["blank"]["mse"]
+    gif = iio.imread(out / "prediction.gif")
+    assert gif.shape[0] == horizon and gif.shape[-1] in (3, 4)
+    return metrics
+
+
+def test_demo_from_scratch_writes_metrics_and_gif(tmp_path, capsys):
+    assert demo.main(["--init", "scratch", "--minutes", "0.05", "--max_steps", "2",
+                      "--test_size", "8", "--batch_size", "4", "--out", str(tmp_path)]) == 0
+    _check_outputs(tmp_path)
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in MODELS)
+
+
+def test_shipped_weights_forecast_the_digits(tmp_path):
+    """The shipped checkpoint must beat both baselines by the margin the demo promises."""
+    blob = demo.load_shipped()
+    assert blob["model_kwargs"] == demo.DEMO_MODEL and blob["trained_steps"] > 0
+    assert demo.main(["--minutes", "0.05", "--max_steps", "1", "--test_size", "64",
+                      "--out", str(tmp_path)]) == 0
+    m = _check_outputs(tmp_path)
+    ef, pers, blank = (m[k]["mse"] for k in MODELS)
+    assert ef < 0.8 * pers and ef < 0.8 * blank, m
+    assert m["encoder_forecaster"]["ssim"] > max(m["persistence"]["ssim"], m["blank"]["ssim"])
+
+
+def test_shipped_file_of_another_architecture_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"model_name": "seq2seq", "model_kwargs": {}, "state_dict": {}}, bad)
+    with pytest.raises(ValueError, match="not the demo's encoder_forecaster"):
+        demo.load_shipped(bad)
+    with pytest.raises(FileNotFoundError, match="--init scratch"):
+        demo.load_shipped(tmp_path / "missing.pt")
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "convcast.cli.main", "demo", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--minutes" in out.stdout and "--init scratch" in out.stdout

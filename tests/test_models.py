@@ -1,0 +1,127 @@
+"""Generic tests over every registered forecaster, baselines included (the timm pattern)."""
+
+import pytest
+import torch
+
+import convcast
+from convcast.models import create_model, is_baseline, list_models
+
+T_IN, SIZE = 3, 16  # small frames keep the whole registry fast; 16 divides every patch size
+
+
+def _build(name: str, in_channels: int = 1) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, in_channels=in_channels)
+
+
+def _input(b: int = 2, c: int = 1) -> torch.Tensor:
+    return torch.rand(b, T_IN, c, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+def test_registry_lists_the_core_models():
+    names = list_models()
+    assert {"encoder_forecaster", "seq2seq", "next_frame", "persistence", "blank"} <= set(names)
+    assert names == convcast.list_models() == sorted(names)
+    assert "persistence" not in list_models(baselines=False)
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names: .*persistence"):
+        create_model("convlstm9000")
+    with pytest.raises(TypeError, match="create_model\\('seq2seq'\\)"):
+        create_model("seq2seq", no_such_argument=1)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("horizon", [1, 4])
+def test_shape_any_horizon_no_nan(name, horizon):
+    model = _build(name).eval()
+    with torch.no_grad():
+        y = model(_input(), horizon)
+    assert y.shape == (2, horizon, 1, SIZE, SIZE)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_multichannel_input(name):
+    model = _build(name, in_channels=2).eval()
+    with torch.no_grad():
+        y = model(_input(c=2), 2)
+    assert y.shape == (2, 2, 2, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_wrong_input_is_refused_clearly(name):
+    model = _build(name)
+    with pytest.raises(ValueError, match="channels"):
+        model(_input(c=3), 2)
+    with pytest.raises(ValueError, match=r"\[B, T_in, C, H, W\]"):
+        model(torch.rand(2, 1, SIZE, SIZE), 2)
+    with pytest.raises(ValueError, match="horizon"):
+        model(_input(), 0)
+
+
+@pytest.mark.parametrize("name", list_models(baselines=False))
+def test_gradients_flow_to_every_parameter(name):
+    model = _build(name).train()
+    model(_input(), 3).pow(2).mean().backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not missing, f"no finite gradient for {missing}"
+    assert sum(p.grad.abs().sum() for p in model.parameters() if p.grad is not None) > 0
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if is_baseline(n)])
+def test_baselines_have_nothing_to_train(name):
+    assert sum(p.numel() for p in _build(name).parameters()) == 0
+
+
+@pytest.mark.parametrize("name", list_models(baselines=False))
+def test_first_frames_do_not_depend_on_later_horizon(name):
+    """A longer rollout extends a shorter one: frame k never looks at frames after k."""
+    model = _build(name).eval()
+    with torch.no_grad():
+        short, long = model(_input(), 2), model(_input(), 5)
+    assert torch.allclose(short, long[:, :2], atol=1e-5)
+
+
+AUTOREGRESSIVE = [n for n in list_models(baselines=False)
+                  if getattr(_build(n), "autoregressive", False)]
+
+
+@pytest.mark.parametrize("name", AUTOREGRESSIVE)
+def test_teacher_forcing_feeds_true_frames(name):
+    model = _build(name).eval()
+    x = _input()
+    teacher = torch.rand(2, 4, 1, SIZE, SIZE)
+    with torch.no_grad():
+        free = model(x, 4)
+        forced = model(x, 4, teacher=teacher)
+        other = teacher.clone()
+        other[:, 1] = 1 - other[:, 1]  # change the true frame 1 only
+        forced2 = model(x, 4, teacher=other)
+        none_masked = model(x, 4, teacher=teacher, teacher_mask=torch.zeros(2, 3, dtype=bool))
+    assert torch.allclose(forced[:, 0], free[:, 0], atol=1e-6)  # the first frame sees no teacher
+    assert not torch.allclose(forced[:, 1:], free[:, 1:])
+    assert torch.allclose(forced2[:, :2], forced[:, :2], atol=1e-6)  # frame 1 feeds frame 2 on
+    assert not torch.allclose(forced2[:, 2], forced[:, 2])
+    assert torch.allclose(none_masked, free, atol=1e-6)  # an all-False mask is free running
+
+
+def test_persistence_and_blank_values():
+    x = _input()
+    assert torch.equal(create_model("persistence")(x, 3), x[:, -1:].expand(-1, 3, -1, -1, -1))
+    assert torch.equal(create_model("blank")(x, 2), torch.zeros(2, 2, 1, SIZE, SIZE))
+
+
+def test_encoder_forecaster_matches_the_paper_size():
+    # Shi et al. 2015, table 1: the 3-layer 128-64-64 network with 5×5 kernels has 7.585M weights
+    m = create_model("encoder_forecaster", hidden_channels=[128, 64, 64], kernel_size=5,
+                     patch_size=4)
+    assert round(sum(p.numel() for p in m.parameters()) / 1e6, 2) == 7.58
+
+
+def test_encoder_forecaster_patch_must_divide_frames():
+    m = create_model("encoder_forecaster", patch_size=4)
+    with pytest.raises(ValueError, match="patch_size"):
+        m(torch.rand(1, 2, 1, 18, 18), 1)
