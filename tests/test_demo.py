@@ -60,4 +60,4 @@ def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "convcast.cli.main", "demo", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "--minutes" in out.stdout and "--init scratch" in out.stdout
+    assert "--minutes" in out.stdout and "reproduced by" in out.stdout

@@ -64,7 +64,8 @@ def test_wrong_input_is_refused_clearly(name):
 @pytest.mark.parametrize("name", list_models(baselines=False))
 def test_gradients_flow_to_every_parameter(name):
     model = _build(name).train()
-    model(_input(), 3).pow(2).mean().backward()
+    loss = model(_input(), 3).pow(2).mean()
+    (loss + sum(getattr(model, "extra_losses", dict)().values())).backward()
     missing = [n for n, p in model.named_parameters()
                if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
     assert not missing, f"no finite gradient for {missing}"

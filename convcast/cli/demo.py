@@ -80,12 +80,13 @@ class PeriodicWeights(Callback):
 
 
 def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="convcast demo", description=__doc__.split("\n")[0] + "\n\n"
-                       f"The shipped checkpoint is reproduced by:\n  {REPRODUCE}")
+    p = ArgumentParser(prog="convcast demo", description="Train an encoder-forecaster on Moving "
+                       "MNIST and score it against persistence and blank forecasts. The shipped "
+                       f"checkpoint is reproduced by: {REPRODUCE}")
     p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
     p.add_argument("--max_steps", type=int, default=-1,
                    help="also stop after this many steps (-1: time budget only)")
-    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
+    p.add_argument("--out", type=str, default="demo-output", help="output folder")
     p.add_argument("--init", type=str, default="shipped", choices=["shipped", "scratch"],
                    help="start from the shipped checkpoint or from random weights")
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
@@ -94,7 +95,7 @@ def parser() -> ArgumentParser:
                    help="grow the training horizon from 1 to 10 frames over this many steps")
     p.add_argument("--test_size", type=int, default=256, help="held-out test sequences")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save_weights", type=Path | None, default=None,
+    p.add_argument("--save_weights", type=str | None, default=None,
                    help="also save the trained weights in the shipped-asset format")
     return p
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     callbacks: list[Callback] = [MinutesBar(args.minutes)]
     if args.save_weights is not None:
-        callbacks.append(PeriodicWeights(args.save_weights, prior_steps, prior_minutes))
+        callbacks.append(PeriodicWeights(Path(args.save_weights), prior_steps, prior_minutes))
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_time=timedelta(minutes=args.minutes), max_epochs=-1,
         max_steps=args.max_steps,

@@ -3,7 +3,15 @@
 Importing this package registers every built-in model.
 """
 
-from convcast.models import baselines, encoder_forecaster, next_frame, seq2seq  # noqa: F401
+from convcast.models import (  # noqa: F401  (importing registers the models)
+    baselines,
+    encoder_forecaster,
+    fc_lstm,
+    next_frame,
+    optical_flow,
+    predrnn,
+    seq2seq,
+)
 from convcast.models.base import Forecaster
 from convcast.models.registry import (
     create_model,

@@ -1,6 +1,8 @@
-"""Lightning systems that train and evaluate forecasters."""
+"""Lightning systems that train and evaluate forecasters, and their sampling schedules."""
 
 from convcast.train.losses import get_loss
+from convcast.train.sampling import ReverseScheduledSampling, Sampling, ScheduledSampling
 from convcast.train.system import ForecastSystem
 
-__all__ = ["ForecastSystem", "get_loss"]
+__all__ = ["ForecastSystem", "ReverseScheduledSampling", "Sampling", "ScheduledSampling",
+           "get_loss"]

@@ -103,17 +103,24 @@ class ForecastSystem(L.LightningModule):
             kwargs = self.sampling.masks(self.global_step, x.shape[0], x.shape[1], horizon,
                                          x.device)
             kwargs.setdefault("teacher", y)
-        pred = self.model(x, horizon, **kwargs)  # [B, horizon, C, H, W]
+        try:
+            pred = self.model(x, horizon, **kwargs)  # [B, horizon, C, H, W]
+        except TypeError as err:
+            raise TypeError(f"{type(self.model).__name__} does not accept the keyword arguments "
+                            f"of {type(self.sampling).__name__} ({', '.join(kwargs)}): {err}. "
+                            "Reverse scheduled sampling needs predrnn or predrnn_v2; use "
+                            "ScheduledSampling with other models") from err
         loss = self.loss_fn(pred, y, mask)
         self.log("train/loss_forecast", loss, prog_bar=False)
+        # read the model's own losses now: a second forward below would overwrite them
+        for name, extra in getattr(self.model, "extra_losses", dict)().items():
+            self.log(f"train/{name}", extra)
+            loss = loss + extra
         if self.hparams.transition_loss and ar and x.shape[1] > 1:
             ctx = self.model(x[:, :1], x.shape[1] - 1, teacher=x[:, 1:])  # [B, T_in-1, C, H, W]
             tl = self.loss_fn(ctx, x[:, 1:])
             self.log("train/loss_transition", tl)
             loss = loss + tl
-        for name, extra in getattr(self.model, "extra_losses", dict)().items():
-            self.log(f"train/{name}", extra)
-            loss = loss + extra
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/horizon", float(horizon))
         return loss
