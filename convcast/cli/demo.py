@@ -89,6 +89,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--out", type=str, default="demo-output", help="output folder")
     p.add_argument("--init", type=str, default="shipped", choices=["shipped", "scratch"],
                    help="start from the shipped checkpoint or from random weights")
+    p.add_argument("--loss", type=str, default="bce", help="training loss: bce, mse, l1, l1+l2")
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--horizon_curriculum", type=int, default=0,
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     dm = MovingMNISTDataModule(batch_size=args.batch_size, train_size=200_000, val_size=64,
                                test_size=args.test_size, seed=args.seed)
     dm.setup()
-    system = ForecastSystem("encoder_forecaster", DEMO_MODEL, loss="bce", lr=args.lr,
+    system = ForecastSystem("encoder_forecaster", DEMO_MODEL, loss=args.loss, lr=args.lr,
                             horizon_curriculum=args.horizon_curriculum)
     prior_steps, prior_minutes = 0, 0.0
     if args.init == "shipped":

@@ -3,6 +3,10 @@
 from convcast.data.datamodule import MovingMNISTDataModule, SequenceDataModule
 from convcast.data.mnist import load_digits
 from convcast.data.moving_mnist import MovingMNIST, MovingMNISTTestFile
+from convcast.data.radar import RadarDataModule, RadarWindows
+from convcast.data.radar_io import open_radar
+from convcast.data.synthetic_radar import SyntheticRadar, SyntheticRadarDataModule
 
-__all__ = ["MovingMNIST", "MovingMNISTDataModule", "MovingMNISTTestFile", "SequenceDataModule",
-           "load_digits"]
+__all__ = ["MovingMNIST", "MovingMNISTDataModule", "MovingMNISTTestFile", "RadarDataModule",
+           "RadarWindows", "SequenceDataModule", "SyntheticRadar", "SyntheticRadarDataModule",
+           "load_digits", "open_radar"]

@@ -23,6 +23,11 @@ def mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     return _masked_mean((pred - target) ** 2, mask)
 
 
+def l1(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean absolute error per pixel: its optimum is the median, so unlikely pixels stay empty."""
+    return _masked_mean((pred - target).abs(), mask)
+
+
 def l1_l2(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """L1 + L2 per pixel, the PredRNN training loss."""
     d = pred - target
@@ -36,7 +41,7 @@ def bce(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     return _masked_mean(err, mask)
 
 
-LOSSES: dict[str, Loss] = {"mse": mse, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce}
+LOSSES: dict[str, Loss] = {"mse": mse, "l1": l1, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce}
 
 
 def get_loss(name: str) -> Loss:

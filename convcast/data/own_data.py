@@ -1,0 +1,247 @@
+"""Your own data: videos, frame folders or arrays cut into sliding windows `(x, y)`.
+
+`FramesDataModule(path=...)` reads, as sequences:
+- a video file, or a folder of videos (each video one sequence, decoded per window);
+- a folder of frames (one sequence) or a folder of frame folders (each one sequence);
+- a `.npy` / `.npz` / HDF5 array of one sequence or of many (`layout`, see `frames_io`).
+Each sequence gives windows of `input_frames + output_frames` frames every `stride` frames.
+
+Splits never share a frame. `split="time"` cuts every sequence at the fractions of its length and
+drops the windows that would straddle a cut; `split="file"` gives whole sequences to one split
+(shuffled by `seed`). Normalisation statistics come from training frames only (at most
+`stats_frames` of them, evenly spaced) and are stored in checkpoints by `data_info()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from convcast.data.arrays import ArrayFile
+from convcast.data.datamodule import SequenceDataModule
+from convcast.data.frames_io import (
+    ARRAY_EXTS,
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    as_size,
+    list_images,
+    natural_key,
+    prepare_frames,
+    unit_scale,
+    valid_extensions,
+)
+from convcast.data.loader import resumable_loader
+from convcast.data.normalize import Normalization, fit_normalization
+from convcast.data.video import FrameFolderSource, VideoSource
+
+SPLITS = ("train", "val", "test")
+Window = tuple[int, int]  # (source index, first frame)
+
+
+def discover_sources(path: str | Path, key: str | None = None, layout: str | None = None,
+                     cache_frames: int = 64) -> list:
+    """The sequences under `path` (see the module docstring), in natural name order."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data path {path} not found")
+    if path.is_file():
+        ext = path.suffix.lower()
+        if ext in VIDEO_EXTS:
+            return [VideoSource(path, cache_frames)]
+        if ext in ARRAY_EXTS:
+            f = ArrayFile(path, key, layout)
+            if f.guessed:
+                rank_zero_info(f"{path}: layout {f.layout} guessed from shape {f.shape} "
+                               "(set layout to override)")
+            return f.sources()
+        raise ValueError(f"cannot read sequences from {path}; valid: {valid_extensions()}")
+    if list_images(path):
+        return [FrameFolderSource(path)]
+    sources: list = []
+    for entry in sorted(path.iterdir(), key=natural_key):
+        if entry.is_dir() and list_images(entry):
+            sources.append(FrameFolderSource(entry))
+        elif entry.is_file() and entry.suffix.lower() in VIDEO_EXTS + ARRAY_EXTS:
+            sources.extend(discover_sources(entry, key, layout, cache_frames))
+    if not sources:
+        raise ValueError(f"{path} holds no sequences: expected videos ({', '.join(VIDEO_EXTS)}), "
+                         f"arrays ({', '.join(ARRAY_EXTS)}), frames ({', '.join(IMAGE_EXTS)}) or "
+                         "folders of frames")
+    return sources
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    f = tuple(float(v) for v in fractions)
+    if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1) > 1e-6 or f[0] == 0:
+        raise ValueError(f"split_fractions must be three fractions (train, val, test) >= 0 "
+                         f"summing to 1 with train > 0, got {tuple(fractions)}")
+    return f  # type: ignore[return-value]
+
+
+def split_windows(lengths: Sequence[int], window: int, stride: int, split: str,
+                  fractions: Sequence[float], seed: int = 0,
+                  ) -> tuple[dict[str, list[Window]], dict[str, list[tuple[int, int, int]]]]:
+    """Windows per split, and the frame ranges `(source, start, stop)` each split owns."""
+    if split not in ("time", "file"):
+        raise ValueError(f"unknown split {split!r}; valid: time, file")
+    if window < 2 or stride < 1:
+        raise ValueError(f"need a window of >= 2 frames and stride >= 1, got {window}, {stride}")
+    f = _check_fractions(fractions)
+    ranges: dict[str, list[tuple[int, int, int]]] = {s: [] for s in SPLITS}
+    if split == "time":
+        cuts = np.cumsum((0.0, *f))
+        for i, n in enumerate(lengths):
+            b = [int(round(c * n)) for c in cuts]
+            for k, s in enumerate(SPLITS):
+                if b[k + 1] > b[k]:
+                    ranges[s].append((i, b[k], b[k + 1]))
+    else:
+        n = len(lengths)
+        wanted = [k for k in range(3) if f[k] > 0]
+        if n < len(wanted):
+            raise ValueError(f"split='file' needs a sequence per split but there are {n}; use "
+                             "split='time' or set unused split fractions to 0")
+        counts = [int(round(n * f[1])), int(round(n * f[2]))]
+        counts = [max(c, 1) if f[k + 1] > 0 else 0 for k, c in enumerate(counts)]
+        while n - sum(counts) < 1:  # keep at least one training sequence
+            k = int(np.argmax(counts))
+            counts[k] -= 1
+        order = np.random.default_rng(seed).permutation(n).tolist()
+        n_val, n_test = counts
+        parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test],
+                 "train": order[n_val + n_test:]}
+        for s in SPLITS:
+            ranges[s] = [(i, 0, lengths[i]) for i in sorted(parts[s])]
+    windows = {s: [(i, t) for i, lo, hi in ranges[s] for t in range(lo, hi - window + 1, stride)]
+               for s in SPLITS}
+    return windows, ranges
+
+
+class WindowDataset(Dataset):
+    """Item `i`: `(x [T_in,C,H,W], y [T_out,C,H,W])` float32 of window `windows[i]`."""
+
+    def __init__(self, sources: Sequence, windows: Sequence[Window], input_frames: int,
+                 output_frames: int, channels: int | None = None,
+                 frame_size: int | Sequence[int] | None = None,
+                 normalization: Normalization | None = None) -> None:
+        self.sources, self.windows = list(sources), list(windows)
+        self.input_frames, self.output_frames = input_frames, output_frames
+        self.channels, self.frame_size = channels, as_size(frame_size)
+        self.normalization = normalization or Normalization()
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, t = self.windows[index]
+        raw = self.sources[s].read(t, t + self.input_frames + self.output_frames)
+        seq = prepare_frames(raw, self.channels, self.frame_size)  # [T, C, H, W]
+        seq = torch.from_numpy(self.normalization.apply(seq).astype(np.float32))
+        return seq[: self.input_frames], seq[self.input_frames:]
+
+
+class FramesDataModule(SequenceDataModule):
+    """Sliding windows over your own videos, frame folders or arrays (see the module docstring).
+
+    Args:
+        path: a video, an array file, a folder of frames, or a folder of any of them.
+        input_frames / output_frames: frames in x and in y; `stride`: frames between windows.
+        split: `time` or `file`; `split_fractions`: (train, val, test), summing to 1.
+        frame_size: resize to this (int or (H, W)); None keeps the stored size.
+        channels: 1 (gray) or 3 (RGB); None keeps the stored channels (videos decode as RGB).
+        normalization: `none`, `minmax` (to [0, 1]; from `value_range` if given, else the
+            training data's min/max) or `standard` (training mean/std). Integer frames are first
+            divided by their dtype's maximum (uint8: 255).
+        key / layout: the array inside an `.npz`/HDF5 file, and the array's axis order.
+        cache_frames: decoded frames a video keeps for overlapping windows.
+        stats_frames: at most this many training frames fit the normalisation.
+        shuffle / seed: training order (a function of seed and epoch) and the file split.
+    """
+
+    def __init__(
+        self, path: str, input_frames: int = 10, output_frames: int = 10, stride: int = 1,
+        split: str = "time", split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        frame_size: int | tuple[int, int] | None = None, channels: int | None = None,
+        normalization: str = "none", value_range: tuple[float, float] | None = None,
+        key: str | None = None, layout: str | None = None, cache_frames: int = 64,
+        stats_frames: int = 256, shuffle: bool = True, seed: int = 0, batch_size: int = 16,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 (gray), 3 (RGB) or None (as stored), got "
+                             f"{channels}")
+        if input_frames < 1 or output_frames < 1:
+            raise ValueError("input_frames and output_frames must be >= 1")
+        self.save_hyperparameters()
+        self.normalization: Normalization | None = None
+        self.sources: list | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.sources is not None:
+            return
+        hp = self.hparams
+        sources = discover_sources(hp.path, hp.key, hp.layout, hp.cache_frames)
+        dtypes = {np.dtype(s.dtype) for s in sources}
+        if len({unit_scale(d) for d in dtypes}) > 1:
+            raise ValueError(f"{hp.path} mixes value types {sorted(map(str, dtypes))}; integer "
+                             "and float frames scale differently: convert them to one type")
+        shapes = {s.frame_shape[:2] if hp.frame_size is None else () for s in sources}
+        chans = {s.frame_shape[2] if hp.channels is None else 0 for s in sources}
+        if len(shapes) > 1 or len(chans) > 1:
+            raise ValueError(f"the sequences in {hp.path} differ in frame size or channels "
+                             f"({sorted(shapes)}, {sorted(chans)}); set frame_size and channels "
+                             "so that every window comes out alike")
+        window = hp.input_frames + hp.output_frames
+        windows, ranges = split_windows([s.num_frames for s in sources], window, hp.stride,
+                                        hp.split, hp.split_fractions, hp.seed)
+        if not windows["train"]:
+            raise ValueError(
+                f"no training window of {window} frames fits in {hp.path} (sequence lengths "
+                f"{sorted({s.num_frames for s in sources})}, split {hp.split} "
+                f"{tuple(hp.split_fractions)}); use shorter windows or more data")
+        self.normalization = fit_normalization(
+            hp.normalization, self._stats_frames(sources, ranges["train"]), hp.value_range)
+        common = dict(input_frames=hp.input_frames, output_frames=hp.output_frames,
+                      channels=hp.channels, frame_size=hp.frame_size,
+                      normalization=self.normalization)
+        self.train_set = WindowDataset(sources, windows["train"], **common)
+        self.val_set = WindowDataset(sources, windows["val"], **common)
+        self.test_set = WindowDataset(sources, windows["test"], **common)
+        self.sources, self.dtype = sources, dtypes.pop()
+        rank_zero_info(f"{hp.path}: {len(sources)} sequences, windows train/val/test "
+                       f"{len(windows['train'])}/{len(windows['val'])}/{len(windows['test'])}, "
+                       f"normalization {self.normalization.describe()}")
+
+    def _stats_frames(self, sources: list, ranges: list[tuple[int, int, int]]
+                      ) -> Iterator[np.ndarray]:
+        """Evenly spaced training frames, prepared like the model's inputs (before normalising)."""
+        frames = [(i, t) for i, lo, hi in ranges for t in range(lo, hi)]
+        take = np.linspace(0, len(frames) - 1, min(len(frames), self.hparams.stats_frames))
+        for k in np.unique(take.round().astype(int)):
+            i, t = frames[k]
+            yield prepare_frames(sources[i].read(t, t + 1), self.hparams.channels,
+                                 self.hparams.frame_size)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            raise RuntimeError("FramesDataModule has no train set; call setup() first")
+        return resumable_loader(self, self.train_set, self.batch_size, self.num_workers,
+                                self.hparams.shuffle, self.hparams.seed)
+
+    def data_info(self) -> dict:
+        """What a checkpoint stores so `convcast predict` prepares new frames the same way."""
+        if self.sources is None:
+            self.setup()
+        h, w, c = self.sources[0].frame_shape
+        size = as_size(self.hparams.frame_size) or (h, w)
+        return {"input_frames": self.hparams.input_frames,
+                "output_frames": self.hparams.output_frames,
+                "channels": self.hparams.channels or c, "frame_size": list(size),
+                "normalization": self.normalization.to_dict(),
+                "value_scale": unit_scale(self.dtype), "source": str(self.hparams.path)}

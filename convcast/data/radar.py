@@ -1,0 +1,240 @@
+"""Radar archives as `(x, y, mask)` windows, and the `RadarDataModule` of Shi et al.'s experiment.
+
+`RadarWindows` serves window `i` of an archive: `x [T_in,C,h,w]`, `y [T_out,C,h,w]` pixels in
+[0, 1] and `mask [T_out,C,h,w]` bool, True on valid target pixels (not missing, not clutter,
+inside the radar range); NaN in x and y is replaced by 0 after the mask is made, and losses and
+scores leave masked pixels out. Each item reads its 20 frames from disk, so memory stays constant
+whatever the archive's length. See `radar_io` (formats), `radar_windows` (gaps and the day-block
+split) and `radar_preprocess` (normalisation, crop, disk filter, resize, clutter).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from convcast.data.datamodule import SequenceDataModule
+from convcast.data.radar_io import FrameSource, open_radar
+from convcast.data.radar_preprocess import (
+    CLUTTER_METHODS,
+    EchoStatistics,
+    RadarPreprocess,
+    Size,
+    circle_mask,
+    clutter_by_frequency,
+    clutter_by_kmeans,
+)
+from convcast.data.radar_windows import SPLITS, as_step, split_windows
+from convcast.data.units import HKO_ZR
+
+
+class RadarWindows(Dataset):
+    """Windows of `input_frames + output_frames` frames starting at `starts` in `source`."""
+
+    def __init__(self, source: FrameSource, starts: np.ndarray, preprocess: RadarPreprocess,
+                 input_frames: int = 5, output_frames: int = 15) -> None:
+        self.source, self.starts, self.preprocess = source, np.asarray(starts), preprocess
+        self.input_frames, self.output_frames = input_frames, output_frames
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def times(self, index: int) -> np.ndarray:
+        """Timestamps `[T_in + T_out]` (datetime64[s]) of window `index`."""
+        s = int(self.starts[index])
+        return self.source.timestamps[s:s + self.input_frames + self.output_frames]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = int(self.starts[index])
+        raw = self.source.read(s, s + self.input_frames + self.output_frames)  # [T, C, H, W]
+        seq = torch.from_numpy(self.preprocess(raw))  # [T, C, h, w], NaN = invalid
+        x, y = seq[: self.input_frames], seq[self.input_frames:]
+        mask = torch.isfinite(y)  # [T_out, C, h, w]
+        return torch.nan_to_num(x, nan=0.0), torch.nan_to_num(y, nan=0.0), mask
+
+
+class RadarDataModule(SequenceDataModule):
+    """A radar archive split by day blocks into train/val/test windows (Shi et al. 2015).
+
+    Reading (see `convcast.data.radar_io`): `path` (folder of images, .npy, .npz, .h5, .nc,
+    .zarr), `format`, `units` (auto, gray, pixel, dbz, rainrate), `variable`, `time_variable`,
+    `time_format` / `time_regex` (image file names), `start_time` + `step_minutes` (arrays with
+    no time axis), `nodata` (a raw value meaning missing).
+    Windows: `input_frames`/`output_frames` (5/15), `stride`; the expected `step_minutes` is
+    inferred if not given, and a difference off by more than `gap_tolerance`·step is a gap.
+    Split: each day is cut into `block_minutes` blocks drawn into train/val/test by
+    `split_ratios` with `split_seed` (Shi et al.: 240 minutes, 4:1:1).
+    Preprocessing (`RadarPreprocess`): `dbz_range`, `crop`, `disk_radius`, `resize`, `zr`.
+    Masks: `valid_mask` (path to a .npy/.png of the raw grid, nonzero = valid), `circle`
+    (only the inscribed circle is valid) and `clutter`: "frequency" (pixels with echoes
+    (>= `clutter_dbz`) anomalously often), "kmeans" (Shi et al.'s K-means on monthly means) or
+    "none", from up to `clutter_frames` training frames; `clutter_cache` saves/loads the mask
+    (.npy). The mask is also kept in checkpoints, so `convcast nowcast` reuses it.
+    """
+
+    def __init__(
+        self, path: str, format: str = "auto", units: str = "auto", variable: str | None = None,
+        time_variable: str | None = None, time_format: str | None = None,
+        time_regex: str | None = None, start_time: str | None = None,
+        step_minutes: float | None = None, nodata: float | None = None,
+        input_frames: int = 5, output_frames: int = 15, stride: int = 1,
+        gap_tolerance: float = 0.25, block_minutes: float = 240.0,
+        split_ratios: tuple[float, float, float] = (4.0, 1.0, 1.0), split_seed: int = 0,
+        dbz_range: tuple[float, float] | None = None, crop: Size = None,
+        disk_radius: float = 0.0, resize: Size = None,
+        zr: tuple[float, float] = HKO_ZR, valid_mask: str | None = None, circle: bool = False,
+        clutter: str = "none", clutter_dbz: float = 15.0, clutter_k: float = 5.0,
+        clutter_clusters: int = 2, clutter_frames: int = 2000, clutter_cache: str | None = None,
+        batch_size: int = 8, num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        if clutter not in CLUTTER_METHODS:
+            raise ValueError(f"unknown clutter method {clutter!r}; valid: "
+                             f"{', '.join(CLUTTER_METHODS)}")
+        self.save_hyperparameters()
+        self.source: FrameSource | None = None
+        self.preprocess: RadarPreprocess | None = None
+        self.clutter_mask: np.ndarray | None = None  # [C, h, w] bool, True = clutter
+        self.windows: dict[str, np.ndarray] = {}
+
+    # ---- building blocks (also used by `convcast nowcast`) -----------------------------------
+    def open_source(self) -> FrameSource:
+        hp = self.hparams
+        return open_radar(hp.path, hp.format, hp.units, hp.variable, hp.time_variable,
+                          hp.time_format, hp.time_regex, hp.start_time, hp.step_minutes,
+                          hp.nodata)
+
+    def make_preprocess(self, source: FrameSource) -> RadarPreprocess:
+        """The preprocessing with the static masks (user mask, circle, clutter) folded in."""
+        hp = self.hparams
+        pre = RadarPreprocess(source.units, hp.dbz_range, hp.crop, hp.disk_radius, hp.resize,
+                              tuple(hp.zr))
+        _, h, w = pre.output_shape(source.frame_shape)
+        valid = np.ones((h, w), dtype=bool)
+        if hp.valid_mask is not None:
+            valid &= pre.regrid_mask(load_mask(hp.valid_mask))
+        if hp.circle:
+            valid &= circle_mask(h, w)
+        if self.clutter_mask is not None:
+            if self.clutter_mask.shape[-2:] != (h, w):
+                raise ValueError(f"the clutter mask is {self.clutter_mask.shape[-2:]} but frames "
+                                 f"are {(h, w)}; delete clutter_cache to recompute it")
+            valid = valid & ~self.clutter_mask
+        pre.valid = None if valid.all() else valid
+        return pre
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.source is not None:
+            return
+        hp = self.hparams
+        self.source = self.open_source()
+        ts = self.source.timestamps
+        step = as_step(hp.step_minutes, ts)
+        self.step_minutes = step.astype("timedelta64[s]").astype(np.int64) / 60
+        self.windows = split_windows(ts, hp.input_frames, hp.output_frames, step,
+                                     hp.gap_tolerance, hp.block_minutes, tuple(hp.split_ratios),
+                                     hp.split_seed, hp.stride)
+        if not any(len(w) for w in self.windows.values()):
+            raise ValueError(f"{self.source} has no gap-free run of "
+                             f"{hp.input_frames + hp.output_frames} frames inside one "
+                             f"{hp.block_minutes:g}-minute block (step {self.step_minutes:g} min)")
+        if hp.clutter != "none" and self.clutter_mask is None:
+            self.clutter_mask = self._clutter()
+        self.preprocess = self.make_preprocess(self.source)
+        sets = {name: RadarWindows(self.source, self.windows[name], self.preprocess,
+                                   hp.input_frames, hp.output_frames) for name in SPLITS}
+        self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
+
+    # ---- clutter -----------------------------------------------------------------------------
+    def _clutter(self) -> np.ndarray:
+        hp = self.hparams
+        cache = Path(hp.clutter_cache) if hp.clutter_cache else None
+        if cache is not None and cache.exists():
+            return np.load(cache).astype(bool)
+        pre = RadarPreprocess(self.source.units, hp.dbz_range, hp.crop, hp.disk_radius,
+                              hp.resize, tuple(hp.zr))
+        # frames of the training windows, evenly sampled: the test period stays unseen
+        starts = self.windows["train"]
+        frames = np.unique((starts[:, None] + np.arange(hp.input_frames + hp.output_frames))
+                           .ravel()) if len(starts) else np.arange(len(self.source))
+        frames = frames[np.linspace(0, len(frames) - 1, min(hp.clutter_frames, len(frames)))
+                        .round().astype(int)]
+        stats = EchoStatistics(float(pre.dbz_to_model(np.float32(hp.clutter_dbz))))
+        months = self.source.timestamps.astype("datetime64[M]").astype(np.int64) % 12
+        for i in frames:
+            stats.update(pre.frames(self.source.read(i, i + 1), static=False), months[i:i + 1])
+        if hp.clutter == "frequency":
+            mask = clutter_by_frequency(stats.frequency(), hp.clutter_k)
+        else:
+            means = stats.monthly_means()  # [M, C, h, w]
+            mask = clutter_by_kmeans(means.reshape(len(means), -1).T, hp.clutter_clusters)
+            mask = mask.reshape(means.shape[1:])
+        if mask.mean() > 0.25:
+            warnings.warn(f"the {hp.clutter} clutter mask blanks {mask.mean():.0%} of the "
+                          "pixels; check it (clutter_cache saves it) or tune clutter_k / "
+                          "clutter_clusters", stacklevel=2)
+        if cache is not None:
+            save_array(cache, mask)
+        return mask
+
+    # ---- checkpoints: the clutter mask travels with the model ---------------------------------
+    def state_dict(self) -> dict:
+        if self.clutter_mask is None:
+            return {}
+        return {"clutter_mask": torch.from_numpy(self.clutter_mask.copy())}  # tensors load safely
+
+    def load_state_dict(self, state: dict) -> None:
+        if "clutter_mask" in state:
+            self.clutter_mask = torch.as_tensor(state["clutter_mask"]).numpy().astype(bool)
+
+    def data_info(self) -> dict:
+        """What a checkpoint stores so `convcast nowcast` prepares new frames the same way."""
+        if self.preprocess is None:
+            self.setup()
+        hp, pre = self.hparams, self.preprocess
+        C, h, w = pre.output_shape(self.source.frame_shape)
+        radar = {"units": pre.units, "dbz_range": pre.dbz_range, "crop": pre.crop,
+                 "disk_radius": pre.disk_radius, "resize": pre.resize, "zr": list(pre.zr),
+                 "step_minutes": float(self.step_minutes),
+                 "valid": None if pre.valid is None else pre.valid.astype(int).tolist()}
+        return {"input_frames": hp.input_frames, "output_frames": hp.output_frames,
+                "channels": C, "frame_size": [h, w], "normalization": {"kind": "none"},
+                "value_scale": 1.0, "source": str(hp.path), "radar": radar}
+
+    # ---- conversions for scores and outputs ---------------------------------------------------
+    def to_rainrate(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Model pixels to rain rate in mm/h, inverting this archive's normalisation."""
+        if self.preprocess is None:
+            raise RuntimeError("call setup() first")
+        return self.preprocess.to_rainrate(pixels)
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """A static mask from .npy or an image (nonzero = valid) as bool `[H, W]`."""
+    p = Path(path)
+    if p.suffix == ".npy":
+        m = np.load(p)
+    else:
+        import cv2
+
+        m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise OSError(f"cannot read mask image {p}")
+    m = np.asarray(m)
+    if m.ndim != 2:
+        raise ValueError(f"{p}: a valid-pixel mask must be 2-D [H, W], got shape {m.shape}")
+    return m != 0
+
+
+def save_array(path: Path, a: np.ndarray) -> None:
+    """np.save atomically (temporary file + os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, a)
+    os.replace(tmp, path)

@@ -1,0 +1,251 @@
+"""The preprocessing of Shi et al. (2015, section 4.2) as options, and clutter from statistics.
+
+The paper: intensities to gray levels by min–max normalisation P = (Z − min Z) / (max Z − min Z),
+crop the central 330×330 region, apply "the disk filter with radius 10" (a pillbox mean over a disk,
+MATLAB's `fspecial('disk', 10)`: it smooths speckle), resize to 100×100, and blank noisy regions
+found from long-term pixel statistics (they used K-means on monthly pixel means).
+Here, in that order: crop (on raw values), units -> dBZ -> pixels in [0, 1] (by default HKO-7's
+(dBZ + 10) / 70, so `convcast.data.units` converts back; or min–max over a `dbz_range`), disk
+filter, resize, then the static masks (a user mask, the circle of radar range, clutter) set
+invalid pixels to NaN. NaN pixels (missing data) stay out of every average: the disk filter and
+the resize are normalised convolutions over valid pixels, and a pixel with less than half valid
+support becomes NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from convcast.data.radar_io import UNITS
+from convcast.data.units import (
+    HKO_ZR,
+    dbz_to_pixel,
+    dbz_to_rainrate,
+    pixel_to_dbz,
+    rainrate_to_dbz,
+)
+
+CLUTTER_METHODS = ("none", "frequency", "kmeans")
+Size = int | tuple[int, int] | list[int] | None
+
+
+def _pair(size: Size, name: str) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if len(hw) != 2 or any(int(v) != v or v < 1 for v in hw):
+        raise ValueError(f"{name} must be a positive int or (height, width), got {size!r}")
+    return int(hw[0]), int(hw[1])
+
+
+def disk_kernel(radius: float) -> np.ndarray:
+    """Uniform disk (pillbox) kernel of `radius` pixels, summing to 1."""
+    r = int(np.floor(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    k = (yy**2 + xx**2 <= radius**2).astype(np.float32)
+    return k / k.sum()
+
+
+def _masked_filter(frames: np.ndarray, op) -> np.ndarray:
+    """Apply a linear 2-D `op` to `[N, H, W]` frames with NaN as missing (normalised convolution):
+    out = op(values·valid) / op(valid), NaN where under half of the support is valid."""
+    valid = np.isfinite(frames)
+    if valid.all():
+        return np.stack([op(f) for f in frames])
+    num = np.stack([op(np.where(v, f, 0).astype(np.float32)) for f, v in zip(frames, valid,
+                                                                               strict=True)])
+    den = np.stack([op(v.astype(np.float32)) for v in valid])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den >= 0.5, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
+
+
+class RadarPreprocess:
+    """Raw frames `[n, C, H, W]` in `units` -> model pixels `[n, C, h, w]` in [0, 1], NaN invalid.
+
+    Args:
+        units: units of the raw data, one of `UNITS` (see `convcast.data.radar_io`).
+        dbz_range: min–max normalisation bounds in dBZ; None is HKO-7's (-10, 60), which makes
+            the pixels exactly `convcast.data.units.dbz_to_pixel`. Values outside are clipped.
+        crop: centre crop (h, w) of the raw frame (Shi et al.: 330).
+        disk_radius: radius of the disk mean filter in pixels of the cropped frame (Shi et al.:
+            10); 0 disables it.
+        resize: output size (h, w) (Shi et al.: 100), area-averaged when shrinking.
+        zr: (a, b) of Z = a R^b for rain-rate data and for `to_rainrate`.
+        valid: static mask of valid pixels on the output grid (True = valid), or None.
+    """
+
+    def __init__(self, units: str, dbz_range: tuple[float, float] | None = None,
+                 crop: Size = None, disk_radius: float = 0.0, resize: Size = None,
+                 zr: tuple[float, float] = HKO_ZR, valid: np.ndarray | None = None) -> None:
+        if units not in UNITS:
+            raise ValueError(f"unknown units {units!r}; valid: {', '.join(UNITS)}")
+        if dbz_range is not None and not dbz_range[0] < dbz_range[1]:
+            raise ValueError(f"dbz_range must be (low, high) with low < high, got {dbz_range!r}")
+        if disk_radius < 0:
+            raise ValueError(f"disk_radius must be >= 0, got {disk_radius}")
+        self.units, self.dbz_range = units, None if dbz_range is None else tuple(dbz_range)
+        self.crop, self.resize = _pair(crop, "crop"), _pair(resize, "resize")
+        self.disk_radius, self.zr = float(disk_radius), tuple(zr)
+        self.valid = valid
+
+    # ---- units -------------------------------------------------------------------------------
+    def raw_to_dbz(self, raw: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):  # rain rate 0 is -inf dBZ, clipped to 0 below
+            if self.units == "gray":
+                return pixel_to_dbz(raw / 255.0)
+            if self.units == "pixel":
+                return pixel_to_dbz(raw)
+            if self.units == "rainrate":
+                return rainrate_to_dbz(raw, *self.zr)
+            return raw
+
+    def dbz_to_model(self, dbz):
+        if self.dbz_range is None:
+            p = dbz_to_pixel(dbz)
+        else:
+            lo, hi = self.dbz_range
+            p = (dbz - lo) / (hi - lo)
+        return p.clip(0, 1) if isinstance(p, torch.Tensor) else np.clip(p, 0, 1)
+
+    def to_dbz(self, pixels):
+        """Model pixels (numpy or torch) to reflectivity in dBZ."""
+        if self.dbz_range is None:
+            return pixel_to_dbz(pixels)
+        lo, hi = self.dbz_range
+        return pixels * (hi - lo) + lo
+
+    def to_rainrate(self, pixels):
+        """Model pixels (numpy or torch) to rain rate in mm/h (for thresholds such as 0.5)."""
+        return dbz_to_rainrate(self.to_dbz(pixels), *self.zr)
+
+    def from_pixel(self, pixels: np.ndarray) -> np.ndarray:
+        """Model pixels back to the raw data's units (pixel 0 is rain rate 0)."""
+        dbz = self.to_dbz(pixels)
+        if self.units == "gray":
+            return dbz_to_pixel(dbz) * 255.0
+        if self.units == "pixel":
+            return dbz_to_pixel(dbz)
+        if self.units == "rainrate":
+            return np.where(pixels <= 0, 0.0, dbz_to_rainrate(dbz, *self.zr))
+        return dbz
+
+    # ---- geometry ----------------------------------------------------------------------------
+    def _crop(self, a: np.ndarray) -> np.ndarray:
+        if self.crop is None:
+            return a
+        H, W = a.shape[-2:]
+        h, w = self.crop
+        if h > H or w > W:
+            raise ValueError(f"crop {self.crop} is larger than the frames ({H}, {W})")
+        top, left = (H - h) // 2, (W - w) // 2
+        return a[..., top:top + h, left:left + w]
+
+    def _resize(self, frames: np.ndarray) -> np.ndarray:
+        """`[N, H, W]` -> `[N, h, w]` (area average when shrinking, bilinear when growing)."""
+        import cv2
+
+        h, w = self.resize
+        interp = cv2.INTER_AREA if h <= frames.shape[1] and w <= frames.shape[2] \
+            else cv2.INTER_LINEAR
+        return _masked_filter(frames, lambda f: cv2.resize(f, (w, h), interpolation=interp))
+
+    def output_shape(self, frame_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """`(C, h, w)` of processed frames of raw shape `frame_shape` `(C, H, W)`."""
+        C, H, W = frame_shape
+        H, W = self.crop or (H, W)
+        return (C, *(self.resize or (H, W)))
+
+    def regrid_mask(self, mask: np.ndarray) -> np.ndarray:
+        """A static bool mask `[H, W]` on the raw grid, cropped and resized like the frames."""
+        m = self._crop(np.asarray(mask, dtype=np.float32))[None]  # [1, h, w]
+        if self.resize is not None:
+            m = self._resize(m)
+        return m[0] >= 0.5
+
+    # ---- frames ------------------------------------------------------------------------------
+    def frames(self, raw: np.ndarray, static: bool = True) -> np.ndarray:
+        """Raw `[n, C, H, W]` -> pixels `[n, C, h, w]` float32 in [0, 1], NaN where invalid
+        (`static=False` leaves the static mask out, for computing clutter statistics)."""
+        n, C = raw.shape[:2]
+        a = self.dbz_to_model(self.raw_to_dbz(self._crop(raw).astype(np.float32)))
+        a = a.reshape(n * C, *a.shape[2:]).astype(np.float32)  # [N, h, w]
+        if self.disk_radius > 0:
+            import cv2
+
+            k = disk_kernel(self.disk_radius)
+            a = _masked_filter(a, lambda f: cv2.filter2D(f, -1, k,
+                                                          borderType=cv2.BORDER_REFLECT))
+        if self.resize is not None:
+            a = self._resize(a)
+        a = a.reshape(n, C, *a.shape[1:])  # [n, C, h, w]
+        if static and self.valid is not None:
+            a = np.where(self.valid, a, np.nan).astype(np.float32)
+        return a
+
+    __call__ = frames
+
+
+def circle_mask(height: int, width: int) -> np.ndarray:
+    """True inside the circle inscribed in the frame (a radar's range), `[H, W]` bool."""
+    yy, xx = np.mgrid[:height, :width]
+    cy, cx, r = (height - 1) / 2, (width - 1) / 2, min(height, width) / 2
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+
+
+# ----------------------------------------------------------------------------- clutter
+
+class EchoStatistics:
+    """Per-pixel long-term statistics streamed over frames: echo frequency and monthly means."""
+
+    def __init__(self, echo_pixel: float) -> None:
+        self.echo_pixel = echo_pixel
+        self.count = self.echoes = None
+        self.monthly: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # month -> (sum, count)
+
+    def update(self, frames: np.ndarray, months: np.ndarray) -> None:
+        """Add pixels `[n, C, h, w]` (NaN = missing) taken in calendar `months` `[n]`."""
+        valid = np.isfinite(frames)
+        values = np.where(valid, frames, 0.0)
+        if self.count is None:
+            self.count = np.zeros(frames.shape[1:])
+            self.echoes = np.zeros(frames.shape[1:])
+        self.count += valid.sum(0)
+        self.echoes += (values >= self.echo_pixel).sum(0)
+        for m in np.unique(months):
+            sel = months == m
+            s, c = self.monthly.get(int(m), (0.0, 0.0))
+            self.monthly[int(m)] = (s + values[sel].sum(0), c + valid[sel].sum(0))
+
+    def frequency(self) -> np.ndarray:
+        """Fraction of valid frames with an echo at each pixel `[C, h, w]`."""
+        return self.echoes / np.maximum(self.count, 1)
+
+    def monthly_means(self) -> np.ndarray:
+        """Mean pixel value per calendar month seen `[M, C, h, w]`."""
+        return np.stack([s / np.maximum(c, 1) for s, c in self.monthly.values()])
+
+
+def clutter_by_frequency(freq: np.ndarray, k: float = 5.0, min_excess: float = 0.2
+                         ) -> np.ndarray:
+    """Clutter `[...]` bool: pixels whose echo frequency is anomalously high, above the median by
+    more than `k` robust standard deviations (1.4826 MAD) and by at least `min_excess`."""
+    med = np.median(freq)
+    mad = 1.4826 * np.median(np.abs(freq - med))
+    return freq > med + max(k * mad, min_excess)
+
+
+def clutter_by_kmeans(features: np.ndarray, clusters: int = 2, iters: int = 50) -> np.ndarray:
+    """Clutter `[P]` bool from per-pixel features `[P, F]` (e.g. monthly means, as Shi et al.):
+    K-means (deterministic quantile initialisation); the cluster of the highest mean is noise."""
+    x = np.asarray(features, dtype=np.float64)
+    order = np.argsort(x.mean(1))
+    centres = x[order[np.linspace(0, len(x) - 1, clusters).round().astype(int)]]
+    for _ in range(iters):
+        label = ((x[:, None] - centres[None]) ** 2).sum(-1).argmin(1)  # [P]
+        new = np.stack([x[label == j].mean(0) if (label == j).any() else centres[j]
+                        for j in range(clusters)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    return label == int(centres.mean(1).argmax())

@@ -1,0 +1,113 @@
+"""Optical-flow extrapolation: the open analogue of ROVER, the operational baseline of Shi et al.
+
+Motion is estimated from the last input frames with pysteps (Lucas–Kanade, VET, DARTS, ...) and
+the last frame is advected along it by semi-Lagrangian extrapolation (pysteps `semilagrangian`),
+one batch item and channel at a time. Nothing is learned: it is a registered baseline.
+Works on any intensity scale (e.g. HKO-7 pixels in [0, 1]); the motion only needs the echoes.
+pysteps is an optional dependency (`pip install convcast[nowcast]`), imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from convcast.models.base import Forecaster
+from convcast.models.registry import register_model
+
+METHODS = ("lucaskanade", "vet", "darts", "proesmans", "farneback")
+MIN_FRAMES = {"darts": 3}  # DARTS fits N_t < T - 1 temporal Fourier modes
+MAX_FRAMES = {"proesmans": 2}  # Proesmans' method compares exactly two frames
+
+
+def import_pysteps() -> SimpleNamespace:
+    """pysteps' motion and extrapolation modules, imported quietly (pysteps prints a banner)."""
+    os.environ.setdefault("PYSTEPS_SILENT_IMPORT", "1")  # a no-op for pysteps <= 1.21, harmless
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from pysteps import extrapolation, motion
+    except ImportError as err:
+        raise ImportError("the optical_flow baseline needs pysteps: pip install convcast[nowcast]"
+                          ) from err
+    return SimpleNamespace(motion=motion, extrapolation=extrapolation)
+
+
+@register_model("optical_flow", baseline=True)
+class OpticalFlow(Forecaster):
+    """Advect the last input frame along the motion of the last `motion_frames` frames.
+
+    Args:
+        method: the pysteps motion method, one of `METHODS` (`lucaskanade` is pysteps' default).
+        motion_frames: how many of the latest input frames the motion is estimated from
+            (fewer if the input is shorter; one frame gives no motion, i.e. persistence).
+        outval: value of pixels advected in from outside the frame: a number, or "min" for the
+            minimum of the last frame (the "no echo" level of the data).
+        method_kwargs: extra keyword arguments for the pysteps motion method.
+    """
+
+    def __init__(self, in_channels: int = 1, method: str = "lucaskanade", motion_frames: int = 3,
+                 outval: float | str = "min", method_kwargs: dict | None = None,
+                 **ignored) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"unknown optical flow method {method!r}; valid: {', '.join(METHODS)}")
+        if motion_frames < 2:
+            raise ValueError(f"motion_frames must be >= 2 to see any motion, got {motion_frames}")
+        if not (outval == "min" or isinstance(outval, (int, float))):
+            raise ValueError(f"outval must be a number or 'min', got {outval!r}")
+        self.in_channels, self.method, self.motion_frames = in_channels, method, motion_frames
+        self.outval, self.method_kwargs = outval, dict(method_kwargs or {})
+        import_pysteps()  # fail at construction, not mid-evaluation
+        self.last_velocity: np.ndarray | None = None  # [B, C, 2, H, W] (u, v) px/step, last call
+
+    def velocity(self, frames: np.ndarray) -> np.ndarray:
+        """Motion `[2, H, W]` (x then y component, px/step) of frames `[T, H, W]`."""
+        need = MIN_FRAMES.get(self.method, 2)
+        if frames.shape[0] < need:
+            if frames.shape[0] >= 2:
+                raise ValueError(f"optical flow method {self.method!r} needs at least {need} "
+                                 f"input frames, got {frames.shape[0]}; use 'lucaskanade' or "
+                                 "more input frames")
+            return np.zeros((2, *frames.shape[1:]))
+        if np.ptp(frames) == 0:  # a constant field has no motion to see
+            return np.zeros((2, *frames.shape[1:]))
+        frames = frames[-MAX_FRAMES.get(self.method, len(frames)):]
+        fn = import_pysteps().motion.get_method(self.method)
+        kwargs = dict(self.method_kwargs)
+        if self.method == "darts":  # pysteps' defaults (N_t=4, N_x=N_y=50) need 6 frames, 100 px
+            kwargs.setdefault("N_t", min(4, frames.shape[0] - 2))
+            kwargs.setdefault("N_y", min(50, frames.shape[1] // 2 - 1))
+            kwargs.setdefault("N_x", min(50, frames.shape[2] // 2 - 1))
+        if self.method in ("lucaskanade", "vet", "darts"):
+            kwargs.setdefault("verbose", False)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LK on few vectors: singular matrix, cov
+            v = fn(frames, **kwargs)  # VET and DARTS print progress, hence the redirect
+        return np.nan_to_num(np.asarray(v, dtype=np.float64))
+
+    def extrapolate(self, last: np.ndarray, velocity: np.ndarray, horizon: int) -> np.ndarray:
+        """Semi-Lagrangian extrapolation of `last` `[H, W]` -> `[horizon, H, W]`."""
+        fill = float(last.min()) if self.outval == "min" else float(self.outval)
+        out = import_pysteps().extrapolation.get_method("semilagrangian")(
+            last, velocity, horizon, outval=fill)
+        return np.nan_to_num(out, nan=fill)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+        self.check_input(x, horizon)
+        B, T, C, H, W = x.shape
+        frames = x[:, -self.motion_frames:].detach().double().cpu().numpy()  # [B, t, C, H, W]
+        out = np.empty((B, horizon, C, H, W))
+        vel = np.zeros((B, C, 2, H, W))
+        for b in range(B):
+            for c in range(C):
+                vel[b, c] = self.velocity(frames[b, :, c])  # [2, H, W]
+                out[b, :, c] = self.extrapolate(frames[b, -1, c], vel[b, c], horizon)
+        self.last_velocity = vel
+        return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)  # [B, horizon, C, H, W]
