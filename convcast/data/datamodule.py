@@ -26,7 +26,9 @@ class SequenceDataModule(L.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__} has no {stage} set; call setup() first")
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          drop_last=shuffle and len(ds) >= self.batch_size)
+                          drop_last=shuffle and len(ds) >= self.batch_size,
+                          # spawn, not fork: forked workers can deadlock on OpenCV/OpenMP pools
+                          multiprocessing_context="spawn" if self.num_workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True, "train")

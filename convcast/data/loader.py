@@ -66,5 +66,7 @@ def resumable_loader(datamodule: L.LightningDataModule, dataset: Dataset, batch_
             return loop.batch_progress.total.processed
     sampler = ResumableSampler(dataset, world, rank, shuffle, seed, batch_size=batch_size,
                                batches_per_epoch=per_epoch, position=position)
+    # spawn, not fork: a forked worker deadlocks on OpenCV's (and OpenMP's) thread pools
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, drop_last=drop_last)
+                      persistent_workers=num_workers > 0, drop_last=drop_last,
+                      multiprocessing_context="spawn" if num_workers > 0 else None)

@@ -1,0 +1,1 @@
+"""Command-line interface: `convcast fit | validate | test | predict | demo | nowcast`."""

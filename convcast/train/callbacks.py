@@ -1,0 +1,117 @@
+"""Training callbacks: prediction images in TensorBoard, the run's config in every checkpoint."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from convcast.train.checkpoint import CONFIG_KEY
+from convcast.viz import frame_grid
+
+
+def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, dict):
+        return batch["x"], batch["y"]
+    return batch[0], batch[1]
+
+
+def prediction_grid(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
+                    max_samples: int = 4) -> np.ndarray:
+    """uint8 `[H, W, 3]` image: per sample the rows input / truth / forecast / |error|.
+
+    x `[B,T_in,C,H,W]`, y and pred `[B,T_out,C,H,W]`; the grey scale spans the data's range.
+    """
+    x, y, pred = (t[:max_samples].detach().float().cpu() for t in (x, y, pred))
+    lo = float(min(x.min(), y.min()))
+    hi = float(max(x.max(), y.max()))
+    lo, hi = (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, max(hi, lo + 1e-6))
+    rows = []
+    for i in range(x.shape[0]):
+        err = (pred[i] - y[i]).abs() + lo  # |error| drawn on the same scale, 0 = black
+        rows += [x[i], y[i], pred[i], err]
+    return frame_grid(rows, vmin=lo, vmax=hi)
+
+
+class PredictionImages(L.Callback):
+    """Log an input / truth / forecast / |error| grid to TensorBoard.
+
+    Every `every_n_steps` training steps (from the current training batch, one extra forward pass
+    without gradients) and, with `on_validation`, for the first batch of every validation run.
+    Does nothing without a TensorBoardLogger.
+    """
+
+    def __init__(self, every_n_steps: int = 250, max_samples: int = 4,
+                 on_validation: bool = True) -> None:
+        if every_n_steps < 0 or max_samples < 1:
+            raise ValueError("every_n_steps must be >= 0 (0: never) and max_samples >= 1")
+        self.every_n_steps, self.max_samples = every_n_steps, max_samples
+        self.on_validation = on_validation
+        self._last_step = -1
+
+    @staticmethod
+    def _tensorboard(trainer: L.Trainer) -> Any:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    def _log(self, trainer: L.Trainer, tag: str, grid: np.ndarray) -> None:
+        tb = self._tensorboard(trainer)
+        if tb is not None:
+            tb.add_image(tag, grid, trainer.global_step, dataformats="HWC")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if (not self.every_n_steps or step % self.every_n_steps or step == self._last_step
+                or not trainer.is_global_zero or self._tensorboard(trainer) is None):
+            return
+        self._last_step = step
+        x, y = _split(batch)
+        x, y = x[: self.max_samples], y[: self.max_samples]
+        with torch.no_grad():
+            pred = pl_module(x, y.shape[1])  # [b, T_out, C, H, W]
+        self._log(trainer, "train/prediction", prediction_grid(x, y, pred, self.max_samples))
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if (not self.on_validation or batch_idx != 0 or trainer.sanity_checking
+                or not trainer.is_global_zero or not isinstance(outputs, dict)
+                or "pred" not in outputs):
+            return
+        x, y = _split(batch)
+        self._log(trainer, "val/prediction", prediction_grid(x, y, outputs["pred"],
+                                                             self.max_samples))
+
+
+class ConfigSaver(SaveConfigCallback):
+    """LightningCLI's config.yaml in the log dir, plus the same YAML inside every checkpoint
+    (`checkpoint["convcast_config"]`), so a checkpoint alone says how it was trained."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.parser.dump(self.config, skip_none=False)
+
+
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `last.ckpt` also holds the final state when training ends.
+
+    Lightning writes `last.ckpt` only beside another checkpoint, so after a run stopped by
+    `max_steps` mid-epoch it would hold an older state; here the end of training rewrites it,
+    and `--ckpt_path last` continues from where the run really stopped.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and self.dirpath and not trainer.fast_dev_run:
+            path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+            trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+            self.last_model_path = path
