@@ -153,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer.fit(system, datamodule=dm)
     minutes = (time.monotonic() - t0) / 60
 
-    from convcast.train.evaluate import evaluate
-
     from convcast.metrics import format_table, write_metrics_json
     from convcast.models import create_model
+    from convcast.train.evaluate import evaluate
     from convcast.viz import write_animation
 
     model = system.model.eval()
