@@ -7,8 +7,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from convcast.data.moving_shapes import render_moving_shapes
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall on a shared, busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def squares_rgb(num_frames: int, height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:

@@ -10,14 +10,7 @@ import convcast.models.fc_lstm  # noqa: F401  registers fc_lstm
 from convcast.models import create_model
 from convcast.models.fc_lstm import FCLSTMLayer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a shared, busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**kw) -> torch.nn.Module:

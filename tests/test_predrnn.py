@@ -12,13 +12,7 @@ from convcast.models.predrnn import decoupling_loss
 NAMES = ["predrnn", "predrnn_v2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a shared, busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(hidden_channels=8, num_layers=3, kernel_size=3, patch_size=2)
 

@@ -13,14 +13,7 @@ from convcast.models import Forecaster
 from convcast.train import ForecastSystem
 from convcast.train.sampling import ReverseScheduledSampling, Sampling, ScheduledSampling
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a shared, busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("step,want", [(0, 1.0), (25, 0.75), (100, 0.0), (400, 0.0)])

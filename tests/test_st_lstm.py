@@ -7,14 +7,7 @@ import torch
 
 from convcast.layers.st_lstm import X_GATES, SpatioTemporalLSTMCell
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny cells run fastest on one thread (and do not stall on a shared, busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sig(v: float) -> float:
