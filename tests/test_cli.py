@@ -116,6 +116,17 @@ def test_test_command_writes_report(trained_run: dict, tmp_path, capsys) -> None
     np.testing.assert_allclose(metrics["next_frame"]["per_lead_time"]["mse"], expected, rtol=1e-4)
 
 
+def test_validate_and_test_best_with_the_saved_config(trained_run: dict, tmp_path, capsys) -> None:
+    """The run's config.yaml reproduces it; `--ckpt_path best` finds the best checkpoint."""
+    cli("validate", "--ckpt_path", trained_run["last"], *FIT_QUIET)
+    assert "val/loss" in capsys.readouterr().out
+    cli("test", "--config", trained_run["log_dir"] / "config.yaml", "--ckpt_path", "best",
+        "--out", tmp_path, "--animation", "none", *FIT_QUIET)
+    err = capsys.readouterr().err
+    assert "best checkpoint is" in err and "epoch=" in err
+    assert (tmp_path / "metrics.json").exists() and not (tmp_path / "forecast.gif").exists()
+
+
 def test_predict_video_to_npy_gif_mp4(trained_run: dict, tmp_path, capsys) -> None:
     ckpt, video = trained_run["last"], trained_run["video"]
     cli("predict", "--ckpt_path", ckpt, "--input", video, "--horizon", 7,

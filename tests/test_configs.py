@@ -47,7 +47,8 @@ def _overrides(config: dict, tmp_path: Path) -> list:
         np.save(tmp_path / "frames.npy", frames)
         return ["--data", "convcast.data.own_data.FramesDataModule", "--data.path",
                 tmp_path / "frames.npy", "--data.input_frames", 2, "--data.output_frames", 2,
-                "--data.split_fractions", "[0.5, 0.25, 0.25]", "--data.batch_size", 1]
+                "--data.split_fractions", "[0.5, 0.25, 0.25]", "--data.batch_size", 1,
+                "--data.num_workers", 0]
     accepted = _data_parameters(data["class_path"])
     out = [a for k, v in SMALL.items() if k in accepted for a in (f"--data.init_args.{k}", v)]
     model_kwargs = (config.get("model") or {}).get("model_kwargs") or {}

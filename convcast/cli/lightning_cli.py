@@ -88,7 +88,7 @@ class ConvcastCLI(LightningCLI):
         which = cfg.get("ckpt_path")
         if which not in ("last", "best"):
             return
-        root = cfg.trainer.default_root_dir or os.getcwd()
+        root = cfg.trainer.default_root_dir or os.path.join(os.getcwd(), "lightning_logs")
         found = find_checkpoint(which, root)
         if found is None:
             if sub == "fit" and which == "last":

@@ -46,6 +46,9 @@ def _read_last(path: Path, last: int | None, key: str | None, layout: str | None
     if path.is_file() and path.suffix.lower() in VIDEO_EXTS and last is not None:
         total = video_frame_count(path)  # decode only the frames that are used
         frames = read_video(path, max(0, total - last))
+        if len(frames) < min(last, total):  # the container's frame count was wrong: decode all
+            frames = read_video(path)
+            total, frames = len(frames), frames[-last:]
         return frames, total, f"read the last {len(frames)} of {total} frames of video {path}"
     if path.is_dir() and last is not None and (images := list_images(path)):
         frames = read_images(images[-last:])

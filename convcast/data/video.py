@@ -7,6 +7,7 @@ handles are dropped when a source is pickled (DataLoader workers reopen them).
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -28,10 +29,12 @@ class VideoSource:
         self.num_frames = video_frame_count(self.path)
         self.cache_frames = max(int(cache_frames), 0)
         self._cap: cv2.VideoCapture | None = None
+        self._pid = os.getpid()  # the process that opened `_cap`
         self._pos = 0  # index of the frame the capture returns next
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         first = self.read(0, 1)[0]
         self.dtype, self.frame_shape = first.dtype, first.shape  # (H, W, C)
+        self.close()  # DataLoader workers forked later must not share an open decoder
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -42,8 +45,10 @@ class VideoSource:
         if t in self._cache:
             self._cache.move_to_end(t)
             return self._cache[t]
+        if self._cap is not None and self._pid != os.getpid():
+            self._cap, self._cache = None, OrderedDict()  # a forked worker: the handle is not ours
         if self._cap is None:
-            self._cap, self._pos = open_video(self.path), 0
+            self._cap, self._pos, self._pid = open_video(self.path), 0, os.getpid()
         if not 0 <= t - self._pos <= SEEK_AHEAD:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, t)
             self._pos = t

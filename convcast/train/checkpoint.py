@@ -121,8 +121,8 @@ def find_checkpoint(which: str, root: str | Path) -> Path | None:
     if which == "last":
         return lasts[-1]
     states = read_checkpoint(lasts[-1]).get("callbacks") or {}
-    for key, state in states.items():
-        best = state.get("best_model_path") if key.startswith("ModelCheckpoint") else None
+    for state in states.values():  # ModelCheckpoint (and subclasses) record the best path
+        best = state.get("best_model_path") if isinstance(state, dict) else None
         if best and Path(best).is_file():
             return Path(best)
     return None
