@@ -16,22 +16,12 @@ import torch.nn as nn
 
 from convcast.models import create_model
 from convcast.train.checkpoint import DATA_KEY, check_architecture, data_info
+from convcast.train.evaluate import split_batch as _split_batch
 from convcast.train.losses import get_loss
 from convcast.train.sampling import Sampling
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
-
-
-def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Accept `(x, y)` or `(x, y, mask)` batches (mask: True on valid target pixels)."""
-    if isinstance(batch, dict):
-        return batch["x"], batch["y"], batch.get("mask")
-    if len(batch) == 2:
-        return batch[0], batch[1], None
-    if len(batch) == 3:
-        return batch[0], batch[1], batch[2]
-    raise ValueError(f"expected a batch (x, y) or (x, y, mask), got {len(batch)} items")
 
 
 class ForecastSystem(L.LightningModule):
