@@ -250,17 +250,24 @@ def test_fit_own_frame_folders_bf16_clip_and_schedules(tmp_path) -> None:
     assert lr == pytest.approx(ref.get_last_lr()[0])
 
 
-def test_resume_from_last_is_exact(tmp_path, monkeypatch) -> None:
-    """Fit 7 steps in one go, or press Ctrl-C during step 5 (mid-epoch, shuffled windows) and
+@pytest.mark.parametrize("data", ["own", "moving_mnist"])
+def test_resume_from_last_is_exact(tmp_path, monkeypatch, data) -> None:
+    """Fit 7 steps in one go, or press Ctrl-C during step 5 (mid-epoch, shuffled data) and
     continue with `--ckpt_path last`: the same weights, optimizer state and global step."""
     from conftest import shapes_array
 
-    np.save(tmp_path / "seqs.npy", shapes_array(3, 30))  # [N, T, H, W]
+    if data == "own":
+        np.save(tmp_path / "seqs.npy", shapes_array(3, 30))  # [N, T, H, W]
+        args = ["--data", "convcast.data.own_data.FramesDataModule", "--data.path",
+                tmp_path / "seqs.npy", "--data.split_fractions", "[0.6, 0.2, 0.2]"]
+    else:  # 40 generated sequences of 32x32
+        args = ["--data", "convcast.data.MovingMNISTDataModule", "--data.train_size", 40,
+                "--data.val_size", 4, "--data.test_size", 4, "--data.image_size", 32,
+                "--data.num_digits", 1]
     common = [*FIT_QUIET, "--model.model_name", "next_frame", "--model.model_kwargs",
-              "{hidden_channels: 3}", "--data", "convcast.data.own_data.FramesDataModule",
-              "--data.path", tmp_path / "seqs.npy", "--data.input_frames", 3,
-              "--data.output_frames", 2, "--data.split_fractions", "[0.6, 0.2, 0.2]",
-              "--data.batch_size", 8, "--images", "null", "--trainer.max_steps", 7]
+              "{hidden_channels: 3}", *args, "--data.input_frames", 3,
+              "--data.output_frames", 2, "--data.batch_size", 8, "--images", "null",
+              "--trainer.max_steps", 7]
     cli("fit", *common, "--trainer.default_root_dir", tmp_path / "a")  # 5 batches per epoch
 
     step = ForecastSystem.training_step

@@ -32,6 +32,13 @@ def test_configs_exist() -> None:
             "next_frame-squares.yaml"} <= names
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_each_config_writes_its_runs_to_its_own_folder(path: Path) -> None:
+    """Runs of different configs never share (and overwrite) a log/checkpoint folder."""
+    config = yaml.safe_load(path.read_text())
+    assert config["trainer"]["default_root_dir"] == f"runs/{path.stem}"
+
+
 def _data_parameters(class_path: str) -> set[str]:
     module, name = class_path.rsplit(".", 1)
     cls = getattr(importlib.import_module(module), name)

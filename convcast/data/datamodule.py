@@ -7,11 +7,17 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from convcast.data.loader import resumable_loader
 from convcast.data.moving_mnist import MovingMNIST, MovingMNISTTestFile
 
 
 class SequenceDataModule(L.LightningDataModule):
-    """Shared loader logic: subclasses set `self.train_set`, `self.val_set`, `self.test_set`."""
+    """Shared loader logic: subclasses set `self.train_set`, `self.val_set`, `self.test_set`.
+
+    The training loader is resumable (`convcast.data.loader`): its order is seeded by the `seed`
+    hyperparameter and epoch, and a fit resumed from a mid-epoch checkpoint sees the same batches
+    as an uninterrupted one.
+    """
 
     train_set: Dataset | None = None
     val_set: Dataset | None = None
@@ -31,7 +37,11 @@ class SequenceDataModule(L.LightningDataModule):
                           multiprocessing_context="spawn" if self.num_workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, "train")
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__} has no train set; call setup() first")
+        hp = getattr(self, "hparams", {})
+        return resumable_loader(self, self.train_set, self.batch_size, self.num_workers,
+                                hp.get("shuffle", True), hp.get("seed", 0))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False, "val")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from convcast.data.arrays import ArrayFile
 from convcast.data.datamodule import SequenceDataModule
@@ -35,7 +35,6 @@ from convcast.data.frames_io import (
     unit_scale,
     valid_extensions,
 )
-from convcast.data.loader import resumable_loader
 from convcast.data.normalize import Normalization, fit_normalization
 from convcast.data.video import FrameFolderSource, VideoSource
 
@@ -227,12 +226,6 @@ class FramesDataModule(SequenceDataModule):
             i, t = frames[k]
             yield prepare_frames(sources[i].read(t, t + 1), self.hparams.channels,
                                  self.hparams.frame_size)
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            raise RuntimeError("FramesDataModule has no train set; call setup() first")
-        return resumable_loader(self, self.train_set, self.batch_size, self.num_workers,
-                                self.hparams.shuffle, self.hparams.seed)
 
     def data_info(self) -> dict:
         """What a checkpoint stores so `convcast predict` prepares new frames the same way."""

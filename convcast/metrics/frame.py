@@ -63,13 +63,14 @@ def _window(gaussian: bool, win_size: int, sigma: float, like: Tensor) -> Tensor
 
 
 def _ssim_frames(pred: Tensor, target: Tensor, data_range: float, gaussian: bool = False,
-                 win_size: int = 7, sigma: float = 1.5) -> Tensor:
+                 win_size: int = 7, sigma: float = 1.5,
+                 dtype: torch.dtype = torch.float64) -> Tensor:
     """SSIM of every frame `[B, T]`: mean of the SSIM map over the valid (cropped) area and
-    over channels."""
+    over channels. Differentiable; `dtype=torch.float32` for a fast training loss."""
     B, T, C, H, W = pred.shape
     # float64: E[x^2] - E[x]^2 cancels, and GPU convolutions may otherwise run in TF32
-    x = pred.reshape(B * T * C, 1, H, W).double()  # [N, 1, H, W]
-    y = target.reshape(B * T * C, 1, H, W).double()
+    x = pred.reshape(B * T * C, 1, H, W).to(dtype)  # [N, 1, H, W]
+    y = target.reshape(B * T * C, 1, H, W).to(dtype)
     g = _window(gaussian, win_size, sigma, x)  # [k]
     k = g.numel()
     if min(H, W) < k:

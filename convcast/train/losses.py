@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convcast.metrics.frame import _ssim_frames
+
 Loss = Callable[..., torch.Tensor]
 
 
@@ -41,7 +43,31 @@ def bce(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     return _masked_mean(err, mask)
 
 
-LOSSES: dict[str, Loss] = {"mse": mse, "l1": l1, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce}
+SSIM_WEIGHT = 0.1
+
+
+def _dssim(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
+    """Structural dissimilarity, 1 - SSIM (7x7 windows, the evaluation's SSIM), mean per frame."""
+    if mask is not None:
+        raise ValueError("the SSIM loss needs whole frames and takes no mask; use mse or bce "
+                         "with masked data")
+    with torch.autocast(pred.device.type, enabled=False):  # variances cancel badly in bf16
+        return 1 - _ssim_frames(pred.float(), target.float(), 1.0, dtype=torch.float32).mean()
+
+
+def bce_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """BCE + 0.1 * (1 - SSIM): BCE tracks the digits; the SSIM term forbids a faint haze over
+    empty background (SSIM punishes a mean of 0.02 where the target is empty by a factor of 5)."""
+    return bce(pred, target, mask) + SSIM_WEIGHT * _dssim(pred, target, mask)
+
+
+def mse_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """MSE + 0.1 * (1 - SSIM)."""
+    return mse(pred, target, mask) + SSIM_WEIGHT * _dssim(pred, target, mask)
+
+
+LOSSES: dict[str, Loss] = {"mse": mse, "l1": l1, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce,
+                           "bce+ssim": bce_ssim, "mse+ssim": mse_ssim}
 
 
 def get_loss(name: str) -> Loss:
