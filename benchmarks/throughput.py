@@ -7,7 +7,9 @@ measured side by side in one run, so the ratios hold even on a busy machine:
    model consumes (sequences/s): the generator must never starve training.
 2. The ConvLSTM stack, which applies the input convolution to the whole sequence in one call,
    against the textbook cell that convolves `cat([x, h])` at every step (same maths).
-3. Forward+backward time per sequence of every registered learned model at 64×64.
+3. A training step of the demo model in float32 against bf16 autocast (`--precision bf16-mixed`
+   in `convcast demo`, `--trainer.precision bf16-mixed` in `convcast fit`).
+4. Forward+backward time per sequence of every registered learned model at 64×64.
 
     python benchmarks/throughput.py [--device cuda] [--repeats 3]
 """
@@ -24,6 +26,7 @@ import torch
 import torch.nn as nn
 
 import convcast
+from convcast.cli.demo import DEMO_MODEL
 from convcast.data import MovingMNIST
 from convcast.layers import ConvLSTM
 
@@ -67,10 +70,12 @@ def timed(fn, repeats: int, device: str) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def train_step(model: nn.Module, x: torch.Tensor, horizon: int):
+def train_step(model: nn.Module, x: torch.Tensor, horizon: int, bf16: bool = False):
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        model(x, horizon).square().mean().backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            pred = model(x, horizon)  # [B, horizon, C, H, W]
+        pred.float().square().mean().backward()
     return step
 
 
@@ -91,8 +96,7 @@ def main() -> None:
     for i in range(n):
         ds[i]
     gen_rate = n / (time.perf_counter() - t)
-    demo = convcast.create_model("encoder_forecaster", hidden_channels=[32, 32], kernel_size=3,
-                                 patch_size=4).to(dev)
+    demo = convcast.create_model("encoder_forecaster", **DEMO_MODEL).to(dev)
     x = torch.rand(B, 10, 1, 64, 64, device=dev)
     step_s = timed(train_step(demo, x, 10), R, dev)
     rows.append({"what": "Moving MNIST generation (1 worker)", "value": gen_rate,
@@ -113,7 +117,12 @@ def main() -> None:
                              "input conv (forward time ratio)", "value": t_ref / t_ours,
                      "unit": "x", "ours_s": t_ours, "reference_s": t_ref})
 
-    # 3. every learned model: forward+backward seconds per sequence, 10 -> 10 frames at 64×64
+    # 3. mixed precision: the demo model's training step in float32 and in bf16 autocast
+    t_bf16 = timed(train_step(demo, x, 10, bf16=True), R, dev)
+    rows.append({"what": "demo model train step: float32 time / bf16-mixed time",
+                 "value": step_s / t_bf16, "unit": "x", "float32_s": step_s, "bf16_s": t_bf16})
+
+    # 4. every learned model: forward+backward seconds per sequence, 10 -> 10 frames at 64×64
     for name in convcast.list_models(baselines=False):
         try:
             model = convcast.create_model(name).to(dev)
