@@ -27,12 +27,12 @@ class SequenceDataModule(L.LightningDataModule):
         super().__init__()
         self.batch_size, self.num_workers = batch_size, num_workers
 
-    def _loader(self, ds: Dataset | None, shuffle: bool, stage: str) -> DataLoader:
+    def _loader(self, ds: Dataset | None, stage: str) -> DataLoader:
+        """An evaluation loader: in order, every sequence (training uses `resumable_loader`)."""
         if ds is None:
             raise RuntimeError(f"{type(self).__name__} has no {stage} set; call setup() first")
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          drop_last=shuffle and len(ds) >= self.batch_size,
                           # spawn, not fork: forked workers can deadlock on OpenCV/OpenMP pools
                           multiprocessing_context="spawn" if self.num_workers > 0 else None)
 
@@ -44,13 +44,13 @@ class SequenceDataModule(L.LightningDataModule):
                                 hp.get("shuffle", True), hp.get("seed", 0))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False, "val")
+        return self._loader(self.val_set, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, "test")
+        return self._loader(self.test_set, "test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, "test")
+        return self._loader(self.test_set, "test")
 
 
 class MovingMNISTDataModule(SequenceDataModule):

@@ -62,7 +62,7 @@ def _window(gaussian: bool, win_size: int, sigma: float, like: Tensor) -> Tensor
     return torch.full((win_size,), 1.0 / win_size, dtype=like.dtype, device=like.device)
 
 
-def _ssim_frames(pred: Tensor, target: Tensor, data_range: float, gaussian: bool = False,
+def ssim_frames(pred: Tensor, target: Tensor, data_range: float, gaussian: bool = False,
                  win_size: int = 7, sigma: float = 1.5,
                  dtype: torch.dtype = torch.float64) -> Tensor:
     """SSIM of every frame `[B, T]`: mean of the SSIM map over the valid (cropped) area and
@@ -146,7 +146,7 @@ def ssim(pred: Tensor, target: Tensor, *, data_range: float = 1.0, gaussian: boo
     """SSIM per frame, mean over frames: skimage defaults (7x7 uniform, sample covariance), or
     `gaussian=True` for Wang et al.'s window (size from sigma; win_size then unused)."""
     pred, target, _ = check_pair("ssim", pred, target, None, data_range)
-    frames = _ssim_frames(pred, target, data_range, gaussian, win_size, sigma)  # [B, T]
+    frames = ssim_frames(pred, target, data_range, gaussian, win_size, sigma)  # [B, T]
     return reduce_lead_time(frames.double().mean(dim=0), reduction)
 
 
@@ -193,7 +193,7 @@ class FrameMetrics(LeadTimeMetric):
         pred, target, mask = check_pair("FrameMetrics", pred, target, mask, self.data_range)
         sums = _error_sums(pred, target, mask)
         if self.ssim_psnr:
-            sums["ssim"] = _ssim_frames(pred, target, self.data_range, self.gaussian).sum(
+            sums["ssim"] = ssim_frames(pred, target, self.data_range, self.gaussian).sum(
                 dim=0, dtype=torch.float64)  # [T]
             sums["psnr"] = _psnr_frames(pred, target, self.data_range, self.max_db).sum(
                 dim=0, dtype=torch.float64)  # [T]
@@ -287,7 +287,7 @@ class SSIM(_RatioMetric):
     def _sums(self, pred, target, mask):
         if mask is not None:
             raise ValueError("SSIM takes no mask: the window needs whole frames")
-        frames = _ssim_frames(pred, target, self.data_range, self.gaussian, self.win_size,
+        frames = ssim_frames(pred, target, self.data_range, self.gaussian, self.win_size,
                               self.sigma)  # [B, T]
         return frames.sum(dim=0, dtype=torch.float64), torch.full_like(
             frames[0], frames.shape[0], dtype=torch.float64)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from convcast.metrics.frame import _ssim_frames
+from convcast.metrics.frame import ssim_frames
 
 Loss = Callable[..., torch.Tensor]
 
@@ -52,7 +52,7 @@ def _dssim(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         raise ValueError("the SSIM loss needs whole frames and takes no mask; use mse or bce "
                          "with masked data")
     with torch.autocast(pred.device.type, enabled=False):  # variances cancel badly in bf16
-        return 1 - _ssim_frames(pred.float(), target.float(), 1.0, dtype=torch.float32).mean()
+        return 1 - ssim_frames(pred.float(), target.float(), 1.0, dtype=torch.float32).mean()
 
 
 def bce_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
