@@ -29,6 +29,8 @@ DEMO_MODEL = {"hidden_channels": [64, 64], "kernel_size": 3, "patch_size": 4, "f
 REPRODUCE = ("convcast demo --init scratch --max_steps 2200 --minutes 90 --lr 0.002 --loss bce "
              "--horizon_curriculum 400 --precision bf16-mixed --save_weights stage1.pt && "
              "convcast demo --init stage1.pt --max_steps 2309 --minutes 90 --lr 0.0005 "
+             "--loss bce+ssim --precision bf16-mixed --save_weights stage2.pt && "
+             "convcast demo --init stage2.pt --max_steps 1512 --minutes 90 --lr 0.0002 "
              "--loss bce+ssim --precision bf16-mixed "
              "--save_weights convcast/assets/demo_encoder_forecaster.pt")
 REPORTED = ("mse", "mae", "ssim", "psnr")
