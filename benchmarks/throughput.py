@@ -1,12 +1,13 @@
-"""Throughput benchmark: data generation vs training, and the ConvLSTM input-conv batching.
+"""Throughput benchmark: data generation vs training, ConvLSTM convolution layout, bf16.
 
 Prints a table and writes JSON (`--out`, default `benchmarks/throughput.json`). Everything is
 measured side by side in one run, so the ratios hold even on a busy machine:
 
 1. Moving MNIST generation (sequences/s, one worker) against what one training step of the demo
    model consumes (sequences/s): the generator must never starve training.
-2. The ConvLSTM stack, which applies the input convolution to the whole sequence in one call,
-   against the textbook cell that convolves `cat([x, h])` at every step (same maths).
+2. A training step of the ConvLSTM stack, which runs one convolution over `cat([x_t, h_{t-1}])`
+   per step, against applying the input convolution to the whole sequence in one batched call
+   first (same maths, same weights), in float32 and bf16 autocast.
 3. A training step of the demo model in float32 against bf16 autocast (`--precision bf16-mixed`
    in `convcast demo`, `--trainer.precision bf16-mixed` in `convcast fit`).
 4. Forward+backward time per sequence of every registered learned model at 64×64.
@@ -31,28 +32,21 @@ from convcast.data import MovingMNIST
 from convcast.layers import ConvLSTM
 
 
-class ConcatConvLSTM(nn.Module):
-    """Reference stack: one conv over cat([x_t, h_{t-1}]) per step, as most tutorials write it."""
-
-    def __init__(self, cin: int, hidden: int, k: int, layers: int) -> None:
-        super().__init__()
-        self.hidden = hidden
-        self.convs = nn.ModuleList(nn.Conv2d((cin if i == 0 else hidden) + hidden, 4 * hidden, k,
-                                             padding=k // 2) for i in range(layers))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _, H, W = x.shape
-        seq = x
-        for conv in self.convs:
-            h = c = x.new_zeros(B, self.hidden, H, W)
-            outs = []
-            for t in range(T):
-                i, f, o, g = conv(torch.cat([seq[:, t], h], 1)).chunk(4, 1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                outs.append(h)
-            seq = torch.stack(outs, 1)
-        return seq
+def batched_input_forward(stack: ConvLSTM, x: torch.Tensor) -> torch.Tensor:
+    """Reference: W_x applied to all T frames in one call, then only W_h per step (same maths)."""
+    B, T, _, H, W = x.shape
+    seq = x  # [B, T, C, H, W]
+    for cell in stack.cells:
+        xg = cell.conv_x(seq.flatten(0, 1)).view(B, T, -1, H, W)  # [B, T, 4*hid, H, W]
+        h, c = cell.init_state(B, H, W, x)
+        outs = []
+        for t in range(T):
+            i, f, o, g = (cell.conv_h(h) + xg[:, t]).chunk(4, 1)  # each [B, hid, H, W]
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outs.append(h)
+        seq = torch.stack(outs, 1)  # [B, T, hid, H, W]
+    return seq
 
 
 def timed(fn, repeats: int, device: str) -> float:
@@ -76,6 +70,15 @@ def train_step(model: nn.Module, x: torch.Tensor, horizon: int, bf16: bool = Fal
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = model(x, horizon)  # [B, horizon, C, H, W]
         pred.float().square().mean().backward()
+    return step
+
+
+def seq_step(fn, module: nn.Module, x: torch.Tensor, bf16: bool):
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = fn(x)  # [B, T, hid, H, W]
+        out.float().square().mean().backward()
     return step
 
 
@@ -105,17 +108,19 @@ def main() -> None:
     rows.append({"what": "generation / consumption", "value": gen_rate * step_s / B,
                  "unit": "x"})
 
-    # 2. batched input convolution vs per-step concat convolution (same maths, same sizes)
-    for hidden, size in [(64, 16), (64, 64)]:
-        xs = torch.rand(B, 10, 16 if size == 16 else 1, size, size, device=dev)
-        ours = ConvLSTM(xs.shape[2], hidden, 3, 2).to(dev)
-        ref = ConcatConvLSTM(xs.shape[2], hidden, 3, 2).to(dev)
-        with torch.no_grad():
-            t_ours = timed(lambda m=ours, v=xs: m(v), R, dev)
-            t_ref = timed(lambda m=ref, v=xs: m(v), R, dev)
-        rows.append({"what": f"ConvLSTM 2x{hidden} on {size}x{size}: concat-conv / batched "
-                             "input conv (forward time ratio)", "value": t_ref / t_ours,
-                     "unit": "x", "ours_s": t_ours, "reference_s": t_ref})
+    # 2. one conv over cat([x, h]) per step (ours) vs a batched input conv first: training step
+    for hidden, cin, size in [(64, 16, 16), (128, 16, 16), (64, 1, 64)]:
+        xs = torch.rand(B, 10, cin, size, size, device=dev)
+        stack = ConvLSTM(cin, hidden, 3, 2).to(dev)
+        for bf16 in (False, True):
+            ours = lambda v, m=stack: m(v)[0][0]  # noqa: E731  [B, T, hid, H, W]
+            ref = lambda v, m=stack: batched_input_forward(m, v)  # noqa: E731
+            t_ours = timed(seq_step(ours, stack, xs, bf16), R, dev)
+            t_ref = timed(seq_step(ref, stack, xs, bf16), R, dev)
+            rows.append({"what": f"ConvLSTM 2x{hidden} on {size}x{size}x{cin} train step, "
+                                 f"{'bf16' if bf16 else 'float32'}: batched-input time / ours",
+                         "value": t_ref / t_ours, "unit": "x", "ours_s": t_ours,
+                         "reference_s": t_ref})
 
     # 3. mixed precision: the demo model's training step in float32 and in bf16 autocast
     t_bf16 = timed(train_step(demo, x, 10, bf16=True), R, dev)

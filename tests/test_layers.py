@@ -149,6 +149,23 @@ def test_stack_errors_are_clear():
         m(torch.randn(2, 3, 2, 8, 8))
     with pytest.raises(ValueError, match="layers"):
         m(torch.randn(2, 3, 1, 8, 8), state=[(torch.zeros(2, 4, 8, 8),) * 2])
+    _, states = m(torch.randn(2, 3, 1, 8, 8))
+    with pytest.raises(ValueError, match="differ in batch or frame size"):
+        m(torch.randn(2, 3, 1, 6, 6), state=states)  # continuing at another frame size
+    with pytest.raises(ValueError, match="reads no input"):
+        ConvLSTMCell(0, 4, 3)(torch.randn(2, 1, 8, 8), states[0])
+
+
+def test_one_conv_over_x_and_h_equals_separate_input_and_recurrent_convs():
+    """The fused step is the paper's W_x * X + W_h * H, with the weights stored apart."""
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(3, 4, 3)
+    x, h, c = torch.randn(2, 3, 5, 5), torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
+    i, f, o, g = (cell.conv_x(x) + cell.conv_h(h)).chunk(4, 1)
+    c_want = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_got, c_got = cell(x, (h, c))
+    assert torch.allclose(c_got, c_want, atol=1e-6)
+    assert torch.allclose(h_got, torch.sigmoid(o) * torch.tanh(c_want), atol=1e-6)
 
 
 def test_gradients_reach_every_parameter():

@@ -9,10 +9,11 @@ The cell follows equation (3) of the paper, with `*` a 2-D convolution and `∘`
     H_t = o_t ∘ tanh(C_t)
 
 The peephole weights W_c· are per channel (shape [hidden, 1, 1]), so one cell serves any frame size.
-The input convolution W_x· is kept apart from the recurrent one W_h·: a stack applies it to the
-whole sequence in one batched call (exact), and an input-less cell (the paper's forecaster) simply
-has none. `benchmarks/throughput.py` times this against one conv over cat([x, h]) per step: on a
-2-core CPU the batched form is not faster (0.66-0.92x), see benchmarks/RESULTS.md.
+The input weights W_x· (`conv_x`) and the recurrent ones W_h· (`conv_h`) are stored apart, so an
+input-less cell (the paper's forecaster) simply has no `conv_x`; a step runs them as ONE convolution
+over cat([X_t, H_{t-1}]) with the two weights side by side. `benchmarks/throughput.py` times this
+against applying W_x to the whole sequence in one batched call first: on a 2-core CPU the single
+per-step convolution trains 1.2-1.5x faster (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 State = tuple[torch.Tensor, torch.Tensor]
 GATES = ("i", "f", "o", "g")  # order of the four blocks in the gate convolutions' output channels
@@ -97,22 +99,23 @@ class ConvLSTMCell(nn.Module):
         z = like.new_zeros(batch, self.hidden_channels, height, width)
         return z, z.clone()
 
-    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
-        """W_x * X (+ bias) for any batch of frames [N,C_in,H,W] -> [N,4*hidden,H,W]."""
+    def conv_weight(self) -> torch.Tensor | None:
+        """W_x and W_h side by side, [4*hid, C_in + hid, kh, kw]: one conv over cat([x, h])
+        (None for an input-less cell). A stack builds it once per sequence, not per step."""
         if self.conv_x is None:
-            raise ValueError("this cell has in_channels=0 and reads no input; call it with x=None")
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected input [N, {self.in_channels}, H, W], got {tuple(x.shape)}"
-            )
-        return self.conv_x(x)
+            return None
+        return torch.cat([self.conv_x.weight, self.conv_h.weight], dim=1)
 
-    def step(self, xg: torch.Tensor | None, state: State) -> State:
-        """Advance one step from precomputed input gates `xg` (or None for no input)."""
+    def step(self, x: torch.Tensor | None, state: State,
+             weight: torch.Tensor | None = None) -> State:
+        """Advance one step; `weight` is `conv_weight()` when the caller already has it."""
         h, c = state
-        gates = self.conv_h(h)  # [B, 4*hid, H, W]
-        if xg is not None:
-            gates = gates + xg
+        if x is None:
+            gates = self.conv_h(h)  # [B, 4*hid, H, W]
+        else:
+            w = self.conv_weight() if weight is None else weight
+            xh = torch.cat([x, h], dim=1)  # [B, C_in + hid, H, W]
+            gates = F.conv2d(xh, w, self.conv_x.bias, padding=self.conv_h.padding)  # [B,4*hid,H,W]
         if self.norm is not None:
             gates = self.norm(gates)
         i, f, o, g = gates.chunk(4, dim=1)  # each [B, hid, H, W]
@@ -125,19 +128,28 @@ class ConvLSTMCell(nn.Module):
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
         return h_next, c_next
 
+    def check_input(self, x: torch.Tensor | None, state: State | None) -> None:
+        """Clear errors for an input that does not fit this cell or its state."""
+        if x is None:
+            if state is None:
+                raise ValueError("an input-less step needs a state to know the batch and frame "
+                                 "size")
+            return
+        if self.conv_x is None:
+            raise ValueError("this cell has in_channels=0 and reads no input; call it with x=None")
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        if state is not None and (x.shape[0], *x.shape[-2:]) != (state[0].shape[0],
+                                                                  *state[0].shape[-2:]):
+            raise ValueError(f"input {tuple(x.shape)} and state {tuple(state[0].shape)} differ in "
+                             "batch or frame size")
+
     def forward(self, x: torch.Tensor | None, state: State | None = None) -> State:
-        if x is None and state is None:
-            raise ValueError("an input-less step needs a state to know the batch and frame size")
+        self.check_input(x, state)
         if state is None:
             b, _, hh, ww = x.shape
             state = self.init_state(b, hh, ww, x)
-        xg = None if x is None else self.input_gates(x)
-        if xg is not None and xg.shape[-2:] != state[0].shape[-2:]:
-            raise ValueError(
-                f"input frame {tuple(x.shape[-2:])} and state {tuple(state[0].shape[-2:])} "
-                "differ in size"
-            )
-        return self.step(xg, state)
+        return self.step(x, state)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}, "
@@ -205,12 +217,12 @@ class ConvLSTM(nn.Module):
         outputs, last_states = [], []
         seq = x  # [B, T, C, H, W]
         for i, cell in enumerate(self.cells):
-            xg = cell.input_gates(seq.reshape(B * T, *seq.shape[2:]))  # [B*T, 4*hid, H, W]
-            xg = xg.view(B, T, *xg.shape[1:])  # [B, T, 4*hid, H, W]
             s = state[i] if state is not None else cell.init_state(B, H, W, x)
+            cell.check_input(seq[:, 0], s)
+            w = cell.conv_weight()  # [4*hid, C_l + hid, kh, kw], built once for all T steps
             hs = []
             for t in range(T):
-                s = cell.step(xg[:, t], s)
+                s = cell.step(seq[:, t], s, w)
                 hs.append(s[0])
             seq = torch.stack(hs, dim=1)  # [B, T, hid, H, W]
             outputs.append(seq)
