@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import shapes_array, squares_rgb, write_frame_folder, write_video
+from conftest import FIT_QUIET, cli, shapes_array, squares_rgb, write_frame_folder, write_video
 
 from convcast.data.frames_io import guess_layout, prepare_frames
 from convcast.data.loader import ResumableSampler
@@ -150,6 +150,104 @@ def test_datamodule_minmax_stats_from_train_only(tmp_path) -> None:
     info = dm.data_info()
     assert info["frame_size"] == [4, 4] and info["channels"] == 1
     assert info["normalization"]["kind"] == "minmax" and info["value_scale"] == 1.0
+
+
+def _ramp(first: int, num_frames: int, size: int = 4) -> np.ndarray:
+    """float32 `[T, size, size]` frames whose value is the frame number, counted from `first`."""
+    t = np.arange(first, first + num_frames, dtype=np.float32)
+    return np.broadcast_to(t[:, None, None], (num_frames, size, size)).copy()
+
+
+def test_datamodule_separate_val_test_paths(tmp_path) -> None:
+    """A ready-made split: val/test take all their own windows in order; path trains alone."""
+    np.save(tmp_path / "train.npy", _ramp(0, 20))
+    (tmp_path / "val").mkdir()  # a folder of two sequences of different lengths
+    np.save(tmp_path / "val" / "a.npy", _ramp(100, 7))
+    np.save(tmp_path / "val" / "b.npy", _ramp(200, 6))
+    np.save(tmp_path / "test.npy", _ramp(50, 8))
+    dm = FramesDataModule(str(tmp_path / "train.npy"), val_path=str(tmp_path / "val"),
+                          test_path=str(tmp_path / "test.npy"), input_frames=3, output_frames=2,
+                          stride=1, normalization="minmax", batch_size=2)
+    dm.setup()
+    assert dm.train_set.windows == [(0, t) for t in range(16)]  # all of path, no split
+    assert dm.val_set.windows == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert dm.test_set.windows == [(0, t) for t in range(4)]
+    # minmax from the training ramp only (0..19), though val/test reach 204
+    assert (dm.normalization.low, dm.normalization.high) == (0.0, 19.0)
+    x, y = dm.val_set[3]  # second val sequence, from its first frame
+    np.testing.assert_allclose(x[:, 0, 0, 0] * 19, [200, 201, 202], rtol=1e-6)
+    np.testing.assert_allclose(y[:, 0, 0, 0] * 19, [203, 204], rtol=1e-6)
+    x, _ = next(iter(dm.test_dataloader()))  # in order, unshuffled
+    np.testing.assert_allclose(x[:, 0, 0, 0, 0] * 19, [50, 51], rtol=1e-6)
+    assert len(list(dm.train_dataloader())) == 8  # the resumable loader: 16 windows / 2
+    info = dm.data_info()
+    assert info["normalization"]["high"] == 19.0 and info["source"] == str(tmp_path / "train.npy")
+
+    # only val_path: path is cut into train/test by the fractions renormalised, 0.8:0.1 -> 8:1
+    dm = FramesDataModule(str(tmp_path / "train.npy"), val_path=str(tmp_path / "val"),
+                          input_frames=1, output_frames=1, stride=1, normalization="standard",
+                          split_fractions=(0.8, 0.1, 0.1))
+    dm.setup()
+    assert dm.val_set.windows == [(0, t) for t in range(6)] + [(1, t) for t in range(5)]
+    assert dm.train_set.windows == [(0, t) for t in range(17)]  # frames 0..17 (20 * 8/9 = 18)
+    assert dm.test_set.windows == [(0, 18)]  # frames 18, 19 of path
+    assert dm.normalization.mean == pytest.approx(8.5)  # mean of training frames 0..17 only
+    # uint8 frames (scaled by 1/255) against float ones: a clear error, not silent misscaling
+    write_frame_folder(tmp_path / "test_png", _ramp(50, 8).astype(np.uint8))
+    with pytest.raises(ValueError, match=r"value type \['float32'\] vs \['uint8'\]"):
+        FramesDataModule(str(tmp_path / "train.npy"), test_path=str(tmp_path / "test_png"),
+                         input_frames=2, output_frames=1).setup()
+
+
+def test_datamodule_separate_paths_must_match(tmp_path) -> None:
+    np.save(tmp_path / "train.npy", _ramp(0, 12, size=4))
+    np.save(tmp_path / "val.npy", _ramp(0, 12, size=6))
+    train, val = str(tmp_path / "train.npy"), str(tmp_path / "val.npy")
+    with pytest.raises(ValueError, match="frame size") as err:
+        FramesDataModule(train, val_path=val, input_frames=2, output_frames=1).setup()
+    assert train in str(err.value) and val in str(err.value) and "frame_size" in str(err.value)
+    dm = FramesDataModule(train, val_path=val, input_frames=2, output_frames=1, frame_size=4)
+    dm.setup()  # resized alike: fine
+    assert tuple(dm.val_set[0][0].shape) == (2, 1, 4, 4)
+
+    write_frame_folder(tmp_path / "rgb", squares_rgb(6, 8, 8))
+    write_frame_folder(tmp_path / "gray", squares_rgb(6, 8, 8)[..., 0])
+    with pytest.raises(ValueError, match=r"channels \[1\] vs \[3\]"):
+        FramesDataModule(str(tmp_path / "gray"), test_path=str(tmp_path / "rgb"),
+                         input_frames=2, output_frames=1).setup()
+    FramesDataModule(str(tmp_path / "gray"), test_path=str(tmp_path / "rgb"), channels=1,
+                     input_frames=2, output_frames=1).setup()
+
+    with pytest.raises(FileNotFoundError, match="val_path .*missing.* not found"):
+        FramesDataModule(train, val_path=str(tmp_path / "missing"), input_frames=2,
+                         output_frames=1).setup()
+    np.save(tmp_path / "short.npy", _ramp(0, 4))
+    with pytest.raises(ValueError, match="no window of 5 frames fits in test_path"):
+        FramesDataModule(train, test_path=str(tmp_path / "short.npy"), input_frames=4,
+                         output_frames=1).setup()
+
+
+def test_cli_fit_with_separate_val_test_paths(tmp_path, one_thread) -> None:
+    """The new init args reach the datamodule from the command line and land in config.yaml."""
+    import yaml
+
+    np.save(tmp_path / "train.npy", shapes_array(2, 12))
+    np.save(tmp_path / "val.npy", shapes_array(1, 8, seed=1))
+    np.save(tmp_path / "test.npy", shapes_array(1, 8, seed=2))
+    cli("fit", *FIT_QUIET, "--trainer.default_root_dir", tmp_path / "run",
+        "--trainer.max_steps", 2, "--model.model_name", "next_frame", "--model.model_kwargs",
+        "{hidden_channels: 2}", "--data", "convcast.data.own_data.FramesDataModule",
+        "--data.path", tmp_path / "train.npy", "--data.val_path", tmp_path / "val.npy",
+        "--data.test_path", tmp_path / "test.npy", "--data.input_frames", 3,
+        "--data.output_frames", 2, "--data.normalization", "minmax", "--data.batch_size", 4,
+        "--images", "null")
+    log_dir = tmp_path / "run" / "lightning_logs" / "version_0"
+    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert config["data"]["init_args"]["val_path"] == str(tmp_path / "val.npy")
+    assert config["data"]["init_args"]["test_path"] == str(tmp_path / "test.npy")
+    cli("test", "--ckpt_path", log_dir / "checkpoints" / "last.ckpt", "--out", tmp_path / "rep",
+        "--animation", "none", *FIT_QUIET)
+    assert (tmp_path / "rep" / "metrics.json").exists()
 
 
 def test_datamodule_on_video_converts_and_batches(tiny_video) -> None:

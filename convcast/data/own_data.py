@@ -10,6 +10,10 @@ Splits never share a frame. `split="time"` cuts every sequence at the fractions 
 drops the windows that would straddle a cut; `split="file"` gives whole sequences to one split
 (shuffled by `seed`). Normalisation statistics come from training frames only (at most
 `stats_frames` of them, evenly spaced) and are stored in checkpoints by `data_info()`.
+
+A ready-made split: `val_path` / `test_path` give that stage every window of their own sequences,
+in order; `path` then serves the remaining stages, its fractions renormalised over them (with
+both given, all of `path` is training data and `split` / `split_fractions` are unused).
 """
 
 from __future__ import annotations
@@ -121,6 +125,20 @@ def split_windows(lengths: Sequence[int], window: int, stride: int, split: str,
     return windows, ranges
 
 
+def all_windows(lengths: Sequence[int], window: int, stride: int) -> list[Window]:
+    """Every window of every sequence, in order: a stage read from its own val/test path."""
+    return [(i, t) for i, n in enumerate(lengths) for t in range(0, n - window + 1, stride)]
+
+
+def _frame_kinds(sources: list, frame_size: int | Sequence[int] | None, channels: int | None
+                 ) -> dict[str, set]:
+    """What every window must share: value scale and, unless converted, frame size and channels."""
+    return {"value type": {unit_scale(np.dtype(s.dtype)) for s in sources},
+            "frame size": set() if frame_size is not None else
+            {tuple(s.frame_shape[:2]) for s in sources},
+            "channels": set() if channels is not None else {s.frame_shape[2] for s in sources}}
+
+
 class WindowDataset(Dataset):
     """Item `i`: `(x [T_in,C,H,W], y [T_out,C,H,W])` float32 of window `windows[i]`."""
 
@@ -149,6 +167,11 @@ class FramesDataModule(SequenceDataModule):
 
     Args:
         path: a video, an array file, a folder of frames, or a folder of any of them.
+        val_path / test_path: a ready-made validation / test set (same kinds as `path`): that
+            stage gets all its windows, in order, and `path` only serves the other stages, the
+            fractions of those renormalised (e.g. (0.8, 0.1, 0.1) with `val_path` cuts `path`
+            8:1 into train/test; with both given, all of `path` trains). `stride`, `key`,
+            `layout` and the frame conversion apply to them too; normalisation never reads them.
         input_frames / output_frames: frames in x and in y; `stride`: frames between windows.
         split: `time` or `file`; `split_fractions`: (train, val, test), summing to 1.
         frame_size: resize to this (int or (H, W)); None keeps the stored size.
@@ -169,7 +192,7 @@ class FramesDataModule(SequenceDataModule):
         normalization: str = "none", value_range: tuple[float, float] | None = None,
         key: str | None = None, layout: str | None = None, cache_frames: int = 64,
         stats_frames: int = 256, shuffle: bool = True, seed: int = 0, batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: int = 0, val_path: str | None = None, test_path: str | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers)
         if channels not in (None, 1, 3):
@@ -185,37 +208,79 @@ class FramesDataModule(SequenceDataModule):
         if self.sources is not None:
             return
         hp = self.hparams
-        sources = discover_sources(hp.path, hp.key, hp.layout, hp.cache_frames)
-        dtypes = {np.dtype(s.dtype) for s in sources}
-        if len({unit_scale(d) for d in dtypes}) > 1:
-            raise ValueError(f"{hp.path} mixes value types {sorted(map(str, dtypes))}; integer "
-                             "and float frames scale differently: convert them to one type")
-        shapes = {s.frame_shape[:2] if hp.frame_size is None else () for s in sources}
-        chans = {s.frame_shape[2] if hp.channels is None else 0 for s in sources}
-        if len(shapes) > 1 or len(chans) > 1:
-            raise ValueError(f"the sequences in {hp.path} differ in frame size or channels "
-                             f"({sorted(shapes)}, {sorted(chans)}); set frame_size and channels "
-                             "so that every window comes out alike")
         window = hp.input_frames + hp.output_frames
+        sources = self._discover(hp.path)
+        own = {s: p for s, p in (("val", hp.val_path), ("test", hp.test_path)) if p is not None}
+        extra = {s: self._discover(p, f"{s}_path") for s, p in own.items()}
+        self._check_alike(sources, extra)
+        f = _check_fractions(hp.split_fractions)
+        f = tuple(0.0 if s in own else v for s, v in zip(SPLITS, f, strict=True))
+        fractions = tuple(v / sum(f) for v in f)  # path's share of the stages it still serves
         windows, ranges = split_windows([s.num_frames for s in sources], window, hp.stride,
-                                        hp.split, hp.split_fractions, hp.seed)
+                                        hp.split, fractions, hp.seed)
         if not windows["train"]:
             raise ValueError(
                 f"no training window of {window} frames fits in {hp.path} (sequence lengths "
                 f"{sorted({s.num_frames for s in sources})}, split {hp.split} "
-                f"{tuple(hp.split_fractions)}); use shorter windows or more data")
-        self.normalization = fit_normalization(
+                f"{tuple(round(v, 4) for v in fractions)}); use shorter windows or more data")
+        stage_sources = {s: sources for s in SPLITS}
+        for s, srcs in extra.items():
+            stage_sources[s] = srcs
+            windows[s] = all_windows([x.num_frames for x in srcs], window, hp.stride)
+            if not windows[s]:
+                raise ValueError(f"no window of {window} frames fits in {s}_path {own[s]} "
+                                 f"(sequence lengths {sorted({x.num_frames for x in srcs})}); "
+                                 "use shorter windows or longer sequences")
+        self.normalization = fit_normalization(  # training frames only, never val/test
             hp.normalization, self._stats_frames(sources, ranges["train"]), hp.value_range)
         common = dict(input_frames=hp.input_frames, output_frames=hp.output_frames,
                       channels=hp.channels, frame_size=hp.frame_size,
                       normalization=self.normalization)
         self.train_set = WindowDataset(sources, windows["train"], **common)
-        self.val_set = WindowDataset(sources, windows["val"], **common)
-        self.test_set = WindowDataset(sources, windows["test"], **common)
-        self.sources, self.dtype = sources, dtypes.pop()
-        rank_zero_info(f"{hp.path}: {len(sources)} sequences, windows train/val/test "
+        self.val_set = WindowDataset(stage_sources["val"], windows["val"], **common)
+        self.test_set = WindowDataset(stage_sources["test"], windows["test"], **common)
+        self.sources, self.dtype = sources, np.dtype(sources[0].dtype)
+        where = "".join(f", {s} from {p}" for s, p in own.items())
+        rank_zero_info(f"{hp.path}: {len(sources)} sequences{where}, windows train/val/test "
                        f"{len(windows['train'])}/{len(windows['val'])}/{len(windows['test'])}, "
                        f"normalization {self.normalization.describe()}")
+
+    def _discover(self, path: str, name: str = "path") -> list:
+        """The sequences under `path`; `name` is the argument it came from, for error messages."""
+        if not Path(path).exists():
+            hint = "" if name == "path" else (f", or leave {name} unset to cut that stage from "
+                                              "path by split_fractions")
+            raise FileNotFoundError(f"{name} {path} not found: give a video, an array file or a "
+                                    f"folder of frames or videos{hint}")
+        hp = self.hparams
+        return discover_sources(path, hp.key, hp.layout, hp.cache_frames)
+
+    def _check_alike(self, sources: list, extra: dict[str, list]) -> None:
+        """Every sequence, in every path, must give windows of one value type, size and channels."""
+        hp = self.hparams
+        named = {"path": (hp.path, sources)}
+        named.update({f"{s}_path": (hp[f"{s}_path"], srcs) for s, srcs in extra.items()})
+        kinds, dtypes = {}, {}
+        for name, (p, srcs) in named.items():
+            k = _frame_kinds(srcs, hp.frame_size, hp.channels)
+            dtypes[name] = sorted({str(np.dtype(s.dtype)) for s in srcs})
+            if len(k["value type"]) > 1:
+                raise ValueError(f"{p} mixes value types {dtypes[name]}; integer and float frames "
+                                 "scale differently: convert them to one type")
+            if len(k["frame size"]) > 1 or len(k["channels"]) > 1:
+                raise ValueError(f"the sequences in {p} differ in frame size or channels "
+                                 f"({sorted(k['frame size'])}, {sorted(k['channels'])}); set "
+                                 "frame_size and channels so that every window comes out alike")
+            kinds[name] = k
+        for name, (p, _) in list(named.items())[1:]:
+            diff = [f"{k} {dtypes['path'] if k == 'value type' else sorted(v)} vs "
+                    f"{dtypes[name] if k == 'value type' else sorted(kinds[name][k])}"
+                    for k, v in kinds["path"].items() if v != kinds[name][k]]
+            if diff:
+                raise ValueError(
+                    f"path {hp.path} and {name} {p} hold different frames ({'; '.join(diff)}); "
+                    "set frame_size and channels so that every split comes out alike, or convert "
+                    "the files to one value type")
 
     def _stats_frames(self, sources: list, ranges: list[tuple[int, int, int]]
                       ) -> Iterator[np.ndarray]:
