@@ -1,5 +1,7 @@
 """Radar readers: every format from small files, timestamps, units and their round trips."""
 
+import pickle
+import sys
 import warnings
 
 import h5py
@@ -10,6 +12,7 @@ import xarray as xr
 
 from convcast.data.radar_io import (
     ArraySource,
+    XarraySource,
     detect_format,
     open_radar,
     parse_time,
@@ -33,6 +36,20 @@ def dbz() -> np.ndarray:
 @pytest.fixture
 def times() -> np.ndarray:
     return START + STEP * np.arange(T)
+
+
+def rain_dataset(dbz: np.ndarray, times: np.ndarray | None) -> xr.Dataset:
+    """Rain rate (mm/h) from `dbz` as an xarray dataset, with a time coordinate unless None."""
+    rain = np.where(dbz > 5, 10 ** ((dbz - 17.67) / 15.6), 0.0).astype(np.float32)
+    coords = {} if times is None else {"time": times.astype("datetime64[ns]")}
+    return xr.Dataset({"precip": (("time", "y", "x"), rain, {"units": "mm h-1"})}, coords)
+
+
+def to_zarr(ds: xr.Dataset, path, **kwargs) -> None:
+    """`ds.to_zarr`, quiet about zarr 3's "consolidated metadata is not in the v3 spec yet"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(path, **kwargs)
 
 
 def test_png_folder_times_values_and_units(tmp_path, dbz, times):
@@ -105,9 +122,8 @@ def test_hdf5_cf_time_units_and_unit_attribute(tmp_path, dbz, times):
 
 
 def test_netcdf_rain_rate_round_trip(tmp_path, dbz, times):
-    rain = np.where(dbz > 5, 10 ** ((dbz - 17.67) / 15.6), 0.0).astype(np.float32)
-    ds = xr.Dataset({"precip": (("time", "y", "x"), rain, {"units": "mm h-1"})},
-                    coords={"time": times.astype("datetime64[ns]")})
+    ds = rain_dataset(dbz, times)
+    rain = ds["precip"].values
     ds.to_netcdf(tmp_path / "a.nc")
     src = open_radar(tmp_path / "a.nc")
     assert src.units == "rainrate" and (src.timestamps == times).all()
@@ -118,6 +134,47 @@ def test_netcdf_rain_rate_round_trip(tmp_path, dbz, times):
     np.testing.assert_allclose(back, rain, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(pre.to_rainrate(torch.from_numpy(pixels))[:, 0][rain > 0],
                                rain[rain > 0], rtol=1e-4)
+
+
+def test_netcdf_without_time_coordinate_needs_start_and_step(tmp_path, dbz, times):
+    rain_dataset(dbz, None).to_netcdf(tmp_path / "a.nc")  # a bare time dimension: no times
+    with pytest.raises(ValueError, match="start_time"):
+        open_radar(tmp_path / "a.nc")
+    src = open_radar(tmp_path / "a.nc", start_time=str(START), step_minutes=6)
+    assert (src.timestamps == times).all()
+
+
+def test_zarr_reads_like_netcdf(tmp_path, dbz, times):
+    pytest.importorskip("zarr")
+    ds = rain_dataset(dbz, times)
+    ds.to_netcdf(tmp_path / "a.nc")
+    to_zarr(ds, tmp_path / "a.zarr")
+    assert detect_format(tmp_path / "a.zarr") == "zarr"
+    nc, src = open_radar(tmp_path / "a.nc"), open_radar(tmp_path / "a.zarr")
+    assert isinstance(src, XarraySource) and src.zarr
+    assert src.units == nc.units == "rainrate" and src.frame_shape == nc.frame_shape == (1, H, W)
+    assert (src.timestamps == times).all() and (src.timestamps == nc.timestamps).all()
+    np.testing.assert_array_equal(src.read(0, T), nc.read(0, T))
+    np.testing.assert_array_equal(src.read(2, 5)[:, 0], ds["precip"].values[2:5])
+
+
+def test_zarr_folder_without_suffix_and_unconsolidated(tmp_path, dbz, times):
+    pytest.importorskip("zarr")
+    to_zarr(rain_dataset(dbz, times), tmp_path / "store", consolidated=False)
+    assert detect_format(tmp_path / "store") == "zarr"  # found by its metadata, not its name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "failed to open consolidated metadata" warnings
+        src = open_radar(tmp_path / "store")
+        assert src.consolidated is False and (src.timestamps == times).all()
+        copy = pickle.loads(pickle.dumps(src))  # what a DataLoader worker gets: it reopens
+        np.testing.assert_array_equal(copy.read(0, T), src.read(0, T))
+
+
+def test_zarr_missing_package_says_how_to_install(tmp_path, monkeypatch):
+    (tmp_path / "a.zarr").mkdir()
+    monkeypatch.setitem(sys.modules, "zarr", None)  # `import zarr` now raises ImportError
+    with pytest.raises(ImportError, match="needs the zarr package: pip install zarr"):
+        open_radar(tmp_path / "a.zarr")
 
 
 def test_dbz_round_trip_and_minmax_range(tmp_path, dbz, times):
@@ -158,8 +215,6 @@ def test_time_errors_and_formats(tmp_path, dbz, times):
 
 
 def test_sources_pickle_without_file_handles(tmp_path, dbz, times):
-    import pickle
-
     np.savez(tmp_path / "a.npz", frames=dbz, timestamps=times)
     src = open_radar(tmp_path / "a.npz", units="dbz")
     src.read(0, 1)

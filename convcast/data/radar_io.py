@@ -8,7 +8,8 @@ Every reader is a `FrameSource`: `timestamps` (datetime64[s], ascending), `units
   group (else whole match) is the time string. Files are read on demand.
 - `.npy` (memory-mapped; needs `start_time` + `step_minutes`), `.npz` (frames + optional
   timestamps array; uncompressed members are memory-mapped, compressed ones loaded whole),
-- HDF5 (h5py, sliced lazily), NetCDF / Zarr (xarray, lazily; time from the time coordinate).
+- HDF5 (h5py, sliced lazily), NetCDF / Zarr (xarray, lazily; time from the time coordinate,
+  else `start_time` + `step_minutes`; Zarr needs the `zarr` package).
 Arrays are `[T, H, W]` or `[T, C, H, W]`, time first. Timestamps in arrays may be datetime64,
 ISO strings, or numbers (seconds since 1970-01-01 unless a CF `units` attribute says otherwise).
 Units: `gray` (0–255 levels, HKO-7 PNG), `pixel` ([0, 1], HKO-7), `dbz`, `rainrate` (mm/h);
@@ -355,12 +356,15 @@ class HDF5Source(FrameSource):
 
 
 class XarraySource(FrameSource):
-    """A NetCDF file or Zarr store read lazily with xarray; time from the time coordinate."""
+    """A NetCDF file or Zarr store read lazily with xarray; time from the time coordinate (else
+    `start_time` + `step_minutes`)."""
 
     def __init__(self, path: str | os.PathLike, units: str = "auto", variable: str | None = None,
                  time_variable: str | None = None, nodata: float | None = None,
-                 zarr: bool = False) -> None:
+                 zarr: bool = False, start_time: str | None = None,
+                 step_minutes: float | None = None) -> None:
         self.path, self.nodata, self.zarr = Path(path), nodata, zarr
+        self.consolidated: bool | None = None  # Zarr: has consolidated metadata (first open)
         self.time_dim = time_variable or "time"
         with self._open_dataset() as ds:
             names = [k for k, v in ds.data_vars.items() if v.ndim in (3, 4)]
@@ -377,18 +381,36 @@ class XarraySource(FrameSource):
             self.frame_shape = _frame_shape(v.shape, f"{self.path}:{self.variable}")
             self.units = _resolve_units(units, v.attrs.get("units"), v.dtype,
                                         f"{self.path}:{self.variable}")
-            ts = to_datetime64(v[self.time_dim].values, where=str(self.path))
+            if self.time_dim in v.coords:  # a bare dimension would read as 0, 1, 2... seconds
+                ts = to_datetime64(v[self.time_dim].values, where=str(self.path))
+            else:
+                ts = regular_timestamps(v.shape[0], start_time, step_minutes,
+                                        f"{self.path} (no {self.time_dim!r} coordinate)")
         self.timestamps = _check_sorted(ts, str(self.path))
 
     def _open_dataset(self):
-        import xarray as xr
-
-        if self.zarr:
+        try:
+            import xarray as xr
+        except ImportError as err:
+            raise ImportError(f"reading {self.path} needs xarray: pip install xarray "
+                              "(or pip install 'convcast[nowcast]')") from err
+        if not self.zarr:
+            return xr.open_dataset(self.path, cache=False)
+        try:  # check here: older xarray reports a missing zarr as an unknown engine
+            import zarr  # noqa: F401
+        except ImportError as err:
+            raise ImportError(f"{self.path} is a Zarr store; reading it needs the zarr package: "
+                              "pip install zarr (or pip install 'convcast[nowcast]')") from err
+        if self.consolidated is None:  # first open: learn whether the store is consolidated
             try:
-                return xr.open_zarr(self.path, chunks=None)
-            except ImportError as err:
-                raise ImportError("reading Zarr needs the zarr package: pip install zarr") from err
-        return xr.open_dataset(self.path, cache=False)
+                ds = xr.open_zarr(self.path, chunks=None, consolidated=True)
+            except (KeyError, ValueError):  # not consolidated (zarr 2: KeyError, zarr 3: Value)
+                self.consolidated = False
+            else:
+                self.consolidated = True
+                return ds
+        # explicit, so reopening in each worker neither retries nor warns about it
+        return xr.open_zarr(self.path, chunks=None, consolidated=self.consolidated)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if getattr(self, "_h_pid", None) != os.getpid():  # netCDF handles do not survive a fork
@@ -431,7 +453,8 @@ def open_radar(path: str | os.PathLike, format: str = "auto", units: str = "auto
         return ArraySource(path, units, variable, time_variable, start_time, step_minutes, nodata)
     if fmt == "hdf5":
         return HDF5Source(path, units, variable, time_variable, start_time, step_minutes, nodata)
-    return XarraySource(path, units, variable, time_variable, nodata, zarr=fmt == "zarr")
+    return XarraySource(path, units, variable, time_variable, nodata, zarr=fmt == "zarr",
+                        start_time=start_time, step_minutes=step_minutes)
 
 
 def write_image_folder(folder: str | os.PathLike, frames: np.ndarray, timestamps: np.ndarray,
