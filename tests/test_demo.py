@@ -24,6 +24,8 @@ def _check_outputs(out, horizon=10):
     assert metrics["blank"]["mse"] > 0 and metrics["persistence"]["mse"] > metrics["blank"]["mse"]
     gif = iio.imread(out / "prediction.gif")
     assert gif.shape[0] == horizon and gif.shape[-1] in (3, 4)
+    for plot in ("mse.png", "ssim.png"):  # lead-time plots, one line per model
+        assert iio.imread(out / plot).ndim == 3
     return metrics
 
 
@@ -74,6 +76,15 @@ def test_demo_continues_from_its_own_weights_file(tmp_path):
                       "--save_weights", str(second), *small]) == 0
     blob = demo.load_shipped(second)
     assert blob["trained_steps"] == 3 and blob["model_kwargs"] == demo.DEMO_MODEL
+
+
+def test_precision_auto_follows_the_cpu(tmp_path, monkeypatch, capsys):
+    """bf16 only where the CPU has it natively (elsewhere it is emulated and slower)."""
+    for native, want in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(demo, "native_bf16", lambda n=native: n)
+        assert demo.main(["--init", "scratch", "--minutes", "0.05", "--max_steps", "1",
+                          "--test_size", "2", "--batch_size", "2", "--out", str(tmp_path)]) == 0
+        assert f"training in {want}" in capsys.readouterr().err
 
 
 def test_console_script_help():

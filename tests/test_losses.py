@@ -47,3 +47,16 @@ def test_ssim_loss_refuses_a_mask_and_unknown_names_list_the_valid_ones():
         get_loss("bce+ssim")(pred, target, torch.ones_like(target, dtype=torch.bool))
     with pytest.raises(ValueError, match="valid: mse, l1"):
         get_loss("ssim")
+
+
+def test_ssim_weight_scales_the_ssim_term_and_only_applies_to_ssim_losses():
+    pred, target = _pair(1)
+    dssim = 1 - ssim(pred, target, reduction="mean").item()
+    assert get_loss("mse+ssim", ssim_weight=2.0)(pred, target).item() == pytest.approx(
+        mse(pred, target).item() + 2.0 * dssim, rel=1e-5)
+    assert get_loss("bce+ssim", ssim_weight=0.0)(pred, target).item() == pytest.approx(
+        bce(pred, target).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="bce\\+ssim or mse\\+ssim only"):
+        get_loss("mse", ssim_weight=0.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        get_loss("bce+ssim", ssim_weight=-1.0)

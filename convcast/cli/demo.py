@@ -95,20 +95,35 @@ def parser() -> ArgumentParser:
     p.add_argument("--init", type=str, default="shipped",
                    help="`shipped` (the checkpoint inside the package), `scratch` (random "
                    "weights) or the path of a file written by --save_weights")
-    p.add_argument("--loss", type=str, default="bce+ssim",
-                   help="training loss: bce+ssim, bce, mse+ssim, mse, l1, l1+l2")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    p.add_argument("--loss", type=str | None, default=None,
+                   help="training loss: bce+ssim, bce, mse+ssim, mse, l1, l1+l2 (default bce "
+                   "from scratch, bce+ssim when continuing)")
+    p.add_argument("--ssim_weight", type=float | None, default=None,
+                   help="weight of the (1 - SSIM) term of the +ssim losses (default 0.1)")
+    p.add_argument("--lr", type=float | None, default=None,
+                   help="Adam learning rate (default 2e-3 from scratch, 2e-4 when continuing)")
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--horizon_curriculum", type=int, default=0,
-                   help="grow the training horizon from 1 to 10 frames over this many steps")
+    p.add_argument("--horizon_curriculum", type=int | None, default=None,
+                   help="grow the training horizon from 1 to 10 frames over this many steps "
+                   "(default 400 from scratch, 0 when continuing)")
     p.add_argument("--test_size", type=int, default=256, help="held-out test sequences")
-    p.add_argument("--precision", type=str, default="32-true",
-                   choices=["32-true", "bf16-mixed"],
-                   help="bf16-mixed is about 2x faster on CPUs with AVX512-BF16 or AMX")
+    p.add_argument("--precision", type=str, default="auto",
+                   choices=["auto", "32-true", "bf16-mixed"],
+                   help="bf16-mixed is about 1.7x faster on CPUs with AVX512-BF16 or AMX and "
+                   "slower elsewhere; auto picks it where the CPU has native bf16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save_weights", type=str | None, default=None,
                    help="also save the trained weights in the shipped-asset format")
     return p
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); Linux only, else False."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_shipped(path: Path = ASSET, expect: dict | None = DEMO_MODEL) -> dict:
@@ -154,8 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     blob = None
     if args.init != "scratch":
         blob = load_shipped() if args.init == "shipped" else load_shipped(Path(args.init), None)
-    system = ForecastSystem("encoder_forecaster", blob["model_kwargs"] if blob else DEMO_MODEL,
-                            loss=args.loss, lr=args.lr, horizon_curriculum=args.horizon_curriculum)
+
+    def pick(given, scratch, cont):
+        """Defaults: from scratch, the recipe that leaves the blank plateau (stage 1 of the
+        shipped weights); when continuing, the settings of the last pretraining stage."""
+        return given if given is not None else scratch if blob is None else cont
+
+    system = ForecastSystem(
+        "encoder_forecaster", blob["model_kwargs"] if blob else DEMO_MODEL,
+        loss=pick(args.loss, "bce", "bce+ssim"), ssim_weight=args.ssim_weight,
+        lr=pick(args.lr, 2e-3, 2e-4), horizon_curriculum=pick(args.horizon_curriculum, 400, 0))
     prior_steps, prior_minutes = 0, 0.0
     if blob is not None:
         system.model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
@@ -163,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starting from {args.init} weights ({prior_steps} steps, {prior_minutes:.0f} "
               "min of CPU training); continuing live", file=sys.stderr)
 
+    precision = args.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if native_bf16() else "32-true"
+        print(f"training in {precision} (--precision to change)", file=sys.stderr)
     callbacks: list[Callback] = [MinutesBar(args.minutes)]
     if args.save_weights is not None:
         callbacks.append(PeriodicWeights(Path(args.save_weights), prior_steps, prior_minutes))
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision=args.precision, max_steps=args.max_steps,
+        accelerator="cpu", devices=1, precision=precision, max_steps=args.max_steps,
         max_time=timedelta(minutes=args.minutes), max_epochs=-1,
         limit_val_batches=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
@@ -180,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     from convcast.models import create_model
     from convcast.train.evaluate import evaluate
     from convcast.viz import write_animation
+    from convcast.viz.plots import plot_lead_time
 
     model = system.model.eval()
     models = {"encoder_forecaster": model, "persistence": create_model("persistence"),
               "blank": create_model("blank")}
     results = evaluate(models, dm.test_dataloader())
     write_metrics_json(out / "metrics.json", results)
+    plot_lead_time({n: {m: results[n][m] for m in ("mse", "ssim")} for n in models}, out)
 
     x, y = next(iter(dm.test_dataloader()))
     with torch.no_grad():
@@ -195,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "forecast": stack(pred)}, fps=3, scale=2)
     print(format_table({n: {m: results[n][m] for m in REPORTED} for n in models}))
     print(f"\ntrained {trainer.global_step} steps in {minutes:.1f} min "
-          f"(+{prior_steps} shipped); wrote {out / 'metrics.json'} and {out / 'prediction.gif'}")
+          f"(+{prior_steps} shipped); wrote {out / 'metrics.json'}, {out / 'prediction.gif'} "
+          f"and the lead-time plots {out / 'mse.png'}, {out / 'ssim.png'}")
     return 0
 
 

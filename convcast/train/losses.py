@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ def bce(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     return _masked_mean(err, mask)
 
 
-SSIM_WEIGHT = 0.1
+SSIM_WEIGHT = 0.1  # default weight of the (1 - SSIM) term in bce+ssim / mse+ssim
 
 
 def _dssim(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
@@ -55,22 +56,32 @@ def _dssim(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         return 1 - ssim_frames(pred.float(), target.float(), 1.0, dtype=torch.float32).mean()
 
 
-def bce_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """BCE + 0.1 * (1 - SSIM): BCE tracks the digits; the SSIM term forbids a faint haze over
+def bce_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+             ssim_weight: float = SSIM_WEIGHT) -> Tensor:
+    """BCE + w * (1 - SSIM): BCE tracks the digits; the SSIM term forbids a faint haze over
     empty background (SSIM punishes a mean of 0.02 where the target is empty by a factor of 5)."""
-    return bce(pred, target, mask) + SSIM_WEIGHT * _dssim(pred, target, mask)
+    return bce(pred, target, mask) + ssim_weight * _dssim(pred, target, mask)
 
 
-def mse_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """MSE + 0.1 * (1 - SSIM)."""
-    return mse(pred, target, mask) + SSIM_WEIGHT * _dssim(pred, target, mask)
+def mse_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+             ssim_weight: float = SSIM_WEIGHT) -> Tensor:
+    """MSE + w * (1 - SSIM)."""
+    return mse(pred, target, mask) + ssim_weight * _dssim(pred, target, mask)
 
 
 LOSSES: dict[str, Loss] = {"mse": mse, "l1": l1, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce,
                            "bce+ssim": bce_ssim, "mse+ssim": mse_ssim}
 
 
-def get_loss(name: str) -> Loss:
+def get_loss(name: str, ssim_weight: float | None = None) -> Loss:
+    """The loss called `name`; `ssim_weight` sets w in the `+ssim` losses (default 0.1)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
-    return LOSSES[name]
+    if ssim_weight is None:
+        return LOSSES[name]
+    if not name.endswith("+ssim"):
+        raise ValueError(f"ssim_weight is the weight of the SSIM term and applies to bce+ssim "
+                         f"or mse+ssim only, not to {name!r}")
+    if ssim_weight < 0:
+        raise ValueError(f"ssim_weight must be >= 0, got {ssim_weight}")
+    return partial(LOSSES[name], ssim_weight=ssim_weight)

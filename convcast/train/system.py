@@ -29,7 +29,8 @@ class ForecastSystem(L.LightningModule):
 
     Args:
         model_name / model_kwargs: the forecaster, as `create_model(model_name, **model_kwargs)`.
-        loss: `mse`, `l1+l2` or `bce`.
+        loss: `mse`, `l1`, `l1+l2`, `bce`, `bce+ssim` or `mse+ssim`.
+        ssim_weight: weight of the (1 - SSIM) term of the `+ssim` losses (None: 0.1).
         optimizer: `adam`, `adamw`, `rmsprop` (the paper's: lr 1e-3, decay 0.9) or `sgd`.
         scheduler: `none`, `cosine` (linear warmup for `warmup_steps`, then cosine) or `onecycle`.
         horizon_curriculum: train on the first k future frames, k growing linearly from 1 to all
@@ -45,6 +46,7 @@ class ForecastSystem(L.LightningModule):
         model_name: str = "encoder_forecaster",
         model_kwargs: dict | None = None,
         loss: str = "mse",
+        ssim_weight: float | None = None,
         optimizer: str = "adam",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -68,7 +70,7 @@ class ForecastSystem(L.LightningModule):
         if model is None:
             model = create_model(model_name, **(model_kwargs or {}))
         self.model = model
-        self.loss_fn = get_loss(loss)
+        self.loss_fn = get_loss(loss, ssim_weight)
         self.sampling = sampling
         self._data_info: dict | None = None  # training data description, saved in checkpoints
 
