@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import FIT_QUIET, cli, shapes_array, squares_rgb, write_frame_folder, write_video
 
-from convcast.data.frames_io import guess_layout, prepare_frames
+from convcast.data.frames_io import array_info, guess_layout, npz_member, prepare_frames
 from convcast.data.loader import ResumableSampler
 from convcast.data.normalize import Normalization, fit_normalization
 from convcast.data.own_data import FramesDataModule, discover_sources, split_windows
@@ -29,6 +29,27 @@ def test_guess_layout() -> None:
         guess_layout((10, 3, 8, 3))  # channels first or last?
     with pytest.raises(ValueError, match="neither"):
         guess_layout((10, 8, 8, 8), sequences=False)
+
+
+def test_npz_members_are_memory_mapped_unless_compressed(tmp_path) -> None:
+    """np.savez members stream from disk like .npy; savez_compressed ones load (and say so when
+    large); the shape is read from the header without decompressing."""
+    seqs = shapes_array(2, 9)  # [N, T, H, W]
+    np.savez(tmp_path / "a.npz", frames=seqs, other=np.arange(3.0))
+    np.savez_compressed(tmp_path / "c.npz", frames=np.asfortranarray(seqs))
+    stored = npz_member(tmp_path / "a.npz", "frames")
+    assert isinstance(stored, np.memmap)
+    np.testing.assert_array_equal(stored, seqs)
+    np.testing.assert_array_equal(npz_member(tmp_path / "a.npz", "other"), np.arange(3.0))
+    assert array_info(tmp_path / "c.npz") == (seqs.shape, seqs.dtype)
+    with pytest.warns(UserWarning, match="compressed"):
+        packed = npz_member(tmp_path / "c.npz", "frames", warn_bytes=0)
+    assert not isinstance(packed, np.memmap)
+    np.testing.assert_array_equal(packed, seqs)
+    srcs = discover_sources(tmp_path / "c.npz")  # small: loaded quietly
+    np.testing.assert_array_equal(srcs[1].read(2, 5)[..., 0], seqs[1, 2:5])
+    with pytest.raises(ValueError, match="name one with key"):
+        discover_sources(tmp_path / "a.npz")
 
 
 def test_video_source_reads_any_window_like_a_full_decode(tiny_video) -> None:

@@ -1,9 +1,10 @@
-"""Frame sources over array files: `.npy` (memory-mapped), `.npz` (loaded) and HDF5 (lazy).
+"""Frame sources over array files: `.npy` and `.npz` (memory-mapped) and HDF5 (lazy).
 
 One file may hold one sequence (`[T,H,W]`, `[T,C,H,W]`, `[T,H,W,C]`) or many (`[N,T,...]`, or any
 order named by `layout`, e.g. `TNHW` for the standard `mnist_test_seq.npy`); each sequence becomes
-an `ArraySource`. Only the frames of a window are read, so `.npy` and HDF5 data larger than memory
-train in constant memory; `.npz` members are decompressed into memory on first use.
+an `ArraySource`. Only the frames of a window are read, so `.npy`, `.npz` (saved with `np.savez`)
+and HDF5 data larger than memory train in constant memory; a compressed `.npz` member
+(`np.savez_compressed`) is decompressed into memory on first use, with a warning when it is large.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from convcast.data.frames_io import check_layout, guess_layout, index_sequence, open_array
+from convcast.data.frames_io import (
+    array_info,
+    check_layout,
+    guess_layout,
+    index_sequence,
+    open_array,
+)
 
 
 class ArrayFile:
@@ -20,11 +27,7 @@ class ArrayFile:
 
     def __init__(self, path: str | Path, key: str | None = None, layout: str | None = None) -> None:
         self.path, self.key = Path(path), key
-        arr, close = open_array(self.path, key)
-        try:
-            self.shape, self.dtype = tuple(arr.shape), np.dtype(arr.dtype)
-        finally:
-            close()
+        self.shape, self.dtype = array_info(self.path, key)  # reads no values
         if layout is None:
             self.layout, self.guessed = guess_layout(self.shape), True
         else:

@@ -13,6 +13,9 @@ from the shape where the channel axis can be told by its size (1 or 3); otherwis
 from __future__ import annotations
 
 import re
+import struct
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -124,8 +127,46 @@ def read_video(path: Path | str, start: int = 0, stop: int | None = None) -> np.
 
 
 # ---- arrays ------------------------------------------------------------------------------------
+def _npz_header(path: Path, key: str) -> tuple[tuple[int, ...], bool, np.dtype, int | None]:
+    """Shape, Fortran order, dtype and (if stored uncompressed) the data's byte offset of the
+    array `key` of an .npz file, read from its header alone."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read(f)
+            header = f.tell()  # bytes of the .npy header inside the member
+    if info.compress_type != zipfile.ZIP_STORED or dtype.hasobject:
+        return shape, fortran, dtype, None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        n_name, n_extra = struct.unpack("<HH", f.read(30)[26:30])  # the zip local file header
+    return shape, fortran, dtype, info.header_offset + 30 + n_name + n_extra + header
+
+
+def npz_member(path: Path | str, key: str, warn_bytes: int = 256 * 2**20) -> np.ndarray:
+    """Array `key` of an .npz file: memory-mapped when stored uncompressed (`np.savez`), so only
+    the frames read leave the disk; a compressed member (`np.savez_compressed`) is decompressed
+    into memory whole, with a warning when it is larger than `warn_bytes`."""
+    path = Path(path)
+    shape, fortran, dtype, offset = _npz_header(path, key)
+    if offset is not None:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                         order="F" if fortran else "C")
+    size = int(np.prod(shape)) * dtype.itemsize
+    if size > warn_bytes:
+        warnings.warn(f"{path}: array {key!r} is compressed, so its {size / 2**20:.0f} MiB are "
+                      "loaded into memory whole; save it with np.savez (not savez_compressed) or "
+                      "as .npy to stream it from disk", stacklevel=2)
+    with np.load(path) as z:
+        return z[key]
+
+
 def open_array(path: Path | str, key: str | None = None):
-    """An array-like of a `.npy` (memory-mapped), `.npz` (loaded) or HDF5 dataset (lazy).
+    """An array-like of a `.npy` or uncompressed `.npz` (both memory-mapped), a compressed `.npz`
+    (loaded) or an HDF5 dataset (lazy).
 
     Returns `(array, closer)`; call `closer()` when done (closes an HDF5 file, else does nothing).
     """
@@ -136,9 +177,9 @@ def open_array(path: Path | str, key: str | None = None):
     if ext == ".npy":
         return np.load(path, mmap_mode="r"), lambda: None
     if ext == ".npz":
-        with np.load(path) as z:
-            key = _pick_key(path, key, list(z.files))
-            return z[key], lambda: None
+        with zipfile.ZipFile(path) as zf:
+            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+        return npz_member(path, _pick_key(path, key, names)), lambda: None
     if ext in (".h5", ".hdf5"):
         import h5py
 
@@ -153,6 +194,22 @@ def open_array(path: Path | str, key: str | None = None):
         return f[key], f.close
     raise ValueError(f"{path} is not an array file; valid array extensions: "
                      f"{', '.join(ARRAY_EXTS)}")
+
+
+def array_info(path: Path | str, key: str | None = None) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an array file's array, without reading its values (a compressed .npz
+    member is not decompressed)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz" and path.is_file():
+        with zipfile.ZipFile(path) as zf:
+            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+        shape, _, dtype, _ = _npz_header(path, _pick_key(path, key, names))
+        return tuple(shape), np.dtype(dtype)
+    arr, close = open_array(path, key)
+    try:
+        return tuple(arr.shape), np.dtype(arr.dtype)
+    finally:
+        close()
 
 
 def _pick_key(path: Path, key: str | None, names: list[str]) -> str:

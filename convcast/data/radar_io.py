@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 import warnings
-import zipfile
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
+from convcast.data.frames_io import npz_member
 
 UNITS = ("gray", "pixel", "dbz", "rainrate")
 FORMATS = ("auto", "png", "npy", "npz", "hdf5", "netcdf", "zarr")
@@ -231,28 +231,6 @@ class ImageFolderSource(FrameSource):
         return np.stack(frames)  # [n, H, W]
 
 
-def _npz_member_memmap(path: Path, key: str) -> np.ndarray | None:
-    """Memory-map the uncompressed array `key` of an .npz file; None if it is compressed."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{key}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        return None
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)  # the local file header; name and extra lengths at bytes 26-29
-        n_name, n_extra = struct.unpack("<HH", local[26:30])
-        f.seek(info.header_offset + 30 + n_name + n_extra)
-        version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    if dtype.hasobject:
-        return None
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran else "C")
-
-
 class ArraySource(FrameSource):
     """`.npy` (memory-mapped) or `.npz` frames; times from an array inside or start + step."""
 
@@ -288,14 +266,7 @@ class ArraySource(FrameSource):
     def _open(self) -> np.ndarray:
         if self.path.suffix == ".npy":
             return np.load(self.path, mmap_mode="r")
-        mm = _npz_member_memmap(self.path, self.variable)
-        if mm is not None:
-            return mm
-        warnings.warn(f"{self.path}: array {self.variable!r} is compressed and is loaded into "
-                      "memory whole; save with np.savez (not savez_compressed) or as .npy to "
-                      "stream it from disk", stacklevel=3)
-        with np.load(self.path) as z:
-            return z[self.variable]
+        return npz_member(self.path, self.variable, warn_bytes=0)  # an archive: always say so
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if getattr(self, "_h", None) is None:
