@@ -50,6 +50,9 @@ def test_npz_members_are_memory_mapped_unless_compressed(tmp_path) -> None:
     np.testing.assert_array_equal(srcs[1].read(2, 5)[..., 0], seqs[1, 2:5])
     with pytest.raises(ValueError, match="name one with key"):
         discover_sources(tmp_path / "a.npz")
+    (tmp_path / "bad.npz").write_bytes((tmp_path / "a.npz").read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        discover_sources(tmp_path / "bad.npz")
 
 
 def test_video_source_reads_any_window_like_a_full_decode(tiny_video) -> None:

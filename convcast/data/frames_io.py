@@ -127,6 +127,16 @@ def read_video(path: Path | str, start: int = 0, stop: int | None = None) -> np.
 
 
 # ---- arrays ------------------------------------------------------------------------------------
+def _npz_names(path: Path) -> list[str]:
+    """The arrays inside an .npz file, with a clear error for a file that is not one."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{path} is not a readable .npz file ({err}); it may be truncated or "
+                         "not written by np.savez") from err
+
+
 def _npz_header(path: Path, key: str) -> tuple[tuple[int, ...], bool, np.dtype, int | None]:
     """Shape, Fortran order, dtype and (if stored uncompressed) the data's byte offset of the
     array `key` of an .npz file, read from its header alone."""
@@ -177,9 +187,7 @@ def open_array(path: Path | str, key: str | None = None):
     if ext == ".npy":
         return np.load(path, mmap_mode="r"), lambda: None
     if ext == ".npz":
-        with zipfile.ZipFile(path) as zf:
-            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-        return npz_member(path, _pick_key(path, key, names)), lambda: None
+        return npz_member(path, _pick_key(path, key, _npz_names(path))), lambda: None
     if ext in (".h5", ".hdf5"):
         import h5py
 
@@ -201,9 +209,7 @@ def array_info(path: Path | str, key: str | None = None) -> tuple[tuple[int, ...
     member is not decompressed)."""
     path = Path(path)
     if path.suffix.lower() == ".npz" and path.is_file():
-        with zipfile.ZipFile(path) as zf:
-            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-        shape, _, dtype, _ = _npz_header(path, _pick_key(path, key, names))
+        shape, _, dtype, _ = _npz_header(path, _pick_key(path, key, _npz_names(path)))
         return tuple(shape), np.dtype(dtype)
     arr, close = open_array(path, key)
     try:
