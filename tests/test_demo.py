@@ -87,6 +87,24 @@ def test_precision_auto_follows_the_cpu(tmp_path, monkeypatch, capsys):
         assert f"training in {want}" in capsys.readouterr().err
 
 
+def test_defaults_follow_init(tmp_path, monkeypatch):
+    """From scratch: the stage-1 recipe that leaves the blank plateau; continuing: stage 3's."""
+    seen, real = [], demo.ForecastSystem
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "ForecastSystem", spy)
+    small = ["--minutes", "0.05", "--max_steps", "1", "--test_size", "2", "--batch_size", "2",
+             "--out", str(tmp_path)]
+    assert demo.main(["--init", "scratch", *small]) == 0
+    assert demo.main([*small]) == 0
+    assert demo.main(["--lr", "0.01", "--loss", "mse", "--horizon_curriculum", "7", *small]) == 0
+    pick = [(k["loss"], k["lr"], k["horizon_curriculum"]) for k in seen]
+    assert pick == [("bce", 2e-3, 400), ("bce+ssim", 2e-4, 0), ("mse", 0.01, 7)]
+
+
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "convcast.cli.main", "demo", "--help"],
                          capture_output=True, text=True, timeout=120)
