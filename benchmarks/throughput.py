@@ -64,22 +64,19 @@ def timed(fn, repeats: int, device: str) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def train_step(model: nn.Module, x: torch.Tensor, horizon: int, bf16: bool = False):
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            pred = model(x, horizon)  # [B, horizon, C, H, W]
-        pred.float().square().mean().backward()
-    return step
-
-
-def seq_step(fn, module: nn.Module, x: torch.Tensor, bf16: bool):
+def seq_step(fn, module: nn.Module, x: torch.Tensor, bf16: bool = False):
+    """One training step (zero grad, forward `fn(x)` under optional bf16 autocast, backward)."""
     def step() -> None:
         module.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = fn(x)  # [B, T, hid, H, W]
+            out = fn(x)  # [B, T, ...]
         out.float().square().mean().backward()
     return step
+
+
+def train_step(model: nn.Module, x: torch.Tensor, horizon: int, bf16: bool = False):
+    """A forecaster's training step: `model(x, horizon)` -> [B, horizon, C, H, W]."""
+    return seq_step(lambda v: model(v, horizon), model, x, bf16)
 
 
 def main() -> None:
