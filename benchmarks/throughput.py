@@ -27,7 +27,6 @@ import torch
 import torch.nn as nn
 
 import convcast
-from convcast.cli.demo import DEMO_MODEL
 from convcast.data import MovingMNIST
 from convcast.layers import ConvLSTM
 
@@ -96,7 +95,7 @@ def main() -> None:
     for i in range(n):
         ds[i]
     gen_rate = n / (time.perf_counter() - t)
-    demo = convcast.create_model("encoder_forecaster", **DEMO_MODEL).to(dev)
+    demo = convcast.create_model("encoder_forecaster_demo").to(dev)
     x = torch.rand(B, 10, 1, 64, 64, device=dev)
     step_s = timed(train_step(demo, x, 10), R, dev)
     rows.append({"what": "Moving MNIST generation (1 worker)", "value": gen_rate,

@@ -126,3 +126,17 @@ def test_encoder_forecaster_patch_must_divide_frames():
     m = create_model("encoder_forecaster", patch_size=4)
     with pytest.raises(ValueError, match="patch_size"):
         m(torch.rand(1, 2, 1, 18, 18), 1)
+
+
+def test_variants_build_their_papers_sizes_and_accept_overrides():
+    from convcast.models import list_variants, resolve
+
+    assert set(list_variants()) <= set(list_models(variants=True))
+    assert not set(list_variants()) & set(list_models())
+    shi = create_model("encoder_forecaster_shi2015")
+    assert sum(p.numel() for p in shi.parameters()) == 7_583_760  # table 1 of Shi et al.
+    assert shi.model_spec["name"] == "encoder_forecaster"  # checkpoints need no variant table
+    demo = create_model("encoder_forecaster_demo", in_channels=3)
+    assert demo.model_spec["kwargs"] == {**resolve("encoder_forecaster_demo")[1], "in_channels": 3}
+    with pytest.raises(ValueError, match="valid names: .*encoder_forecaster_demo"):
+        create_model("encoder_forecaster_demo2")

@@ -22,10 +22,11 @@ from lightning.pytorch.callbacks import Callback
 from tqdm import tqdm
 
 from convcast.data import MovingMNISTDataModule
+from convcast.models import resolve
 from convcast.train import ForecastSystem
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "demo_encoder_forecaster.pt"
-DEMO_MODEL = {"hidden_channels": [64, 64], "kernel_size": 3, "patch_size": 4, "feedback": True}
+DEMO_MODEL = resolve("encoder_forecaster_demo")[1]  # the kwargs of the registry variant
 REPRODUCE = ("convcast demo --init scratch --max_steps 2200 --minutes 90 --lr 0.002 --loss bce "
              "--horizon_curriculum 400 --precision bf16-mixed --save_weights stage1.pt && "
              "convcast demo --init stage1.pt --max_steps 2309 --minutes 90 --lr 0.0005 "

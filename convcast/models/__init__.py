@@ -11,6 +11,7 @@ from convcast.models import (  # noqa: F401  (importing registers the models)
     optical_flow,
     predrnn,
     seq2seq,
+    variants,
 )
 from convcast.models.base import Forecaster
 from convcast.models.registry import (
@@ -18,8 +19,11 @@ from convcast.models.registry import (
     get_model_class,
     is_baseline,
     list_models,
+    list_variants,
     register_model,
+    register_variant,
+    resolve,
 )
 
 __all__ = ["Forecaster", "create_model", "get_model_class", "is_baseline", "list_models",
-           "register_model"]
+           "list_variants", "register_model", "register_variant", "resolve"]
