@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 
-from convcast.data.synthetic_radar import SyntheticRadarDataModule
+from convcast.data.synthetic.radar import SyntheticRadarDataModule
 from convcast.data.units import pixel_to_rainrate
 from convcast.metrics import format_table, write_metrics_json
 from convcast.metrics.report import atomic_path, expand_thresholds

@@ -9,7 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from convcast.data.moving_shapes import render_moving_shapes
+from convcast.data.synthetic.moving_shapes import render_moving_shapes
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Caches (downloads, decoded frames) go to a folder of this test session, not the user's."""
+    import os
+
+    old = os.environ.get("CONVCAST_CACHE")
+    os.environ["CONVCAST_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("CONVCAST_CACHE", None)
+    else:
+        os.environ["CONVCAST_CACHE"] = old
 
 
 @pytest.fixture
@@ -86,7 +100,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_video: Path) -> d
     cli("fit", *FIT_QUIET, "--trainer.default_root_dir", root, "--trainer.max_steps", 4,
         "--trainer.log_every_n_steps", 1,
         "--model.model_name", "next_frame", "--model.model_kwargs", "{hidden_channels: 4}",
-        "--data", "convcast.data.own_data.FramesDataModule", "--data.path", tiny_video,
+        "--data", "convcast.data.FramesDataModule", "--data.path", tiny_video,
         "--data.input_frames", 4, "--data.output_frames", 2, "--data.stride", 2,
         "--data.frame_size", 16, "--data.channels", 1, "--data.normalization", "minmax",
         "--data.split_fractions", "[0.6, 0.2, 0.2]", "--data.batch_size", 4,

@@ -33,7 +33,7 @@ def test_fit_saves_config_checkpoints_and_logs(trained_run: dict) -> None:
     log_dir = trained_run["log_dir"]
     config = yaml.safe_load((log_dir / "config.yaml").read_text())
     assert config["model"]["model_name"] == "next_frame"
-    assert config["data"]["class_path"] == "convcast.data.own_data.FramesDataModule"
+    assert config["data"]["class_path"] == "convcast.data.FramesDataModule"
     ckpts = sorted(p.name for p in (log_dir / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in ckpts and len(ckpts) >= 2, ckpts  # best (val/loss) and last
     ckpt = read_checkpoint(trained_run["last"])
@@ -98,7 +98,7 @@ def test_test_command_writes_report(trained_run: dict, tmp_path, capsys) -> None
     assert (out / "strip.png").stat().st_size > 0
 
     # the reported per-frame MSE is that of the model on the test windows, in [0, 1] gray values
-    from convcast.data.own_data import FramesDataModule
+    from convcast.data.own import FramesDataModule
 
     model, info = load_forecaster(trained_run["last"])
     dm = FramesDataModule(trained_run["video"], input_frames=4, output_frames=2, stride=2,
@@ -221,7 +221,7 @@ def test_fit_own_frame_folders_bf16_clip_and_schedules(tmp_path) -> None:
         write_frame_folder(tmp_path / "data" / f"seq{i}", (rng.random((9, 12, 12)) * 255)
                            .astype(np.uint8))
     common = [*FIT_QUIET, "--model.model_name", "next_frame", "--model.model_kwargs",
-              "{hidden_channels: 2}", "--data", "convcast.data.own_data.FramesDataModule",
+              "{hidden_channels: 2}", "--data", "convcast.data.FramesDataModule",
               "--data.path", tmp_path / "data", "--data.input_frames", 3, "--data.output_frames",
               1, "--data.split", "file", "--data.batch_size", 2, "--images", "null"]
     root = tmp_path / "cos"
@@ -258,7 +258,7 @@ def test_resume_from_last_is_exact(tmp_path, monkeypatch, data) -> None:
 
     if data == "own":
         np.save(tmp_path / "seqs.npy", shapes_array(3, 30))  # [N, T, H, W]
-        args = ["--data", "convcast.data.own_data.FramesDataModule", "--data.path",
+        args = ["--data", "convcast.data.FramesDataModule", "--data.path",
                 tmp_path / "seqs.npy", "--data.split_fractions", "[0.6, 0.2, 0.2]"]
     else:  # 40 generated sequences of 32x32
         args = ["--data", "convcast.data.MovingMNISTDataModule", "--data.train_size", 40,
@@ -308,6 +308,6 @@ def test_corrupt_video_in_data_gives_clear_error(tmp_path, capsys) -> None:
     write_video(folder / "a.avi", squares_rgb(12))
     (folder / "b.mp4").write_bytes(b"\0" * 100)
     rc = main(["fit", *FIT_QUIET, "--trainer.default_root_dir", str(tmp_path), "--data",
-               "convcast.data.own_data.FramesDataModule", "--data.path", str(folder),
+               "convcast.data.FramesDataModule", "--data.path", str(folder),
                "--trainer.max_steps", "1"])
     assert rc == 1 and "cannot open video" in capsys.readouterr().err

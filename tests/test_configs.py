@@ -52,7 +52,7 @@ def _overrides(config: dict, tmp_path: Path) -> list:
     if path is not None and not Path(path).exists():  # placeholder for the user's own archive
         frames = np.random.default_rng(0).random((8, 32, 32)).astype(np.float32)
         np.save(tmp_path / "frames.npy", frames)
-        return ["--data", "convcast.data.own_data.FramesDataModule", "--data.path",
+        return ["--data", "convcast.data.FramesDataModule", "--data.path",
                 tmp_path / "frames.npy", "--data.input_frames", 2, "--data.output_frames", 2,
                 "--data.split_fractions", "[0.5, 0.25, 0.25]", "--data.batch_size", 1,
                 "--data.num_workers", 0]

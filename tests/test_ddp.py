@@ -18,7 +18,7 @@ from conftest import FIT_QUIET, cli
 from convcast.train.checkpoint import read_checkpoint
 
 ARGS = ["--model.model_name", "next_frame", "--model.model_kwargs", "{hidden_channels: 3}",
-        "--data", "convcast.data.moving_shapes.MovingShapesDataModule", "--data.train_size", "24",
+        "--data", "convcast.data.MovingShapesDataModule", "--data.train_size", "24",
         "--data.val_size", "8", "--data.frame_size", "12", "--data.size", "3",
         "--trainer.max_steps", "3", "--trainer.num_sanity_val_steps", "0", "--images", "null",
         "--lr_monitor", "null"]

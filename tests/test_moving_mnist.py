@@ -6,7 +6,7 @@ import torch
 
 from convcast.data import MovingMNIST, MovingMNISTDataModule, MovingMNISTTestFile, load_digits
 from convcast.data.download import download, file_md5
-from convcast.data.moving_mnist import bouncing_positions, render_sequence
+from convcast.data.synthetic.moving_mnist import bouncing_positions, render_sequence
 
 
 def test_bounces_stay_in_frame_and_reflect():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from convcast.data.moving_shapes import MovingShapes, MovingShapesDataModule, render_moving_shapes
+from convcast.data.synthetic.moving_shapes import MovingShapes, MovingShapesDataModule, render_moving_shapes
 
 
 def _corners(frames: np.ndarray) -> list[tuple[int, int]]:
@@ -63,4 +63,4 @@ def test_datamodule_batches() -> None:
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 9, 1, 16, 16) and y.shape == (4, 1, 1, 16, 16)
-    assert len(dm.val_dataloader()) == 1 and dm.data_info()["frame_size"] == [16, 16]
+    assert len(dm.val_dataloader()) == 1 and dm.describe().frame_size == (16, 16)

@@ -8,7 +8,7 @@ import torch
 
 from convcast.cli.nowcast import main
 from convcast.data.radar import RadarDataModule
-from convcast.data.radar_io import write_image_folder
+from convcast.data.radar.archive import write_image_folder
 from convcast.train import ForecastSystem
 
 STEP = np.timedelta64(6, "m")

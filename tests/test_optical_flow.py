@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from convcast.data.synthetic_radar import simulate_radar
+from convcast.data.synthetic.radar import simulate_radar
 from convcast.data.units import dbz_to_pixel
 from convcast.models import create_model, is_baseline, list_models
 from convcast.models import optical_flow as of

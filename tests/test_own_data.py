@@ -11,11 +11,13 @@ import pytest
 import torch
 from conftest import FIT_QUIET, cli, shapes_array, squares_rgb, write_frame_folder, write_video
 
-from convcast.data.frames_io import array_info, guess_layout, npz_member, prepare_frames
+from convcast.data.sources.arrays import array_info, npz_member
+from convcast.data.sources.layout import guess_layout
+from convcast.data.transform import prepare_frames
 from convcast.data.loader import ResumableSampler
 from convcast.data.normalize import Normalization, fit_normalization
-from convcast.data.own_data import FramesDataModule, discover_sources, split_windows
-from convcast.data.video import VideoSource
+from convcast.data.own import FramesDataModule, discover_sources, split_windows
+from convcast.data.sources.video import VideoSource
 
 
 def test_guess_layout() -> None:
@@ -47,7 +49,7 @@ def test_npz_members_are_memory_mapped_unless_compressed(tmp_path) -> None:
     assert not isinstance(packed, np.memmap)
     np.testing.assert_array_equal(packed, seqs)
     srcs = discover_sources(tmp_path / "c.npz")  # small: loaded quietly
-    np.testing.assert_array_equal(srcs[1].read(2, 5)[..., 0], seqs[1, 2:5])
+    np.testing.assert_array_equal(srcs[1].read(2, 5)[:, 0], seqs[1, 2:5])
     with pytest.raises(ValueError, match="name one with key"):
         discover_sources(tmp_path / "a.npz")
     (tmp_path / "bad.npz").write_bytes((tmp_path / "a.npz").read_bytes()[:100])  # truncated
@@ -61,13 +63,13 @@ def test_video_source_reads_any_window_like_a_full_decode(tiny_video) -> None:
     full = []
     while (frame := cap.read())[0]:
         full.append(frame[1][:, :, ::-1])
-    full = np.stack(full)  # [T, H, W, 3] RGB
+    full = np.stack(full).transpose(0, 3, 1, 2)  # [T, 3, H, W] RGB
     src = VideoSource(tiny_video, cache_frames=8)
-    assert src.num_frames == len(full) == 40 and src.frame_shape == (24, 32, 3)
+    assert src.num_frames == len(full) == 40 and src.frame_shape == (3, 24, 32)
     for start in np.random.default_rng(0).permutation(35)[:15]:
         np.testing.assert_array_equal(src.read(start, start + 5), full[start:start + 5])
     clone = pickle.loads(pickle.dumps(src))  # what a DataLoader worker gets: no open handle
-    assert clone._cap is None
+    assert "_h_cap" not in clone.__dict__
     np.testing.assert_array_equal(clone.read(30, 33), full[30:33])
 
 
@@ -79,7 +81,7 @@ def test_discover_every_kind_of_input(tmp_path) -> None:
     assert [s.name for s in discover_sources(tmp_path / "videos")] == ["a.mp4", "b.avi"]
     write_frame_folder(tmp_path / "one", frames)  # frame1.png ... frame10.png
     (one,) = discover_sources(tmp_path / "one")
-    np.testing.assert_array_equal(one.read(8, 10), frames[8:10])  # natural order, 10 after 9
+    np.testing.assert_array_equal(one.read(8, 10), frames[8:10].transpose(0, 3, 1, 2))  # natural order, 10 after 9
     write_frame_folder(tmp_path / "many" / "s2", frames[:6, :, :, 0])
     write_frame_folder(tmp_path / "many" / "s10", frames[:7, :, :, 0])
     assert [s.num_frames for s in discover_sources(tmp_path / "many")] == [6, 7]
@@ -88,10 +90,10 @@ def test_discover_every_kind_of_input(tmp_path) -> None:
     np.save(tmp_path / "seqs.npy", seqs)
     srcs = discover_sources(tmp_path / "seqs.npy")
     assert len(srcs) == 3 and isinstance(srcs[0].file.array, np.memmap)  # memory-mapped
-    np.testing.assert_array_equal(srcs[2].read(4, 7)[..., 0], seqs[2, 4:7])
+    np.testing.assert_array_equal(srcs[2].read(4, 7)[:, 0], seqs[2, 4:7])
     np.savez(tmp_path / "tn.npz", frames=seqs.transpose(1, 0, 2, 3))  # [T, N, H, W]
     srcs = discover_sources(tmp_path / "tn.npz", layout="TNHW")
-    np.testing.assert_array_equal(srcs[1].read(0, 12)[..., 0], seqs[1])
+    np.testing.assert_array_equal(srcs[1].read(0, 12)[:, 0], seqs[1])
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f["radar/frames"] = seqs[:, :, None]  # [N, T, C, H, W]
         f["other"] = np.zeros(3)
@@ -99,7 +101,7 @@ def test_discover_every_kind_of_input(tmp_path) -> None:
         discover_sources(tmp_path / "d.h5")  # two datasets: name one
     srcs = discover_sources(tmp_path / "d.h5", key="radar/frames")
     assert isinstance(srcs[0].file.array, h5py.Dataset)  # read lazily, per window
-    np.testing.assert_array_equal(srcs[0].read(3, 5)[..., 0], seqs[0, 3:5])
+    np.testing.assert_array_equal(srcs[0].read(3, 5)[:, 0], seqs[0, 3:5])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no sequences"):
         discover_sources(tmp_path / "empty")
@@ -149,12 +151,12 @@ def test_normalization_fit_apply_invert() -> None:
 
 
 def test_prepare_frames_gray_resize_scale() -> None:
-    rgb = np.zeros((2, 8, 12, 3), np.uint8)
-    rgb[..., 1] = 255  # pure green
+    rgb = np.zeros((2, 3, 8, 12), np.uint8)  # [T, C, H, W], as sources read them
+    rgb[:, 1] = 255  # pure green
     out = prepare_frames(rgb, channels=1, size=(4, 6))
     assert out.shape == (2, 1, 4, 6) and out.dtype == np.float32
     np.testing.assert_allclose(out, 0.587, rtol=1e-5)  # BT.601 luma of green, scaled to [0, 1]
-    assert prepare_frames(rgb[..., :1], channels=3).shape == (2, 3, 8, 12)
+    assert prepare_frames(rgb[:, :1], channels=3).shape == (2, 3, 8, 12)
 
 
 def test_datamodule_minmax_stats_from_train_only(tmp_path) -> None:
@@ -171,9 +173,9 @@ def test_datamodule_minmax_stats_from_train_only(tmp_path) -> None:
     x, y = dm.val_set[1]
     np.testing.assert_allclose(x[:, 0, 0, 0] * 29, [35, 36, 37])
     np.testing.assert_allclose(y[:, 0, 0, 0] * 29, [38, 39])
-    info = dm.data_info()
-    assert info["frame_size"] == [4, 4] and info["channels"] == 1
-    assert info["normalization"]["kind"] == "minmax" and info["value_scale"] == 1.0
+    d = dm.describe()
+    assert d.frame_size == (4, 4) and d.channels == 1
+    assert d.normalization.kind == "minmax" and d.value_scale == 1.0
 
 
 def _ramp(first: int, num_frames: int, size: int = 4) -> np.ndarray:
@@ -204,8 +206,8 @@ def test_datamodule_separate_val_test_paths(tmp_path) -> None:
     x, _ = next(iter(dm.test_dataloader()))  # in order, unshuffled
     np.testing.assert_allclose(x[:, 0, 0, 0, 0] * 19, [50, 51], rtol=1e-6)
     assert len(list(dm.train_dataloader())) == 8  # the resumable loader: 16 windows / 2
-    info = dm.data_info()
-    assert info["normalization"]["high"] == 19.0 and info["source"] == str(tmp_path / "train.npy")
+    d = dm.describe()
+    assert d.normalization.high == 19.0 and d.source == str(tmp_path / "train.npy")
 
     # only val_path: path is cut into train/test by the fractions renormalised, 0.8:0.1 -> 8:1
     dm = FramesDataModule(str(tmp_path / "train.npy"), val_path=str(tmp_path / "val"),
@@ -260,7 +262,7 @@ def test_cli_fit_with_separate_val_test_paths(tmp_path, one_thread) -> None:
     np.save(tmp_path / "test.npy", shapes_array(1, 8, seed=2))
     cli("fit", *FIT_QUIET, "--trainer.default_root_dir", tmp_path / "run",
         "--trainer.max_steps", 2, "--model.model_name", "next_frame", "--model.model_kwargs",
-        "{hidden_channels: 2}", "--data", "convcast.data.own_data.FramesDataModule",
+        "{hidden_channels: 2}", "--data", "convcast.data.FramesDataModule",
         "--data.path", tmp_path / "train.npy", "--data.val_path", tmp_path / "val.npy",
         "--data.test_path", tmp_path / "test.npy", "--data.input_frames", 3,
         "--data.output_frames", 2, "--data.normalization", "minmax", "--data.batch_size", 4,

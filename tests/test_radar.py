@@ -8,8 +8,8 @@ import torch
 import yaml
 
 from convcast.data.radar import RadarDataModule, RadarWindows
-from convcast.data.radar_io import open_radar, write_image_folder
-from convcast.data.radar_preprocess import (
+from convcast.data.radar.archive import open_radar, write_image_folder
+from convcast.data.radar.preprocess import (
     RadarPreprocess,
     circle_mask,
     clutter_by_frequency,
@@ -82,9 +82,9 @@ def test_datamodule_preprocessing_and_circle_mask(tmp_path):
     assert x.shape == (2, 1, 8, 8)
     assert not mask[:, :, 0, 0].any() and mask[:, :, 4, 4].all()
     assert (x[:, :, 0, 0] == 0).all()
-    info = dm.data_info()
-    assert info["frame_size"] == [8, 8] and info["radar"]["resize"] == (8, 8)
-    assert info["radar"]["valid"][0][0] == 0 and info["radar"]["step_minutes"] == 6.0
+    d = dm.describe()  # the typed description a checkpoint stores
+    assert d.frame_size == (8, 8) and d.radar.resize == (8, 8)
+    assert not d.radar.valid[0][0] and d.step_minutes == 6.0
 
 
 def test_frequency_clutter_is_found_masked_cached_and_checkpointed(tmp_path):

@@ -10,16 +10,11 @@ import pytest
 import torch
 import xarray as xr
 
-from convcast.data.radar_io import (
-    ArraySource,
-    XarraySource,
-    detect_format,
-    open_radar,
-    parse_time,
-    to_datetime64,
-    write_image_folder,
-)
-from convcast.data.radar_preprocess import RadarPreprocess
+from convcast.data.radar.archive import detect_format, open_radar, write_image_folder
+from convcast.data.sources.arrays import ArraySource
+from convcast.data.sources.times import parse_time, to_datetime64
+from convcast.data.sources.xarray import XarraySource
+from convcast.data.radar.preprocess import RadarPreprocess
 from convcast.data.units import dbz_to_pixel, pixel_to_dbz, rainrate_to_dbz
 
 T, H, W = 6, 8, 10
@@ -94,7 +89,7 @@ def test_npy_needs_start_and_step(tmp_path, dbz, times):
 def test_npz_is_memory_mapped_with_timestamps_inside(tmp_path, dbz, times):
     np.savez(tmp_path / "a.npz", frames=dbz, timestamps=times)
     src = open_radar(tmp_path / "a.npz", units="dbz")
-    assert isinstance(src, ArraySource) and isinstance(src._h, np.memmap)
+    assert isinstance(src.source, ArraySource) and isinstance(src.source.file.array, np.memmap)
     assert (src.timestamps == times).all()
     np.testing.assert_array_equal(src.read(1, 4)[:, 0], dbz[1:4])
     np.savez_compressed(tmp_path / "c.npz", frames=dbz, timestamps=times.astype(str))
@@ -151,7 +146,7 @@ def test_zarr_reads_like_netcdf(tmp_path, dbz, times):
     to_zarr(ds, tmp_path / "a.zarr")
     assert detect_format(tmp_path / "a.zarr") == "zarr"
     nc, src = open_radar(tmp_path / "a.nc"), open_radar(tmp_path / "a.zarr")
-    assert isinstance(src, XarraySource) and src.zarr
+    assert isinstance(src.source, XarraySource) and src.source.zarr
     assert src.units == nc.units == "rainrate" and src.frame_shape == nc.frame_shape == (1, H, W)
     assert (src.timestamps == times).all() and (src.timestamps == nc.timestamps).all()
     np.testing.assert_array_equal(src.read(0, T), nc.read(0, T))
@@ -165,7 +160,7 @@ def test_zarr_folder_without_suffix_and_unconsolidated(tmp_path, dbz, times):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "failed to open consolidated metadata" warnings
         src = open_radar(tmp_path / "store")
-        assert src.consolidated is False and (src.timestamps == times).all()
+        assert src.source.consolidated is False and (src.timestamps == times).all()
         copy = pickle.loads(pickle.dumps(src))  # what a DataLoader worker gets: it reopens
         np.testing.assert_array_equal(copy.read(0, T), src.read(0, T))
 

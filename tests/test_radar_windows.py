@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from convcast.data.radar_windows import (
+from convcast.data.radar.timeline import (
     block_keys,
     block_splits,
     infer_step,
     latest_window,
     split_counts,
-    split_windows,
+    split_by_day_blocks,
     window_starts,
 )
 
@@ -43,7 +43,7 @@ def test_windows_never_span_a_gap():
 
 def test_windows_stay_inside_blocks_and_splits_share_no_frame():
     t = days(4)
-    w = split_windows(t, 5, 15, STEP, block_minutes=240, ratios=(4, 1, 1), seed=0)
+    w = split_by_day_blocks(t, 5, 15, STEP, block_minutes=240, ratios=(4, 1, 1), seed=0)
     frames = {}
     for name, starts in w.items():
         assert len(starts) > 0

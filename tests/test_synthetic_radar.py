@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from convcast.data.synthetic_radar import (
+from convcast.data.synthetic.radar import (
     MAX_DBZ,
     SyntheticRadar,
     SyntheticRadarDataModule,
@@ -72,5 +72,5 @@ def test_datamodule_serves_pixels_and_describes_itself():
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (2, 5, 1, 16, 16) and y.shape == (2, 3, 1, 16, 16)
     assert float(x.min()) >= float(dbz_to_pixel(0.0)) - 1e-6 and float(x.max()) <= 1.0
-    info = dm.data_info()
-    assert info["frame_size"] == [16, 16] and info["radar"]["step_minutes"] == 6.0
+    d = dm.describe()
+    assert d.frame_size == (16, 16) and d.step_minutes == 6.0 and d.physical_units == "mm/h"

@@ -1,17 +1,41 @@
-"""Datasets and LightningDataModules. Batches are `(x [B,T_in,C,H,W], y [B,T_out,C,H,W])`."""
+"""Datasets and LightningDataModules. Batches are `(x [B,T_in,C,H,W], y [B,T_out,C,H,W])`
+(radar: `(x, y, mask)`).
 
-from convcast.data.datamodule import MovingMNISTDataModule, SequenceDataModule
-from convcast.data.frames_io import read_frames
-from convcast.data.mnist import load_digits
-from convcast.data.moving_mnist import MovingMNIST, MovingMNISTTestFile
-from convcast.data.moving_shapes import MovingShapes, MovingShapesDataModule
+    sources/     one frame-source interface and a registry of readers by kind
+    own/         your own videos, frame folders and arrays: FramesDataModule
+    radar/       radar archives: RadarDataModule (Shi et al.'s experiment)
+    synthetic/   generated data: Moving MNIST, moving shapes, synthetic radar
+    description  DataDescription, the typed description saved in checkpoints
+    cache        the decoded-frame cache; transform, normalize, units: value conversions
+"""
+
+from convcast.data.datamodule import SequenceDataModule
+from convcast.data.description import DataDescription, RadarValues
 from convcast.data.normalize import Normalization
-from convcast.data.own_data import FramesDataModule, WindowDataset
-from convcast.data.radar import RadarDataModule, RadarWindows
-from convcast.data.radar_io import open_radar
-from convcast.data.synthetic_radar import SyntheticRadar, SyntheticRadarDataModule
+from convcast.data.own import FramesDataModule, WindowDataset
+from convcast.data.radar import RadarDataModule, RadarWindows, open_radar
+from convcast.data.sources import (
+    FrameSource,
+    get_method,
+    list_sources,
+    open_source,
+    open_sources,
+    register_source,
+)
+from convcast.data.synthetic import (
+    MovingMNIST,
+    MovingMNISTDataModule,
+    MovingMNISTTestFile,
+    MovingShapes,
+    MovingShapesDataModule,
+    SyntheticRadar,
+    SyntheticRadarDataModule,
+    load_digits,
+)
 
-__all__ = ["FramesDataModule", "MovingMNIST", "MovingMNISTDataModule", "MovingMNISTTestFile",
-           "MovingShapes", "MovingShapesDataModule", "Normalization", "RadarDataModule",
+__all__ = ["DataDescription", "FrameSource", "FramesDataModule", "MovingMNIST",
+           "MovingMNISTDataModule", "MovingMNISTTestFile", "MovingShapes",
+           "MovingShapesDataModule", "Normalization", "RadarDataModule", "RadarValues",
            "RadarWindows", "SequenceDataModule", "SyntheticRadar", "SyntheticRadarDataModule",
-           "WindowDataset", "load_digits", "open_radar", "read_frames"]
+           "WindowDataset", "get_method", "list_sources", "load_digits", "open_radar",
+           "open_source", "open_sources", "register_source"]

@@ -2,38 +2,52 @@
 
 A checkpoint written by `ForecastSystem` holds, beside Lightning's own keys:
 - `hyper_parameters`: `model_name`, `model_kwargs` (the registry rebuilds the forecaster);
-- `convcast_data`: what the training data looked like (input/output frames, channels, frame size,
-  normalisation, value scale), recorded from the first training batch and the datamodule's
-  `data_info()`;
+- `convcast_data`: the training data's `DataDescription` (`convcast.data.description`) as plain
+  types: frames, channels, frame size, value transform (normalisation; radar units, dBZ range,
+  Z-R), time step. Checkpoints written before the typed description hold an untyped dictionary
+  of the same facts; `DataDescription.from_dict` reads both;
 - `convcast_config`: the resolved LightningCLI config as YAML text (runs started by `convcast fit`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from convcast.data.description import DataDescription
 from convcast.models import create_model
 
 CONFIG_KEY = "convcast_config"
 DATA_KEY = "convcast_data"
 
 
-def data_info(datamodule: Any, x_shape: torch.Size | None, y_shape: torch.Size | None) -> dict:
-    """The data description stored in checkpoints: batch shapes, then the datamodule's own."""
-    info: dict[str, Any] = {}
-    if x_shape is not None and y_shape is not None:
-        info.update(input_frames=int(x_shape[1]), output_frames=int(y_shape[1]),
-                    channels=int(x_shape[2]), frame_size=[int(x_shape[3]), int(x_shape[4])])
-    describe = getattr(datamodule, "data_info", None)
-    if callable(describe):
-        info.update(describe())
-    if datamodule is not None:
-        info.setdefault("datamodule", f"{type(datamodule).__module__}.{type(datamodule).__name__}")
-    return info
+def describe_data(datamodule: Any, x: torch.Tensor, y: torch.Tensor) -> DataDescription:
+    """The description of the training data: the datamodule's own (`describe()`), else what the
+    batches show (any LightningDataModule)."""
+    describe = getattr(datamodule, "describe", None)
+    found = describe() if callable(describe) else None
+    if found is None:
+        return DataDescription.from_batch(x, y, datamodule)
+    if (found.input_frames, found.channels, *found.frame_size) != (x.shape[1], *x.shape[2:]):
+        raise ValueError(f"{type(datamodule).__name__}.describe() says {found.describe()}, but "
+                         f"its batches are x {tuple(x.shape)}; fix describe()")
+    return found
+
+
+def read_description(ckpt: dict, path: str | Path = "checkpoint") -> DataDescription | None:
+    """The data description a checkpoint holds (None: it records none)."""
+    stored = ckpt.get(DATA_KEY)
+    if not stored:
+        return None
+    try:
+        return DataDescription.from_dict(stored)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: its data description cannot be read ({err}); the checkpoint "
+                         "may come from a newer convcast") from err
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
@@ -89,13 +103,22 @@ def load_weights(model: nn.Module, path: str | Path, map_location: Any = "cpu") 
     return model
 
 
-def load_forecaster(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the trained forecaster of a checkpoint, in eval mode, and describe it.
+@dataclass
+class TrainedModel:
+    """A checkpoint's forecaster (in eval mode) and what it knows: `load_checkpoint(path)`."""
 
-    Returns `(model, info)`; `info` has `model_name`, `model_kwargs`, the training data's
-    `input_frames`, `output_frames`, `channels`, `frame_size` [H, W], `normalization` (dict),
-    `value_scale` (where known), `config` (YAML text or None), `global_step`, `epoch` and `path`.
-    """
+    model: nn.Module
+    model_name: str
+    model_kwargs: dict[str, Any]
+    description: DataDescription | None  # None: the checkpoint records no data description
+    config: str | None  # the resolved training config (YAML), where `convcast fit` stored it
+    global_step: int | None
+    epoch: int | None
+    path: str
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> TrainedModel:
+    """Rebuild the trained forecaster of a checkpoint (weights-only load) and its description."""
     ckpt = read_checkpoint(path, map_location)
     name, kwargs = checkpoint_model_spec(ckpt, path)
     model = create_model(name, **kwargs)
@@ -103,13 +126,29 @@ def load_forecaster(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Mod
         model.load_state_dict(_forecaster_state(ckpt))
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit {name!r} with {kwargs}: {err}") from err
-    model.eval()
-    info = {"model_name": name, "model_kwargs": kwargs, **(ckpt.get(DATA_KEY) or {}),
-            "config": ckpt.get(CONFIG_KEY), "global_step": ckpt.get("global_step"),
-            "epoch": ckpt.get("epoch"), "path": str(path)}
-    info.setdefault("normalization", {"kind": "none"})
-    info.setdefault("channels", getattr(model, "in_channels", None))
-    return model, info
+    return TrainedModel(model.eval(), name, kwargs, read_description(ckpt, path),
+                        ckpt.get(CONFIG_KEY), ckpt.get("global_step"), ckpt.get("epoch"),
+                        str(path))
+
+
+def load_forecaster(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Module, dict]:
+    """`(model, info)` of a checkpoint: `load_checkpoint` with the facts as a dictionary.
+
+    `info` has `model_name`, `model_kwargs`, `description` (the `DataDescription`, or None), the
+    training data's `input_frames`, `output_frames`, `channels`, `frame_size` [H, W],
+    `normalization` (dict), `value_scale`, `config`, `global_step`, `epoch` and `path`.
+    """
+    t = load_checkpoint(path, map_location)
+    d = t.description
+    info: dict[str, Any] = {"model_name": t.model_name, "model_kwargs": t.model_kwargs,
+                            "description": d, "config": t.config, "global_step": t.global_step,
+                            "epoch": t.epoch, "path": t.path,
+                            "normalization": {"kind": "none"},
+                            "channels": getattr(t.model, "in_channels", None)}
+    if d is not None:
+        info.update({k: v for k, v in d.to_dict().items() if k not in ("version", "radar")})
+        info["frame_size"] = list(d.frame_size)
+    return t.model, info
 
 
 def find_checkpoint(which: str, root: str | Path) -> Path | None:

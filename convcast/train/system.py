@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 from convcast.models import create_model
-from convcast.train.checkpoint import DATA_KEY, check_architecture, data_info
+from convcast.data.description import DataDescription
+from convcast.train.checkpoint import DATA_KEY, check_architecture, describe_data, read_description
 from convcast.train.evaluate import split_batch as _split_batch
 from convcast.train.losses import get_loss
 from convcast.train.sampling import Sampling
@@ -72,7 +73,7 @@ class ForecastSystem(L.LightningModule):
         self.model = model
         self.loss_fn = get_loss(loss, ssim_weight)
         self.sampling = sampling
-        self._data_info: dict | None = None  # training data description, saved in checkpoints
+        self.description: DataDescription | None = None  # the data's, saved in checkpoints
 
     def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         return self.model(x, horizon)
@@ -118,30 +119,39 @@ class ForecastSystem(L.LightningModule):
         return loss
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self._data_info is None:  # describe the training data once, from its first batch
+        if self.description is None:  # describe the training data once, from its first batch
             x, y, _ = _split_batch(batch)
-            self._data_info = data_info(self.trainer.datamodule, x.shape, y.shape)
+            self.description = describe_data(self.trainer.datamodule, x, y)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._data_info is not None:  # what `convcast predict` needs to prepare new frames
-            checkpoint[DATA_KEY] = self._data_info
+        if self.description is not None:  # what `convcast predict` needs to prepare frames
+            checkpoint[DATA_KEY] = self.description.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_architecture(checkpoint, self.hparams.model_name)
-        self._data_info = checkpoint.get(DATA_KEY, self._data_info)
+        self.description = read_description(checkpoint) or self.description
 
     # ---- evaluation -------------------------------------------------------------------------
     def _eval_step(self, batch: Any, stage: str) -> dict[str, torch.Tensor]:
         x, y, mask = _split_batch(batch)
         pred = self.model(x, y.shape[1])  # [B, T_out, C, H, W]
         loss = self.loss_fn(pred, y, mask)
-        err = (pred - y) ** 2 if mask is None else (pred - y) ** 2 * mask
+        d = self._data_description()  # MSE in data values, as the test reports give it
+        p, t = (d.to_data(pred), d.to_data(y)) if d is not None else (pred, y)
+        err = (p - t) ** 2 if mask is None else (p - t) ** 2 * mask
         # per-frame MSE: squared error summed over a frame's pixels, mean over frames (PredRNN)
         mse_frame = err.flatten(2).sum(-1).mean()
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True)
         self.log(f"{stage}/mse", mse_frame, sync_dist=True)
         return {"loss": loss, "pred": pred}
+
+    def _data_description(self) -> DataDescription | None:
+        """The training data's description, or before training the datamodule's."""
+        if self.description is None and self._trainer is not None:
+            describe = getattr(self.trainer.datamodule, "describe", None)
+            self.description = describe() if callable(describe) else None
+        return self.description
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "val")

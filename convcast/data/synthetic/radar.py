@@ -28,13 +28,12 @@ import numpy as np
 import scipy.fft as sfft
 import torch
 from scipy.ndimage import map_coordinates
-from torch.utils.data import Dataset
 
-from convcast.data.datamodule import SequenceDataModule
+from convcast.data.description import DataDescription, RadarValues
+from convcast.data.synthetic.base import GeneratedDataModule, GeneratedSequences
 from convcast.data.units import HKO_ZR, dbz_to_pixel, pixel_to_rainrate
 
 MAX_DBZ = 60.0
-SPLITS = ("train", "val", "test")
 STEP_MINUTES = 6.0  # the nominal time between frames, as the HKO radar
 
 
@@ -140,7 +139,7 @@ def simulate_radar(
     return dbz, {"u": u, "A": A, "g0": g0, "slope": slope, "growth": rate.mean()}
 
 
-class SyntheticRadar(Dataset):
+class SyntheticRadar(GeneratedSequences):
     """Item `i` is `(x [T_in,1,H,W], y [T_out,1,H,W])`: HKO-7 pixels (dBZ + 10) / 70 in [0, 1].
 
     Thresholds in mm/h apply after `to_rainrate` (Z = 58.53 R^1.56 by default, HKO-7).
@@ -150,29 +149,18 @@ class SyntheticRadar(Dataset):
     def __init__(self, split: str = "train", num_sequences: int = 1000, input_frames: int = 5,
                  output_frames: int = 15, image_size: int = 64, seed: int = 0,
                  **sim_kwargs) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-        if input_frames < 1 or output_frames < 1:
-            raise ValueError("input_frames and output_frames must be >= 1")
-        self.split, self.num_sequences, self.image_size = split, num_sequences, image_size
-        self.input_frames, self.output_frames = input_frames, output_frames
-        self.seed, self.sim_kwargs = seed, sim_kwargs
-
-    def __len__(self) -> int:
-        return self.num_sequences
+        super().__init__(split, num_sequences, input_frames, output_frames, seed)
+        self.image_size, self.sim_kwargs = image_size, sim_kwargs
 
     def simulate(self, index: int) -> tuple[np.ndarray, dict]:
         """The reflectivity `[T, H, W]` (dBZ) behind item `index` and its parameters."""
-        if not 0 <= index < self.num_sequences:
-            raise IndexError(f"index {index} out of range for {self.num_sequences} sequences")
-        rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index])
-        return simulate_radar(rng, self.input_frames + self.output_frames, self.image_size,
-                              **self.sim_kwargs)
+        return simulate_radar(self.rng(index), self.seq_len, self.image_size, **self.sim_kwargs)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        dbz, _ = self.simulate(index)
-        seq = torch.from_numpy(dbz_to_pixel(dbz)).unsqueeze(1)  # [T, 1, H, W] in [1/7, 1]
-        return seq[: self.input_frames], seq[self.input_frames:]
+    def generate(self, rng: np.random.Generator) -> np.ndarray:
+        return simulate_radar(rng, self.seq_len, self.image_size, **self.sim_kwargs)[0]
+
+    def to_frames(self, raw: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(dbz_to_pixel(raw)).unsqueeze(1)  # [T, 1, H, W] in [1/7, 1]
 
     @staticmethod
     def to_rainrate(pixels: torch.Tensor, a: float = HKO_ZR[0], b: float = HKO_ZR[1]
@@ -181,12 +169,17 @@ class SyntheticRadar(Dataset):
         return pixel_to_rainrate(pixels, a, b)
 
 
-class SyntheticRadarDataModule(SequenceDataModule):
+class SyntheticRadarDataModule(GeneratedDataModule):
     """Synthetic radar generated on the fly; train/val/test draw from disjoint random streams.
 
-    Values are HKO-7 pixels in [0, 1] (so a sigmoid output fits); `to_rainrate` converts them
-    back for thresholds in mm/h. Defaults follow Shi et al.: 5 frames in, 15 out (6-minute steps).
+    Values are HKO-7 pixels in [0, 1] (so a sigmoid output fits); the data description converts
+    them to rain rate for thresholds in mm/h. Defaults follow Shi et al.: 5 frames in, 15 out
+    (6-minute steps).
     """
+
+    dataset = SyntheticRadar
+    source_name = "synthetic_radar"
+    step_minutes = STEP_MINUTES
 
     def __init__(
         self, batch_size: int = 8, num_workers: int = 0, train_size: int = 4000,
@@ -197,28 +190,25 @@ class SyntheticRadarDataModule(SequenceDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         self.save_hyperparameters()
-        self.step_minutes = STEP_MINUTES
 
-    def setup(self, stage: str | None = None) -> None:
+    def dataset_kwargs(self) -> dict:
         hp = self.hparams
-        sim = dict(speed=tuple(hp.speed), rotation=hp.rotation, deformation=hp.deformation,
-                   lifetime=hp.lifetime, growth=hp.growth, beta=hp.beta)
-        common = dict(input_frames=hp.input_frames, output_frames=hp.output_frames,
-                      image_size=hp.image_size, seed=hp.seed, **sim)
-        self.train_set = SyntheticRadar("train", hp.train_size, **common)
-        self.val_set = SyntheticRadar("val", hp.val_size, **common)
-        self.test_set = SyntheticRadar("test", hp.test_size, **common)
+        return dict(image_size=hp.image_size, speed=tuple(hp.speed), rotation=hp.rotation,
+                    deformation=hp.deformation, lifetime=hp.lifetime, growth=hp.growth,
+                    beta=hp.beta)
+
+    def frame_size(self) -> tuple[int, int]:
+        return self.hparams.image_size, self.hparams.image_size
 
     @staticmethod
     def to_rainrate(pixels: torch.Tensor) -> torch.Tensor:
         """Model-space pixels to rain rate in mm/h (HKO-7 Z-R relation)."""
         return pixel_to_rainrate(pixels)
 
-    def data_info(self) -> dict:
-        """What a checkpoint stores: HKO-7 pixels, so `convcast nowcast` reads real radar
-        archives (any units) into the same scale."""
-        hp = self.hparams
-        return {"input_frames": hp.input_frames, "output_frames": hp.output_frames,
-                "channels": 1, "frame_size": [hp.image_size, hp.image_size],
-                "normalization": {"kind": "none"}, "value_scale": 1.0,
-                "source": "synthetic_radar", "radar": {"step_minutes": STEP_MINUTES}}
+    def describe(self) -> DataDescription:
+        """HKO-7 pixels (dBZ + 10) / 70, so `convcast nowcast` reads real radar archives (any
+        units) into the same scale, and `convcast test` converts to mm/h by HKO-7's Z-R."""
+        d = super().describe()
+        return DataDescription(d.input_frames, d.output_frames, 1, d.frame_size,
+                               radar=RadarValues("pixel"), step_minutes=STEP_MINUTES,
+                               source=d.source, datamodule=d.datamodule)

@@ -4,7 +4,11 @@
 - a video file, or a folder of videos (each video one sequence, decoded per window);
 - a folder of frames (one sequence) or a folder of frame folders (each one sequence);
 - a `.npy` / `.npz` / HDF5 array of one sequence or of many (`layout`, see `frames_io`).
+- any other kind a registered frame source reads (`reader=` a kind of
+  `convcast.data.sources.list_sources()`, with `reader_kwargs`).
 Each sequence gives windows of `input_frames + output_frames` frames every `stride` frames.
+Videos and image folders are decoded, converted and resized once into the decoded-frame cache
+(`convcast.data.cache`, `cache="auto"`), so later epochs and runs read prepared frames from disk.
 
 Splits never share a frame. `split="time"` cuts every sequence at the fractions of its length and
 drops the windows that would straddle a cut; `split="file"` gives whole sequences to one split
@@ -26,56 +30,64 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
-from convcast.data.arrays import ArrayFile
+from convcast.data.cache import PreparedFrames, prepare_sources
 from convcast.data.datamodule import SequenceDataModule
-from convcast.data.frames_io import (
-    ARRAY_EXTS,
-    IMAGE_EXTS,
-    VIDEO_EXTS,
-    as_size,
-    list_images,
-    natural_key,
-    prepare_frames,
-    unit_scale,
-    valid_extensions,
-)
+from convcast.data.description import DataDescription
 from convcast.data.normalize import Normalization, fit_normalization
-from convcast.data.video import FrameFolderSource, VideoSource
+from convcast.data.sources import (
+    FrameSource,
+    detect_kind,
+    get_method,
+    list_images,
+    list_sources,
+    natural_key,
+    open_sources,
+)
+from convcast.data.splits import SPLITS
+from convcast.data.transform import as_size, unit_scale
 
-SPLITS = ("train", "val", "test")
 Window = tuple[int, int]  # (source index, first frame)
 
 
 def discover_sources(path: str | Path, key: str | None = None, layout: str | None = None,
-                     cache_frames: int = 64) -> list:
+                     cache_frames: int = 64, reader: str = "auto",
+                     reader_kwargs: dict | None = None) -> list[FrameSource]:
     """The sequences under `path` (see the module docstring), in natural name order."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data path {path} not found")
-    if path.is_file():
-        ext = path.suffix.lower()
-        if ext in VIDEO_EXTS:
-            return [VideoSource(path, cache_frames)]
-        if ext in ARRAY_EXTS:
-            f = ArrayFile(path, key, layout)
-            if f.guessed:
-                rank_zero_info(f"{path}: layout {f.layout} guessed from shape {f.shape} "
-                               "(set layout to override)")
-            return f.sources()
-        raise ValueError(f"cannot read sequences from {path}; valid: {valid_extensions()}")
-    if list_images(path):
-        return [FrameFolderSource(path)]
-    sources: list = []
+    options = {"key": key, "layout": layout, "cache_frames": cache_frames, **(reader_kwargs or {})}
+    if reader != "auto":  # the user named the reader: it reads `path` itself, strictly
+        get_method(reader)
+        return open_sources(path, reader, **{"key": key, "layout": layout,
+                                             **(reader_kwargs or {})})
+    if path.is_file() or list_images(path) or detect_or_none(path) == "zarr":
+        kind = detect_kind(path)
+        sources = open_sources(path, kind, strict=False, **options)
+        arrays = [s for s in sources if getattr(s, "file", None) is not None]
+        if arrays and arrays[0].file.guessed:
+            f = arrays[0].file
+            rank_zero_info(f"{path}: layout {f.layout} guessed from shape {f.shape} "
+                           "(set layout to override)")
+        return sources
+    sources: list[FrameSource] = []
     for entry in sorted(path.iterdir(), key=natural_key):
-        if entry.is_dir() and list_images(entry):
-            sources.append(FrameFolderSource(entry))
-        elif entry.is_file() and entry.suffix.lower() in VIDEO_EXTS + ARRAY_EXTS:
-            sources.extend(discover_sources(entry, key, layout, cache_frames))
+        if detect_or_none(entry) is not None:
+            sources.extend(discover_sources(entry, key, layout, cache_frames, reader,
+                                            reader_kwargs))
     if not sources:
-        raise ValueError(f"{path} holds no sequences: expected videos ({', '.join(VIDEO_EXTS)}), "
-                         f"arrays ({', '.join(ARRAY_EXTS)}), frames ({', '.join(IMAGE_EXTS)}) or "
-                         "folders of frames")
+        raise ValueError(f"{path} holds no sequences: expected files or folders that a frame "
+                         f"source reads ({', '.join(list_sources())}): videos, arrays, images, "
+                         "or folders of frames")
     return sources
+
+
+def detect_or_none(path: Path) -> str | None:
+    """The reader kind of `path`, or None where no reader takes it."""
+    try:
+        return detect_kind(path)
+    except ValueError:
+        return None
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -135,20 +147,19 @@ def _frame_kinds(sources: list, frame_size: int | Sequence[int] | None, channels
     """What every window must share: value scale and, unless converted, frame size and channels."""
     return {"value type": {unit_scale(np.dtype(s.dtype)) for s in sources},
             "frame size": set() if frame_size is not None else
-            {tuple(s.frame_shape[:2]) for s in sources},
-            "channels": set() if channels is not None else {s.frame_shape[2] for s in sources}}
+            {tuple(s.frame_shape[1:]) for s in sources},
+            "channels": set() if channels is not None else {s.frame_shape[0] for s in sources}}
 
 
 class WindowDataset(Dataset):
-    """Item `i`: `(x [T_in,C,H,W], y [T_out,C,H,W])` float32 of window `windows[i]`."""
+    """Item `i`: `(x [T_in,C,H,W], y [T_out,C,H,W])` float32 of window `windows[i]` of the
+    prepared frames `frames` (`convcast.data.cache.PreparedFrames`), normalised."""
 
-    def __init__(self, sources: Sequence, windows: Sequence[Window], input_frames: int,
-                 output_frames: int, channels: int | None = None,
-                 frame_size: int | Sequence[int] | None = None,
+    def __init__(self, frames: Sequence[PreparedFrames], windows: Sequence[Window],
+                 input_frames: int, output_frames: int,
                  normalization: Normalization | None = None) -> None:
-        self.sources, self.windows = list(sources), list(windows)
+        self.frames, self.windows = list(frames), list(windows)
         self.input_frames, self.output_frames = input_frames, output_frames
-        self.channels, self.frame_size = channels, as_size(frame_size)
         self.normalization = normalization or Normalization()
 
     def __len__(self) -> int:
@@ -156,8 +167,11 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         s, t = self.windows[index]
-        raw = self.sources[s].read(t, t + self.input_frames + self.output_frames)
-        seq = prepare_frames(raw, self.channels, self.frame_size)  # [T, C, H, W]
+        stop = t + self.input_frames + self.output_frames
+        seq = self.frames[s].read(t, stop)  # [T, C, H, W] float32
+        if not np.isfinite(seq).all():
+            raise ValueError(f"{self.frames[s].name} frames {t}:{stop} hold NaN or infinite "
+                             "values; fill them (e.g. np.nan_to_num) or give the data a mask")
         seq = torch.from_numpy(self.normalization.apply(seq).astype(np.float32))
         return seq[: self.input_frames], seq[self.input_frames:]
 
@@ -180,6 +194,10 @@ class FramesDataModule(SequenceDataModule):
             training data's min/max) or `standard` (training mean/std). Integer frames are first
             divided by their dtype's maximum (uint8: 255).
         key / layout: the array inside an `.npz`/HDF5 file, and the array's axis order.
+        reader / reader_kwargs: the frame source kind that reads `path` (`auto`: by the path;
+            any of `convcast.data.sources.list_sources()`) and its own options.
+        cache: keep the prepared frames in the decoded-frame cache (`auto`: videos and image
+            folders; true: every source; false: none); `cache_dir` overrides its folder.
         cache_frames: decoded frames a video keeps for overlapping windows.
         stats_frames: at most this many training frames fit the normalisation.
         shuffle / seed: training order (a function of seed and epoch) and the file split.
@@ -193,6 +211,8 @@ class FramesDataModule(SequenceDataModule):
         key: str | None = None, layout: str | None = None, cache_frames: int = 64,
         stats_frames: int = 256, shuffle: bool = True, seed: int = 0, batch_size: int = 16,
         num_workers: int = 0, val_path: str | None = None, test_path: str | None = None,
+        reader: str = "auto", reader_kwargs: dict | None = None, cache: bool | str = "auto",
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers)
         if channels not in (None, 1, 3):
@@ -202,7 +222,7 @@ class FramesDataModule(SequenceDataModule):
             raise ValueError("input_frames and output_frames must be >= 1")
         self.save_hyperparameters()
         self.normalization: Normalization | None = None
-        self.sources: list | None = None
+        self.sources: list[FrameSource] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.sources is not None:
@@ -213,6 +233,8 @@ class FramesDataModule(SequenceDataModule):
         own = {s: p for s, p in (("val", hp.val_path), ("test", hp.test_path)) if p is not None}
         extra = {s: self._discover(p, f"{s}_path") for s, p in own.items()}
         self._check_alike(sources, extra)
+        frames = self._prepare(sources)
+        extra_frames = {s: self._prepare(srcs) for s, srcs in extra.items()}
         f = _check_fractions(hp.split_fractions)
         f = tuple(0.0 if s in own else v for s, v in zip(SPLITS, f, strict=True))
         fractions = tuple(v / sum(f) for v in f)  # path's share of the stages it still serves
@@ -223,22 +245,21 @@ class FramesDataModule(SequenceDataModule):
                 f"no training window of {window} frames fits in {hp.path} (sequence lengths "
                 f"{sorted({s.num_frames for s in sources})}, split {hp.split} "
                 f"{tuple(round(v, 4) for v in fractions)}); use shorter windows or more data")
-        stage_sources = {s: sources for s in SPLITS}
+        stage_frames = {s: frames for s in SPLITS}
         for s, srcs in extra.items():
-            stage_sources[s] = srcs
+            stage_frames[s] = extra_frames[s]
             windows[s] = all_windows([x.num_frames for x in srcs], window, hp.stride)
             if not windows[s]:
                 raise ValueError(f"no window of {window} frames fits in {s}_path {own[s]} "
                                  f"(sequence lengths {sorted({x.num_frames for x in srcs})}); "
                                  "use shorter windows or longer sequences")
         self.normalization = fit_normalization(  # training frames only, never val/test
-            hp.normalization, self._stats_frames(sources, ranges["train"]), hp.value_range)
+            hp.normalization, self._stats_frames(frames, ranges["train"]), hp.value_range)
         common = dict(input_frames=hp.input_frames, output_frames=hp.output_frames,
-                      channels=hp.channels, frame_size=hp.frame_size,
                       normalization=self.normalization)
-        self.train_set = WindowDataset(sources, windows["train"], **common)
-        self.val_set = WindowDataset(stage_sources["val"], windows["val"], **common)
-        self.test_set = WindowDataset(stage_sources["test"], windows["test"], **common)
+        self.train_set = WindowDataset(frames, windows["train"], **common)
+        self.val_set = WindowDataset(stage_frames["val"], windows["val"], **common)
+        self.test_set = WindowDataset(stage_frames["test"], windows["test"], **common)
         self.sources, self.dtype = sources, np.dtype(sources[0].dtype)
         where = "".join(f", {s} from {p}" for s, p in own.items())
         rank_zero_info(f"{hp.path}: {len(sources)} sequences{where}, windows train/val/test "
@@ -253,7 +274,12 @@ class FramesDataModule(SequenceDataModule):
             raise FileNotFoundError(f"{name} {path} not found: give a video, an array file or a "
                                     f"folder of frames or videos{hint}")
         hp = self.hparams
-        return discover_sources(path, hp.key, hp.layout, hp.cache_frames)
+        return discover_sources(path, hp.key, hp.layout, hp.cache_frames, hp.reader,
+                                hp.reader_kwargs)
+
+    def _prepare(self, sources: list[FrameSource]) -> list[PreparedFrames]:
+        hp = self.hparams
+        return prepare_sources(sources, hp.channels, hp.frame_size, hp.cache, hp.cache_dir)
 
     def _check_alike(self, sources: list, extra: dict[str, list]) -> None:
         """Every sequence, in every path, must give windows of one value type, size and channels."""
@@ -282,24 +308,22 @@ class FramesDataModule(SequenceDataModule):
                     "set frame_size and channels so that every split comes out alike, or convert "
                     "the files to one value type")
 
-    def _stats_frames(self, sources: list, ranges: list[tuple[int, int, int]]
+    def _stats_frames(self, frames: list[PreparedFrames], ranges: list[tuple[int, int, int]]
                       ) -> Iterator[np.ndarray]:
         """Evenly spaced training frames, prepared like the model's inputs (before normalising)."""
-        frames = [(i, t) for i, lo, hi in ranges for t in range(lo, hi)]
-        take = np.linspace(0, len(frames) - 1, min(len(frames), self.hparams.stats_frames))
+        index = [(i, t) for i, lo, hi in ranges for t in range(lo, hi)]
+        take = np.linspace(0, len(index) - 1, min(len(index), self.hparams.stats_frames))
         for k in np.unique(take.round().astype(int)):
-            i, t = frames[k]
-            yield prepare_frames(sources[i].read(t, t + 1), self.hparams.channels,
-                                 self.hparams.frame_size)
+            i, t = index[k]
+            yield frames[i].read(t, t + 1)
 
-    def data_info(self) -> dict:
+    def describe(self) -> DataDescription:
         """What a checkpoint stores so `convcast predict` prepares new frames the same way."""
         if self.sources is None:
             self.setup()
-        h, w, c = self.sources[0].frame_shape
-        size = as_size(self.hparams.frame_size) or (h, w)
-        return {"input_frames": self.hparams.input_frames,
-                "output_frames": self.hparams.output_frames,
-                "channels": self.hparams.channels or c, "frame_size": list(size),
-                "normalization": self.normalization.to_dict(),
-                "value_scale": unit_scale(self.dtype), "source": str(self.hparams.path)}
+        c, h, w = self.sources[0].frame_shape
+        hp = self.hparams
+        return DataDescription(
+            hp.input_frames, hp.output_frames, hp.channels or c, as_size(hp.frame_size) or (h, w),
+            normalization=self.normalization, value_scale=unit_scale(self.dtype),
+            source=str(hp.path), datamodule=f"{type(self).__module__}.{type(self).__name__}")

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from convcast.data.download import download
-from convcast.data.mnist import load_digits
+from convcast.data.synthetic.base import GeneratedDataModule, GeneratedSequences
+from convcast.data.synthetic.mnist import load_digits
 
 TEST_FILE_URL = "http://www.cs.toronto.edu/~nitish/unsupervised_video/mnist_test_seq.npy"
 TEST_FILE_MD5 = "be083ec986bfe91a449d63653c411eb2"
@@ -57,7 +58,7 @@ def render_sequence(rng: np.random.Generator, digits: np.ndarray, seq_len: int =
     return frames
 
 
-class MovingMNIST(Dataset):
+class MovingMNIST(GeneratedSequences):
     """Generated Moving MNIST: item `i` is `(x [T_in,1,H,W], y [T_out,1,H,W])` float in [0, 1].
 
     `split` picks the digit pool (train/val/test pools share no digit); `source` is `embedded`
@@ -73,26 +74,19 @@ class MovingMNIST(Dataset):
         if input_frames < 1 or output_frames < 1:
             raise ValueError("input_frames and output_frames must be >= 1")
         self.digits = load_digits(split, source) if digits is None else digits
-        self.num_sequences, self.input_frames, self.output_frames = num_sequences, input_frames, \
-            output_frames
+        super().__init__(split, num_sequences, input_frames, output_frames, seed)
         self.num_digits, self.image_size, self.step_length = num_digits, image_size, step_length
-        # distinct streams per split, so val/test sequences never repeat train trajectories
-        self.seed = (seed, {"train": 0, "val": 1, "test": 2}.get(split, 3))
 
-    def __len__(self) -> int:
-        return self.num_sequences
+    def generate(self, rng: np.random.Generator) -> np.ndarray:
+        return render_sequence(rng, self.digits, self.seq_len, self.num_digits, self.image_size,
+                               self.step_length)
 
     def sequence(self, index: int) -> np.ndarray:
         """The raw uint8 sequence `[T, H, W]` behind item `index`."""
-        if not 0 <= index < self.num_sequences:
-            raise IndexError(f"index {index} out of range for {self.num_sequences} sequences")
-        rng = np.random.default_rng([*self.seed, index])
-        return render_sequence(rng, self.digits, self.input_frames + self.output_frames,
-                               self.num_digits, self.image_size, self.step_length)
+        return self.generate(self.rng(index))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        seq = torch.from_numpy(self.sequence(index)).unsqueeze(1).float().div_(255)  # [T,1,H,W]
-        return seq[: self.input_frames], seq[self.input_frames:]
+    def to_frames(self, raw: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(raw).unsqueeze(1).float().div_(255)  # [T, 1, H, W]
 
 
 class MovingMNISTTestFile(Dataset):
@@ -123,3 +117,42 @@ class MovingMNISTTestFile(Dataset):
         t = self.input_frames + self.output_frames
         seq = torch.from_numpy(np.array(self.data[:t, index])).unsqueeze(1).float().div_(255)
         return seq[: self.input_frames], seq[self.input_frames:]
+
+
+class MovingMNISTDataModule(GeneratedDataModule):
+    """Moving MNIST generated on the fly (train/val/test digit pools are disjoint).
+
+    `test_file` replaces the generated test set with the standard `mnist_test_seq.npy`: a path, or
+    `"download"` to fetch it once (online only). `test_num_digits=3` gives the paper's
+    out-of-domain test.
+    """
+
+    dataset = MovingMNIST
+    source_name = "moving_mnist"
+
+    def __init__(
+        self, batch_size: int = 16, num_workers: int = 0, train_size: int = 10000,
+        val_size: int = 500, test_size: int = 1000, input_frames: int = 10,
+        output_frames: int = 10, num_digits: int = 2, test_num_digits: int | None = None,
+        image_size: int = 64, source: str = "embedded", seed: int = 0,
+        test_file: str | Path | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters()
+
+    def dataset_kwargs(self) -> dict:
+        return {"num_digits": self.hparams.num_digits, "image_size": self.hparams.image_size,
+                "source": self.hparams.source}
+
+    def make_set(self, split: str) -> Dataset:
+        hp = self.hparams
+        if split == "test" and hp.test_file is not None:
+            path = None if str(hp.test_file) == "download" else hp.test_file
+            return MovingMNISTTestFile(path, hp.input_frames, hp.output_frames)
+        if split == "test" and hp.test_num_digits:
+            return MovingMNIST("test", hp.test_size, hp.input_frames, hp.output_frames,
+                               hp.test_num_digits, hp.image_size, seed=hp.seed, source=hp.source)
+        return super().make_set(split)
+
+    def frame_size(self) -> tuple[int, int]:
+        return self.hparams.image_size, self.hparams.image_size

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from convcast.data.radar_io import UNITS
+from convcast.data.radar.archive import UNITS
 from convcast.data.units import (
     HKO_ZR,
     dbz_to_pixel,
@@ -64,7 +64,7 @@ class RadarPreprocess:
     """Raw frames `[n, C, H, W]` in `units` -> model pixels `[n, C, h, w]` in [0, 1], NaN invalid.
 
     Args:
-        units: units of the raw data, one of `UNITS` (see `convcast.data.radar_io`).
+        units: units of the raw data, one of `UNITS` (see `convcast.data.radar.archive`).
         dbz_range: min–max normalisation bounds in dBZ; None is HKO-7's (-10, 60), which makes
             the pixels exactly `convcast.data.units.dbz_to_pixel`. Values outside are clipped.
         crop: centre crop (h, w) of the raw frame (Shi et al.: 330).

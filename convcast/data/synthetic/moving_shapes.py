@@ -11,13 +11,8 @@ reproducible alone, in any worker or process.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from convcast.data.datamodule import SequenceDataModule
-from convcast.data.loader import resumable_loader
-
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+from convcast.data.synthetic.base import GeneratedDataModule, GeneratedSequences
 
 
 def render_moving_shapes(rng: np.random.Generator, seq_len: int, num_shapes: int = 1,
@@ -42,38 +37,27 @@ def render_moving_shapes(rng: np.random.Generator, seq_len: int, num_shapes: int
     return frames
 
 
-class MovingShapes(Dataset):
+class MovingShapes(GeneratedSequences):
     """Item `i`: `(x [T_in,1,H,W], y [T_out,1,H,W])` float32 of squares moving with wrap-around."""
 
     def __init__(self, split: str = "train", num_sequences: int = 1000, input_frames: int = 9,
                  output_frames: int = 1, num_shapes: int = 1, size: int = 5, frame_size: int = 64,
                  min_speed: int = 1, max_speed: int = 2, random_direction: bool = False,
                  seed: int = 0) -> None:
-        if split not in SPLIT_IDS:
-            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLIT_IDS)}")
-        if input_frames < 1 or output_frames < 1:
-            raise ValueError("input_frames and output_frames must be >= 1")
-        self.num_sequences, self.input_frames, self.output_frames = (
-            num_sequences, input_frames, output_frames)
+        super().__init__(split, num_sequences, input_frames, output_frames, seed)
         self.shape_args = dict(num_shapes=num_shapes, size=size, frame_size=frame_size,
                                min_speed=min_speed, max_speed=max_speed,
                                random_direction=random_direction)
-        self.seed = (seed, SPLIT_IDS[split])
 
-    def __len__(self) -> int:
-        return self.num_sequences
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < self.num_sequences:
-            raise IndexError(f"index {index} out of range for {self.num_sequences} sequences")
-        rng = np.random.default_rng([*self.seed, index])
-        seq = render_moving_shapes(rng, self.input_frames + self.output_frames, **self.shape_args)
-        seq = torch.from_numpy(seq).unsqueeze(1)  # [T, 1, H, W]
-        return seq[: self.input_frames], seq[self.input_frames:]
+    def generate(self, rng: np.random.Generator) -> np.ndarray:
+        return render_moving_shapes(rng, self.seq_len, **self.shape_args)
 
 
-class MovingShapesDataModule(SequenceDataModule):
+class MovingShapesDataModule(GeneratedDataModule):
     """Moving shapes generated on the fly; train/val/test draw from separate random streams."""
+
+    dataset = MovingShapes
+    source_name = "moving_shapes"
 
     def __init__(self, batch_size: int = 8, num_workers: int = 0, train_size: int = 800,
                  val_size: int = 80, test_size: int = 80, input_frames: int = 9,
@@ -83,24 +67,11 @@ class MovingShapesDataModule(SequenceDataModule):
         super().__init__(batch_size, num_workers)
         self.save_hyperparameters()
 
-    def setup(self, stage: str | None = None) -> None:
+    def dataset_kwargs(self) -> dict:
         hp = self.hparams
-        common = dict(input_frames=hp.input_frames, output_frames=hp.output_frames,
-                      num_shapes=hp.num_shapes, size=hp.size, frame_size=hp.frame_size,
-                      min_speed=hp.min_speed, max_speed=hp.max_speed,
-                      random_direction=hp.random_direction, seed=hp.seed)
-        self.train_set = MovingShapes("train", hp.train_size, **common)
-        self.val_set = MovingShapes("val", hp.val_size, **common)
-        self.test_set = MovingShapes("test", hp.test_size, **common)
+        return dict(num_shapes=hp.num_shapes, size=hp.size, frame_size=hp.frame_size,
+                    min_speed=hp.min_speed, max_speed=hp.max_speed,
+                    random_direction=hp.random_direction)
 
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            raise RuntimeError("MovingShapesDataModule has no train set; call setup() first")
-        return resumable_loader(self, self.train_set, self.batch_size, self.num_workers,
-                                self.hparams.shuffle, self.hparams.seed)
-
-    def data_info(self) -> dict:
-        hp = self.hparams
-        return {"input_frames": hp.input_frames, "output_frames": hp.output_frames,
-                "channels": 1, "frame_size": [hp.frame_size, hp.frame_size],
-                "normalization": {"kind": "none"}, "value_scale": 1.0, "source": "moving_shapes"}
+    def frame_size(self) -> tuple[int, int]:
+        return self.hparams.frame_size, self.hparams.frame_size

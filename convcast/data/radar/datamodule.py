@@ -4,8 +4,10 @@
 [0, 1] and `mask [T_out,C,h,w]` bool, True on valid target pixels (not missing, not clutter,
 inside the radar range); NaN in x and y is replaced by 0 after the mask is made, and losses and
 scores leave masked pixels out. Each item reads its 20 frames from disk, so memory stays constant
-whatever the archive's length. See `radar_io` (formats), `radar_windows` (gaps and the day-block
-split) and `radar_preprocess` (normalisation, crop, disk filter, resize, clutter).
+whatever the archive's length. See the modules beside this one: formats and units (`archive`),
+gaps and the day-block split (`timeline`), normalisation, crop, disk filter, resize and clutter
+(`preprocess`).
+split) — here `archive`, `timeline` and `preprocess`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from convcast.atomic import atomic_write
 from convcast.data.datamodule import SequenceDataModule
-from convcast.data.radar_io import FrameSource, open_radar
-from convcast.data.radar_preprocess import (
+from convcast.data.description import DataDescription, RadarValues
+from convcast.data.radar.archive import RadarSource, open_radar
+from convcast.data.radar.preprocess import (
     CLUTTER_METHODS,
     EchoStatistics,
     RadarPreprocess,
@@ -29,14 +33,15 @@ from convcast.data.radar_preprocess import (
     clutter_by_frequency,
     clutter_by_kmeans,
 )
-from convcast.data.radar_windows import SPLITS, as_step, split_windows
+from convcast.data.radar.timeline import as_step, split_by_day_blocks
+from convcast.data.splits import SPLITS
 from convcast.data.units import HKO_ZR
 
 
 class RadarWindows(Dataset):
     """Windows of `input_frames + output_frames` frames starting at `starts` in `source`."""
 
-    def __init__(self, source: FrameSource, starts: np.ndarray, preprocess: RadarPreprocess,
+    def __init__(self, source: RadarSource, starts: np.ndarray, preprocess: RadarPreprocess,
                  input_frames: int = 5, output_frames: int = 15) -> None:
         self.source, self.starts, self.preprocess = source, np.asarray(starts), preprocess
         self.input_frames, self.output_frames = input_frames, output_frames
@@ -61,10 +66,11 @@ class RadarWindows(Dataset):
 class RadarDataModule(SequenceDataModule):
     """A radar archive split by day blocks into train/val/test windows (Shi et al. 2015).
 
-    Reading (see `convcast.data.radar_io`): `path` (folder of images, .npy, .npz, .h5, .nc,
-    .zarr), `format`, `units` (auto, gray, pixel, dbz, rainrate), `variable`, `time_variable`,
+    Reading (see `convcast.data.radar.archive`): `path` (folder of images, .npy, .npz, .h5, .nc,
+    .zarr, or anything a registered frame source reads), `format` (a frame-source kind, or
+    auto), `units` (auto, gray, pixel, dbz, rainrate), `variable`, `time_variable`,
     `time_format` / `time_regex` (image file names), `start_time` + `step_minutes` (arrays with
-    no time axis), `nodata` (a raw value meaning missing).
+    no time axis), `nodata` (a raw value meaning missing), `reader_kwargs` (more reader options).
     Windows: `input_frames`/`output_frames` (5/15), `stride`; the expected `step_minutes` is
     inferred if not given, and a difference off by more than `gap_tolerance`·step is a gap.
     Split: each day is cut into `block_minutes` blocks drawn into train/val/test by
@@ -90,26 +96,26 @@ class RadarDataModule(SequenceDataModule):
         zr: tuple[float, float] = HKO_ZR, valid_mask: str | None = None, circle: bool = False,
         clutter: str = "none", clutter_dbz: float = 15.0, clutter_k: float = 5.0,
         clutter_clusters: int = 2, clutter_frames: int = 2000, clutter_cache: str | None = None,
-        batch_size: int = 8, num_workers: int = 0,
+        batch_size: int = 8, num_workers: int = 0, reader_kwargs: dict | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers)
         if clutter not in CLUTTER_METHODS:
             raise ValueError(f"unknown clutter method {clutter!r}; valid: "
                              f"{', '.join(CLUTTER_METHODS)}")
         self.save_hyperparameters()
-        self.source: FrameSource | None = None
+        self.source: RadarSource | None = None
         self.preprocess: RadarPreprocess | None = None
         self.clutter_mask: np.ndarray | None = None  # [C, h, w] bool, True = clutter
         self.windows: dict[str, np.ndarray] = {}
 
     # ---- building blocks (also used by `convcast nowcast`) -----------------------------------
-    def open_source(self) -> FrameSource:
+    def open_source(self) -> RadarSource:
         hp = self.hparams
         return open_radar(hp.path, hp.format, hp.units, hp.variable, hp.time_variable,
                           hp.time_format, hp.time_regex, hp.start_time, hp.step_minutes,
-                          hp.nodata)
+                          hp.nodata, hp.reader_kwargs)
 
-    def make_preprocess(self, source: FrameSource) -> RadarPreprocess:
+    def make_preprocess(self, source: RadarSource) -> RadarPreprocess:
         """The preprocessing with the static masks (user mask, circle, clutter) folded in."""
         hp = self.hparams
         pre = RadarPreprocess(source.units, hp.dbz_range, hp.crop, hp.disk_radius, hp.resize,
@@ -136,7 +142,7 @@ class RadarDataModule(SequenceDataModule):
         ts = self.source.timestamps
         step = as_step(hp.step_minutes, ts)
         self.step_minutes = step.astype("timedelta64[s]").astype(np.int64) / 60
-        self.windows = split_windows(ts, hp.input_frames, hp.output_frames, step,
+        self.windows = split_by_day_blocks(ts, hp.input_frames, hp.output_frames, step,
                                      hp.gap_tolerance, hp.block_minutes, tuple(hp.split_ratios),
                                      hp.split_seed, hp.stride)
         if not any(len(w) for w in self.windows.values()):
@@ -192,19 +198,17 @@ class RadarDataModule(SequenceDataModule):
         if "clutter_mask" in state:
             self.clutter_mask = torch.as_tensor(state["clutter_mask"]).numpy().astype(bool)
 
-    def data_info(self) -> dict:
+    def describe(self) -> DataDescription:
         """What a checkpoint stores so `convcast nowcast` prepares new frames the same way."""
         if self.preprocess is None:
             self.setup()
         hp, pre = self.hparams, self.preprocess
         C, h, w = pre.output_shape(self.source.frame_shape)
-        radar = {"units": pre.units, "dbz_range": pre.dbz_range, "crop": pre.crop,
-                 "disk_radius": pre.disk_radius, "resize": pre.resize, "zr": list(pre.zr),
-                 "step_minutes": float(self.step_minutes),
-                 "valid": None if pre.valid is None else pre.valid.astype(int).tolist()}
-        return {"input_frames": hp.input_frames, "output_frames": hp.output_frames,
-                "channels": C, "frame_size": [h, w], "normalization": {"kind": "none"},
-                "value_scale": 1.0, "source": str(hp.path), "radar": radar}
+        radar = RadarValues(pre.units, pre.dbz_range, tuple(pre.zr), pre.crop, pre.disk_radius,
+                            pre.resize, pre.valid, hp.nodata)
+        return DataDescription(hp.input_frames, hp.output_frames, C, (h, w), radar=radar,
+                               step_minutes=float(self.step_minutes), source=str(hp.path),
+                               datamodule=f"{type(self).__module__}.{type(self).__name__}")
 
     # ---- conversions for scores and outputs ---------------------------------------------------
     def to_rainrate(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -232,9 +236,6 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
 
 
 def save_array(path: Path, a: np.ndarray) -> None:
-    """np.save atomically (temporary file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    """np.save atomically."""
+    with atomic_write(path) as f:
         np.save(f, a)
-    os.replace(tmp, path)

@@ -1,0 +1,120 @@
+"""Frames prepared for a model (channels, size, [0, 1] scale), optionally cached on disk.
+
+Decoding a video and resizing its frames costs far more than a training step of a small model
+reads, and every epoch would pay it again. `PreparedFrames(source, ..., cache=True)` pays it once:
+the first read decodes, converts and resizes the whole sequence in order (under a file lock, so
+DataLoader workers and concurrent runs fill it once) into a float32 memory-mapped file, and every
+later read, in this run or the next, slices that file. The cache entry is keyed by the source's
+fingerprint (file, size, time of change, and which sequence of it) and the settings that change the
+frames, so editing the file or the settings makes a new entry; entries live in
+`$CONVCAST_CACHE/frames` (default `~/.cache/convcast/frames`) or `cache_dir`, and deleting them is
+always safe. A file appears only once complete, so an interrupted fill never leaves a bad entry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
+
+from convcast.atomic import atomic_path, write_text
+from convcast.data.download import cache_dir as default_cache_dir
+from convcast.data.sources.base import FrameSource
+from convcast.data.transform import Size, as_size, prepare_frames
+
+CACHE_VERSION = 1
+FILL_CHUNK = 256  # frames decoded per read while filling
+
+
+class PreparedFrames:
+    """A source's frames as float32 `[n, C, h, w]` ready for normalisation and the model.
+
+    Args:
+        source: the frames on disk.
+        channels / size: convert to this many channels (1 or 3) / resize to (h, w); None keeps.
+        cache: keep the prepared frames in a memory-mapped file (see the module docstring).
+        cache_dir: where the cache lives (default `$CONVCAST_CACHE/frames`).
+    """
+
+    def __init__(self, source: FrameSource, channels: int | None = None, size: Size = None,
+                 cache: bool = False, cache_dir: str | os.PathLike | None = None) -> None:
+        self.source, self.channels, self.size = source, channels, as_size(size)
+        self.name, self.num_frames = source.name, source.num_frames
+        c, h, w = source.frame_shape
+        self.frame_shape = (channels or c, *(self.size or (h, w)))
+        self.cache_path: Path | None = None
+        if cache:
+            root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "frames"
+            key = {"version": CACHE_VERSION, "source": source.fingerprint(),
+                   "channels": channels, "size": self.size, "dtype": str(source.dtype)}
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+            self.cache_path, self.cache_key = root / f"{digest}.f32", key
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def prepare(self, raw: np.ndarray) -> np.ndarray:
+        """Stored frames `[n, C, H, W]` -> float32 `[n, C', h, w]`."""
+        return prepare_frames(raw, self.channels, self.size)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Prepared frames `start:stop` as float32 `[n, C', h, w]`."""
+        if self.cache_path is None:
+            return self.prepare(self.source.read(start, stop))
+        if not 0 <= start < stop <= self.num_frames:
+            raise IndexError(f"frames {start}:{stop} out of range for {self.num_frames} frames "
+                             f"in {self.name}")
+        return np.array(self._cached()[start:stop])  # a copy: the map is read-only
+
+    def _cached(self) -> np.memmap:
+        """The cache's memory map, filling the cache first if it is not there yet."""
+        cached = getattr(self, "_h_map", None)
+        if cached is not None and cached[1] == os.getpid():
+            return cached[0]
+        path = self.cache_path
+        shape = (self.num_frames, *self.frame_shape)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path.with_suffix(".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one filler; the others wait, then read
+                if not path.exists():
+                    self._fill(path, shape)
+        mm = np.memmap(path, dtype=np.float32, mode="r", shape=shape)
+        self._h_map = (mm, os.getpid())
+        return mm
+
+    def _fill(self, path: Path, shape: tuple[int, ...]) -> None:
+        size = int(np.prod(shape)) * 4
+        rank_zero_info(f"caching the prepared frames of {self.name} ({shape[0]} frames, "
+                       f"{size / 2**20:.1f} MiB) in {path.parent}: decoded once, read by every "
+                       "later epoch and run")
+        with atomic_path(path) as tmp:
+            mm = np.memmap(tmp, dtype=np.float32, mode="w+", shape=shape)  # raw, no header
+            for i in range(0, shape[0], FILL_CHUNK):
+                j = min(i + FILL_CHUNK, shape[0])
+                mm[i:j] = self.prepare(self.source.read(i, j))
+            mm.flush()
+            del mm
+        write_text(path.with_suffix(".json"), json.dumps(self.cache_key, indent=1) + "\n")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_h")}
+
+
+def prepare_sources(sources: Sequence[FrameSource], channels: int | None, size: Size,
+                    cache: bool | str, cache_dir: str | os.PathLike | None = None
+                    ) -> list[PreparedFrames]:
+    """`PreparedFrames` of each source; `cache="auto"` caches videos and image folders (costly
+    to decode), `True` every source, `False` none."""
+    if cache not in (True, False, "auto"):
+        raise ValueError(f"cache must be true, false or auto, got {cache!r}")
+    return [PreparedFrames(s, channels, size,
+                           cache if cache != "auto" else s.kind in ("video", "images"), cache_dir)
+            for s in sources]

@@ -1,0 +1,27 @@
+"""Frame sources: one interface for every kind of input, one registry of readers by kind.
+
+    open_sources(path)            the sequences in a file or folder (reader picked by the path)
+    open_source(path)             the one sequence in it
+    get_method("npz")             a reader class by kind; list_sources() names them all
+    register_source("kind", exts) class decorator that adds a reader
+
+Built-in kinds: video, images, npy, npz, hdf5, netcdf, zarr. See `base.FrameSource`.
+"""
+
+from convcast.data.sources import arrays, images, video, xarray  # noqa: F401  (registers readers)
+from convcast.data.sources.base import (
+    FrameSource,
+    detect_kind,
+    get_method,
+    list_sources,
+    open_source,
+    open_sources,
+    register_source,
+    supported_options,
+)
+from convcast.data.sources.images import IMAGE_EXTS, list_images, natural_key, read_image
+from convcast.data.sources.video import VIDEO_EXTS
+
+__all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "FrameSource", "detect_kind", "get_method", "list_images",
+           "list_sources", "natural_key", "open_source", "open_sources", "read_image",
+           "register_source", "supported_options"]

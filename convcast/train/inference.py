@@ -1,0 +1,292 @@
+"""The one inference path: latest window -> prepare as trained -> forecast -> back to data units.
+
+`forecast(model_or_ckpt, frames, horizon)` is what `convcast predict`, `convcast nowcast` and
+Python users call. `frames` is a path (read through the frame-source registry), a `FrameSource`
+or an array `[T, C, H, W]`. The latest `input_frames` frames are taken (checked to be consecutive
+where the frames carry time stamps), prepared exactly as the model's training data was (its
+`DataDescription`: channels, size, unit scale and normalisation; for radar, units, dBZ range,
+crop, disk filter, resize and mask), forecast, and converted back to the input's own values
+(video and images: 0..255 for 8-bit input; radar: the archive's units). The `Forecast` it returns
+also carries the valid time of each frame and what was done, in words, for the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from convcast.data.description import DataDescription, RadarValues
+from convcast.data.radar.archive import RadarSource, open_radar
+from convcast.data.radar.timeline import as_step, latest_window
+from convcast.data.sources import FrameSource, open_source
+from convcast.data.sources.video import VideoSource
+from convcast.data.transform import prepare_frames, resize_frames, unit_scale
+from convcast.train.checkpoint import TrainedModel, load_checkpoint
+
+Frames = str | os.PathLike | FrameSource | np.ndarray | torch.Tensor
+
+
+class ArrayFrames(FrameSource):
+    """Frames already in memory, `[T, C, H, W]`, seen as a source."""
+
+    kind = "array"
+
+    def __init__(self, frames: np.ndarray | torch.Tensor, timestamps: np.ndarray | None = None,
+                 units: str | None = None, name: str = "frames") -> None:
+        a = (frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor)
+             else np.asarray(frames))
+        if a.ndim != 4:
+            raise ValueError(f"{name}: expected frames [T, C, H, W], got shape {a.shape}")
+        self.frames, self.name, self.metadata = a, name, {}
+        self.num_frames, self.frame_shape, self.dtype = a.shape[0], tuple(a.shape[1:]), a.dtype
+        self.timestamps, self.units = timestamps, units
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        return self.frames[start:stop]
+
+
+@dataclass
+class Forecast:
+    """A forecast and what it came from (see the module docstring)."""
+
+    frames: np.ndarray  # [K, C, h, w] float32 in the input's own values (radar: its units)
+    inputs: np.ndarray  # [T, C, h, w] float32 the prepared input frames, in data values
+    forecast_data: np.ndarray  # [K, C, h, w] float32 the forecast in data values
+    description: DataDescription  # of the frames as the model read them
+    model_name: str
+    input_size: tuple[int, int]  # (H, W) of the input frames before any resize
+    input_scale: float  # integer input frames were divided by this (1: float input, radar)
+    units: str | None = None  # the units of `frames` (radar archives), else None
+    valid_times: np.ndarray | None = None  # datetime64[s] [K], where the input has times
+    input_times: np.ndarray | None = None  # datetime64[s] [T]
+    step_minutes: float | None = None
+    notes: list[str] = field(default_factory=list)  # what was read and done, for the user
+
+
+def _model(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, device: str
+           ) -> TrainedModel:
+    if isinstance(model_or_ckpt, TrainedModel):
+        return model_or_ckpt
+    if isinstance(model_or_ckpt, nn.Module):
+        spec = getattr(model_or_ckpt, "model_spec", {})
+        name = spec.get("name") or getattr(model_or_ckpt, "model_name", None) or \
+            type(model_or_ckpt).__name__
+        return TrainedModel(model_or_ckpt.eval(), name, dict(spec.get("kwargs") or {}), None,
+                            None, None, None, "")
+    return load_checkpoint(model_or_ckpt, map_location=device)
+
+
+def _latest(source: FrameSource, need: int, step_minutes: float | None
+            ) -> tuple[np.ndarray, int, float | None]:
+    """The last `need` frames `[need, C, H, W]`, the index of the first, and the step in minutes.
+
+    Frames with time stamps must be consecutive: every `step_minutes` (default: inferred from
+    the time stamps)."""
+    n = len(source)
+    minutes = step_minutes
+    if source.timestamps is not None:
+        step = as_step(step_minutes, source.timestamps)
+        minutes = step.astype("timedelta64[s]").astype(np.int64) / 60
+        start = latest_window(source.timestamps, need, step)
+    elif n < need:
+        raise ValueError(f"{source.name} has {n} frames but the model reads {need}; give a "
+                         f"longer input or --input_frames {n} (fewer frames than trained on)")
+    else:
+        start = n - need
+    try:
+        return source.read(start, n), start, minutes
+    except ValueError:
+        if not isinstance(source, VideoSource):
+            raise
+    # a video whose header counts more frames than it holds: count them by decoding
+    recount = VideoSource(source.path, count_frames=True)
+    if len(recount) < need:
+        raise ValueError(f"{source.name} has {len(recount)} frames but the model reads {need}; "
+                         f"give a longer input or --input_frames {len(recount)}") from None
+    return recount.read(len(recount) - need, len(recount)), len(recount) - need, minutes
+
+
+def _frame_scale(raw: np.ndarray, d: DataDescription, notes: list[str]) -> float:
+    """What integer input frames are divided by: the training data's scale where the values
+    fit it (e.g. int32 frames holding 0..255 for a model trained on 8-bit video), else their
+    dtype's maximum."""
+    own = unit_scale(raw.dtype)
+    if own == 1.0:
+        return 1.0
+    if d.value_scale != 1.0 and float(raw.max(initial=0)) <= d.value_scale:
+        return d.value_scale
+    if d.value_scale != 1.0:
+        notes.append(f"warning: the input's values reach {float(raw.max()):g}, above the "
+                     f"training data's {d.value_scale:g}: scaled by its dtype's maximum")
+    return own
+
+
+def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames: Frames,
+             horizon: int | None = None, *, input_frames: int | None = None,
+             description: DataDescription | None = None, device: str = "cpu",
+             reader: str = "auto", reader_kwargs: dict[str, Any] | None = None,
+             radar: dict[str, Any] | None = None) -> Forecast:
+    """Forecast the frames that follow `frames` (see the module docstring).
+
+    Args:
+        model_or_ckpt: a checkpoint path, a `TrainedModel`, or a forecaster module (baselines need
+            no training; give `description` for a learned module without a checkpoint).
+        frames: a path, a `FrameSource` or an array `[T, C, H, W]`.
+        horizon: frames to forecast (default: the training output frames).
+        input_frames: how many of the latest frames the model reads (default: as trained).
+        reader / reader_kwargs: the frame-source kind and options for a path.
+        radar: read the input as a radar archive: `open_radar` options (units, variable,
+            time_format, step_minutes, nodata, ...) and preprocessing overrides (crop, resize,
+            disk_radius); given a radar checkpoint, its settings are the defaults.
+    """
+    tm = _model(model_or_ckpt, device)
+    d = description or tm.description
+    notes: list[str] = []
+    is_radar = radar is not None or (d is not None and d.radar is not None)
+    source = _open(frames, is_radar, d, reader, reader_kwargs, dict(radar or {}), notes)
+    need = input_frames if input_frames is not None else (d.input_frames if d else 5 if
+                                                           is_radar else len(source))
+    k = horizon if horizon is not None else (d.output_frames if d else 15 if is_radar else 1)
+    if k < 1 or need < 1:
+        raise ValueError(f"horizon and input_frames must be positive, got {k}, {need}")
+    step = (radar or {}).get("step_minutes")
+    if step is None and len(source) < 2 and d is not None:  # one frame: the step trained on
+        step = d.step_minutes
+    raw, start, minutes = _latest(source, need, step)
+    if d is not None and d.step_minutes and minutes and abs(d.step_minutes - minutes) > 1e-6:
+        notes.append(f"warning: the input's step is {minutes:g} min but the model was trained "
+                     f"on {d.step_minutes:g}-minute steps")
+    what = f"{source.kind} {source.path or source.name}"
+    notes.append(f"read the last {need} of {len(source)} frames of {what}"
+                 + (" (sorted by name)" if source.kind == "images" and source.timestamps is None
+                    else ""))
+    if is_radar:
+        prepared, back, d = _radar_io(source, raw, d, dict(radar or {}), need, k, tm, notes)
+        scale = 1.0
+    else:
+        prepared, back, d, scale = _frames_io(raw, d, need, k, tm, notes)
+    model_in = torch.from_numpy(np.nan_to_num(prepared, nan=0.0))[None].to(device)
+    with torch.inference_mode():
+        pred = tm.model.to(device).eval()(model_in, k)[0].float().cpu().numpy()  # [K, C, h, w]
+    if not np.isfinite(pred).all():
+        raise ValueError("the model produced NaN or infinite values; is the checkpoint trained?")
+    times = source.timestamps
+    valid = None
+    if times is not None and minutes:
+        step64 = np.timedelta64(int(round(minutes * 60)), "s")
+        valid = times[-1] + step64 * np.arange(1, k + 1)
+    out, data_pred, data_in = back(pred), d.to_data(pred), d.to_data(prepared)
+    return Forecast(out.astype(np.float32), np.nan_to_num(data_in).astype(np.float32),
+                    np.asarray(data_pred, dtype=np.float32), d, tm.model_name,
+                    tuple(raw.shape[-2:]), scale, source.units if is_radar else None, valid,
+                    None if times is None else times[start:], minutes, notes)
+
+
+def _open(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str,
+          reader_kwargs: dict | None, radar: dict, notes: list[str]) -> FrameSource:
+    """The input as a frame source (a radar archive where the model is a radar model)."""
+    if isinstance(frames, (np.ndarray, torch.Tensor)):
+        source = ArrayFrames(frames)
+    elif isinstance(frames, FrameSource):
+        source = frames
+    elif is_radar:
+        units = radar.get("units") or (d.radar.units if d is not None and d.radar else "auto")
+        return open_radar(frames, radar.get("format", "auto"), units, radar.get("variable"),
+                          radar.get("time_variable"), radar.get("time_format"),
+                          radar.get("time_regex"), radar.get("start_time"),
+                          radar.get("step_minutes"), radar.get("nodata"), reader_kwargs)
+    else:
+        if not Path(frames).exists():
+            raise FileNotFoundError(f"input {frames} not found")
+        source = open_source(frames, reader, **(reader_kwargs or {}))
+        f = getattr(source, "file", None)
+        if f is not None:
+            notes.append(f"layout {f.layout} {'guessed' if f.guessed else 'given'} from shape "
+                         f"{f.shape}")
+    if is_radar and not isinstance(source, RadarSource):
+        units = radar.get("units") or (d.radar.units if d is not None and d.radar else "auto")
+        source = RadarSource(source, units, radar.get("nodata"))
+    return source
+
+
+def _frames_io(raw: np.ndarray, d: DataDescription | None, need: int, k: int, tm: TrainedModel,
+               notes: list[str]):
+    """Video / images / arrays: prepare as trained; back to the input's own value scale."""
+    T, c, h, w = raw.shape
+    if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
+        bad = int((~np.isfinite(raw)).sum())
+        raise ValueError(f"the input has {bad} NaN or infinite values; fill them (e.g. with "
+                         "np.nan_to_num) before forecasting")
+    if d is None:  # an untrained baseline: the frames as they are, [0, 1]-scaled
+        d = DataDescription(need, k, c, (h, w), value_scale=unit_scale(raw.dtype))
+    scale = _frame_scale(raw, d, notes)
+    steps = [f"scaled {raw.dtype} by 1/{scale:g}"] if scale != 1 else []
+    if d.channels != c:
+        steps.append(f"converted {c} -> {d.channels} channel(s)")
+    if tuple(d.frame_size) != (h, w):
+        steps.append(f"resized {h}x{w} -> {d.frame_size[0]}x{d.frame_size[1]}")
+    unit = prepare_frames(raw, d.channels, d.frame_size, scale)  # [T, C, h, w] data values
+    if d.normalization.kind != "none":
+        steps.append(f"normalised {d.normalization.describe()}")
+    notes.append("prepared input: " + (", ".join(steps) or "used as is"))
+    model_in = d.normalization.apply(unit).astype(np.float32)
+    _check_range(model_in, d, notes)
+
+    def back(pred: np.ndarray) -> np.ndarray:
+        return d.normalization.invert(pred) * scale  # [K, C, h, w] in the input's value scale
+
+    return model_in, back, d, scale
+
+
+def _check_range(model_in: np.ndarray, d: DataDescription, notes: list[str]) -> None:
+    """Warn when the prepared input lies far outside the values the model was trained on."""
+    lo, hi = float(model_in.min()), float(model_in.max())
+    if d.normalization.kind == "standard":
+        bad = max(abs(lo), abs(hi)) > 10
+    elif d.normalization.kind == "minmax" or d.value_scale != 1:  # training values in [0, 1]
+        bad = lo < -0.5 or hi > 1.5
+    else:
+        return
+    if bad:
+        notes.append(f"warning: the prepared input spans [{lo:.3g}, {hi:.3g}], far from what the "
+                     "model was trained on; is it the same kind of data (units, value scale)?")
+
+
+def _radar_io(source: FrameSource, raw: np.ndarray, d: DataDescription | None, radar: dict,
+              need: int, k: int, tm: TrainedModel, notes: list[str]):
+    """Radar: the training preprocessing (overridable); back to the archive's units."""
+    rv = d.radar if d is not None and d.radar is not None else RadarValues(source.units)
+    over = {key: radar[key] for key in ("crop", "disk_radius", "resize") if
+            radar.get(key) is not None}
+    pre = RadarValues(rv.units, rv.dbz_range, rv.zr, over.get("crop", rv.crop),
+                      over.get("disk_radius", rv.disk_radius), over.get("resize", rv.resize),
+                      None if "crop" in over or "resize" in over else rv.valid,
+                      rv.nodata).preprocess(source.units)
+    x = pre(raw)  # [T_in, C, h, w] pixels, NaN = invalid
+    if d is not None and tuple(x.shape[-2:]) != tuple(d.frame_size):
+        raise ValueError(f"the prepared frames are {x.shape[-2]}x{x.shape[-1]} but the model was "
+                         f"trained on {d.frame_size[0]}x{d.frame_size[1]}; pass --resize/--crop "
+                         "to match")
+    channels = getattr(tm.model, "in_channels", x.shape[1])
+    if x.shape[1] != channels:
+        raise ValueError(f"the archive has {x.shape[1]} channels, the model reads {channels}")
+    if d is None:
+        d = DataDescription(need, k, x.shape[1], tuple(x.shape[-2:]),
+                            radar=RadarValues(source.units, crop=pre.crop,
+                                              disk_radius=pre.disk_radius, resize=pre.resize))
+
+    def back(pred: np.ndarray) -> np.ndarray:
+        return pre.from_pixel(np.clip(pred, 0, 1))  # [K, C, h, w] in the archive's units
+
+    return x.astype(np.float32), back, d
+
+
+def resize_back(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`[T, C, h, w]` frames resized to `size` (H, W), e.g. a forecast back to the input's size."""
+    return resize_frames(np.asarray(frames, dtype=np.float32), size)
