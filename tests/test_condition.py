@@ -1,20 +1,28 @@
 """Condition frames per lead time: every learned forecaster reads `condition[:, k]` for frame k."""
 
+import inspect
+
 import pytest
 import torch
 
-from convcast.models import create_model, is_baseline, list_models
+from convcast.models import create_model, get_model_class, is_baseline, list_models
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 T_IN, SIZE, H = 3, 16, 4
-LEARNED = list_models(baselines=False)
+# every learned forecaster that is built from its own layers (a wrapper may make its own condition)
+LEARNED = [n for n in list_models(baselines=False)
+           if "condition_channels" in inspect.signature(get_model_class(n)).parameters]
 BASELINES = [n for n in list_models() if is_baseline(n)]
 TINY = {"encoder_forecaster": {"hidden_channels": [8, 8], "kernel_size": 3},
         "seq2seq": {"nf": 8}, "next_frame": {"hidden_channels": 8},
         "predrnn": {"hidden_channels": 8, "num_layers": 2, "kernel_size": 3},
         "predrnn_v2": {"hidden_channels": 8, "num_layers": 2, "kernel_size": 3},
         "fc_lstm": {"hidden_sizes": (16,)}}
+
+
+def test_the_core_models_take_condition_frames():
+    assert set(TINY) <= set(LEARNED)
 
 
 def _build(name: str, **kw) -> torch.nn.Module:

@@ -250,9 +250,15 @@ class RecurrentForecaster(Forecaster):
         y = self.decode(self.encode(x), horizon, condition, teacher, teacher_mask)
         return y.to(x.dtype)  # [B, horizon, C, H, W]
 
-    def check_state(self, state: State, keys: Sequence[str]) -> None:
-        """A state must come from this model's `encode` (same keys)."""
-        if not isinstance(state, dict) or any(k not in state for k in keys):
+    def state_keys(self) -> list[str]:
+        """The keys of the state dict `encode` returns."""
+        raise NotImplementedError
+
+    def check_state(self, state: State) -> None:
+        """A state must come from this model's `encode` (same keys, all tensors)."""
+        keys = self.state_keys()
+        if (not isinstance(state, dict) or sorted(state) != sorted(keys)
+                or not all(isinstance(v, torch.Tensor) for v in state.values())):
             got = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"{type(self).__name__}: not a state of this model (expected keys "
                              f"{sorted(keys)}, got {got}); pass what encode() returned")

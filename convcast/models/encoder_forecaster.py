@@ -77,6 +77,9 @@ class EncoderForecaster(RecurrentForecaster):
     def autoregressive(self) -> bool:  # type: ignore[override]
         return self.feedback
 
+    def state_keys(self) -> list[str]:
+        return ["last"] + [f"{n}{i}" for i in range(len(self.forecaster)) for n in "hc"]
+
     def encode(self, x: torch.Tensor, state: State | None = None) -> State:
         """Advance the encoder by frames `x [B, k, C, H, W]` from `state` (None: zeros)."""
         self.check_frames(x)
@@ -84,7 +87,7 @@ class EncoderForecaster(RecurrentForecaster):
         L = len(self.forecaster)
         prev = None
         if state is not None:
-            self.check_state(state, [f"{n}{i}" for i in range(L) for n in "hc"])
+            self.check_state(state)
             prev = [(state[f"h{i}"], state[f"c{i}"]) for i in range(L)]
         _, states = self.encoder(xp, prev)  # per layer (h, c), each [B, hid_l, H/p, W/p]
         out = {f"{n}{i}": t for i, s in enumerate(states) for n, t in zip("hc", s, strict=True)}
@@ -98,7 +101,7 @@ class EncoderForecaster(RecurrentForecaster):
         """Unroll the forecaster for `horizon` steps from (a copy of) the encoder's `state`."""
         self.check_horizon(horizon)
         L, p = len(self.forecaster), self.patch_size
-        self.check_state(state, ["last"] + [f"{n}{i}" for i in range(L) for n in "hc"])
+        self.check_state(state)
         frame = state["last"]  # [B, C*p*p, H/p, W/p]
         B, hp, wp = frame.shape[0], frame.shape[-2], frame.shape[-1]
         cond = self.check_condition(condition, horizon, (B, hp * p, wp * p))

@@ -173,7 +173,7 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
                 f"frame_size=({H}, {W})"
             )
 
-    def _keys(self) -> list[str]:
+    def state_keys(self) -> list[str]:
         return ["last"] + [f"{n}{i}" for i in range(len(self.encoder)) for n in "hc"]
 
     def encode(self, x: torch.Tensor, state: State | None = None) -> State:
@@ -182,7 +182,7 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
         x = self.cast(x)
         self._fit_frame(x)
         if state is not None:
-            self.check_state(state, self._keys())
+            self.check_state(state)
         B, T = x.shape[:2]
         seq = x.reshape(B, T, -1)  # [B, T, N]
         out = {}
@@ -205,7 +205,7 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
     ) -> torch.Tensor:
         """Unroll the predictor for `horizon` steps from (a copy of) the encoder's `state`."""
         self.check_horizon(horizon)
-        self.check_state(state, self._keys())
+        self.check_state(state)
         frame = state["last"]  # [B, N]
         B, C = frame.shape[0], self.in_channels
         H, W = (int(v) for v in self.frame_hw)

@@ -51,7 +51,7 @@ class NextFrame(RecurrentForecaster):
         self.decoder = nn.Conv2d(self.rnn.hidden_channels[-1], in_channels, kernel_size=1)
         self.act = make_activation(output_activation)
 
-    def _keys(self) -> list[str]:
+    def state_keys(self) -> list[str]:
         return ["last"] + [f"{n}{i}" for i in range(self.rnn.num_layers) for n in "hc"]
 
     def encode(self, x: torch.Tensor, state: State | None = None) -> State:
@@ -60,7 +60,7 @@ class NextFrame(RecurrentForecaster):
         x = self.cast(x)
         L = self.rnn.num_layers
         if state is not None:
-            self.check_state(state, self._keys())
+            self.check_state(state)
             seq = torch.cat([state["last"].unsqueeze(1), x[:, :-1]], dim=1)  # [B, k, C, H, W]
             prev = [(state[f"h{i}"], state[f"c{i}"]) for i in range(L)]
         else:
@@ -82,7 +82,7 @@ class NextFrame(RecurrentForecaster):
     ) -> torch.Tensor:
         """Roll out `horizon` frames from (a copy of) `state`, feeding each prediction back."""
         self.check_horizon(horizon)
-        self.check_state(state, self._keys())
+        self.check_state(state)
         frame = state["last"]  # [B, C, H, W]
         B, C, H, W = frame.shape
         cond = self.check_condition(condition, horizon, (B, H, W))  # [B, horizon, C, H, W]

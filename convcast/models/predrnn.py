@@ -113,7 +113,7 @@ class PredRNN(RecurrentForecaster):
     def __getstate__(self) -> dict:  # the stored losses hold a graph: never copy or pickle them
         return {**self.__dict__, "_extra": {}, "_trace": None}
 
-    def _keys(self) -> list[str]:
+    def state_keys(self) -> list[str]:
         return ["last", "m"] + [f"{n}{i}" for i in range(self.num_layers) for n in "hc"]
 
     @staticmethod
@@ -156,13 +156,13 @@ class PredRNN(RecurrentForecaster):
         if state is None:
             B, _, _, hp, wp = xp.shape
             z = self.cells[0].init_state(B, hp, wp, xp)  # [B, hid, hp, wp]
-            st = {k: z for k in self._keys()[1:]}
+            st = {k: z for k in self.state_keys()[1:]}
             frames = list(xp.unbind(1))
         else:
             if imask is not None:
                 raise ValueError("input_mask applies to a fresh sequence only; encode without a "
                                  "state or drop input_mask")
-            self.check_state(state, self._keys())
+            self.check_state(state)
             st = {k: v for k, v in state.items() if k != "last"}  # a copy: state stays
             frames = [state["last"], *xp.unbind(1)]
         ctx = self._trace["ctx"] if self._trace is not None and self._trace["want_ctx"] else None
@@ -186,7 +186,7 @@ class PredRNN(RecurrentForecaster):
     ) -> torch.Tensor:
         """Roll out `horizon` frames from (a copy of) `state`, feeding each prediction back."""
         self.check_horizon(horizon)
-        self.check_state(state, self._keys())
+        self.check_state(state)
         p = self.patch_size
         st = dict(state)  # a copy: state stays
         frame = st.pop("last")  # [B, C*p*p, hp, wp]

@@ -53,6 +53,9 @@ class Seq2Seq(RecurrentForecaster):
         self.head = nn.Conv3d(nf, in_channels, kernel_size=(1, 3, 3), padding=(0, 1, 1))
         self.act = make_activation(output_activation)
 
+    def state_keys(self) -> list[str]:
+        return ["last"] + [f"{c}{n}" for c in CELLS for n in "hc"]
+
     def _encode_step(self, frame: torch.Tensor, anchor: torch.Tensor | None, st: State,
                      w: list[torch.Tensor]) -> None:
         """Read one frame (and its condition frame) into the encoder states of `st`."""
@@ -71,7 +74,7 @@ class Seq2Seq(RecurrentForecaster):
             st = {f"{c}{n}": z for c in CELLS for n in "hc"}
             frames = list(x.unbind(1))
         else:
-            self.check_state(state, ["last"] + [f"{c}{n}" for c in CELLS for n in "hc"])
+            self.check_state(state)
             st = {k: v for k, v in state.items() if k != "last"}  # a copy: state stays
             frames = [state["last"], *x.unbind(1)]
         w = [self.enc1.conv_weight(), self.enc2.conv_weight()]  # built once for all steps
@@ -86,7 +89,7 @@ class Seq2Seq(RecurrentForecaster):
     ) -> torch.Tensor:
         """Roll out `horizon` frames from (a copy of) `state`, feeding each prediction back."""
         self.check_horizon(horizon)
-        self.check_state(state, ["last"] + [f"{c}{n}" for c in CELLS for n in "hc"])
+        self.check_state(state)
         st = dict(state)  # a copy: state stays
         frame = st.pop("last")  # [B, C, H, W]
         B, C, H, W = frame.shape
