@@ -155,8 +155,9 @@ class PredRNN(RecurrentForecaster):
         xp = space_to_depth(x, self.patch_size)  # [B, k, C*p*p, H/p, W/p]
         if state is None:
             B, _, _, hp, wp = xp.shape
-            z = self.cells[0].init_state(B, hp, wp, xp)  # [B, hid, hp, wp]
-            st = {k: z for k in self.state_keys()[1:]}
+            h = self.cells[0].init_state(B, hp, wp, xp)  # zeros [B, hid, hp, wp]
+            mem = self.cells[0].init_state(B, hp, wp, xp, memory=True)  # C and M: >= float32
+            st = {k: mem if k[0] in "cm" else h for k in self.state_keys()[1:]}
             frames = list(xp.unbind(1))
         else:
             if imask is not None:

@@ -70,8 +70,8 @@ class Seq2Seq(RecurrentForecaster):
         x = self.cast(x)
         B, _, _, H, W = x.shape
         if state is None:
-            z = self.enc1.init_state(B, H, W, x)[0]  # [B, nf, H, W]
-            st = {f"{c}{n}": z for c in CELLS for n in "hc"}
+            h, c = self.enc1.init_state(B, H, W, x)  # zeros, each [B, nf, H, W]
+            st = {"e1h": h, "e1c": c, "e2h": h, "e2c": c}
             frames = list(x.unbind(1))
         else:
             self.check_state(state)
