@@ -10,7 +10,9 @@ A checkpoint written by `ForecastSystem` holds, beside Lightning's own keys:
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+import zipfile
+from pathlib import Path, PosixPath, PurePosixPath, PureWindowsPath, WindowsPath
 from typing import Any
 
 import torch
@@ -36,18 +38,49 @@ def data_info(datamodule: Any, x_shape: torch.Size | None, y_shape: torch.Size |
     return info
 
 
+# plain data that Lightning checkpoints may hold (a datamodule's path hyperparameter); never code
+torch.serialization.add_safe_globals([PosixPath, PurePosixPath, WindowsPath, PureWindowsPath])
+
+
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """`torch.load` a checkpoint with a clear error when it is missing or not a checkpoint."""
+    """`torch.load` a checkpoint weights-only (its pickle may rebuild tensors and plain data, never
+    run code), with a clear error when it is missing, truncated or not a checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a folder; give the .ckpt file in it "
+                                "(e.g. checkpoints/last.ckpt)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+        raise ValueError(f"cannot read checkpoint {path}: {unreadable_reason(path, err)}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def unreadable_reason(path: Path, err: BaseException) -> str:
+    """Why `torch.load(path, weights_only=True)` failed, in words (torch's own message advises
+    `weights_only=False`, which would let the file run code)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes); it was not written completely"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK" and not zipfile.is_zipfile(path):
+        return (f"the file is truncated or damaged ({size} bytes, an incomplete archive): it was "
+                "not written or copied completely; use another checkpoint of the run")
+    if "Weights only load failed" in str(err) and head[:2] == b"PK":
+        what = re.search(r"GLOBAL (\S+)", str(err))
+        what = f" ({what.group(1)})" if what else ""
+        return (f"it holds a Python object{what} that is not loaded: checkpoints are read "
+                "weights-only (tensors and plain data), so no code in the file can run; it was "
+                "not written by convcast fit, or it comes from an untrusted source")
+    if head[:2] != b"PK":
+        return "it is not a PyTorch checkpoint (a .ckpt written by convcast fit / Lightning)"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"the file is damaged ({first})"
 
 
 def checkpoint_model_spec(ckpt: dict, path: str | Path = "checkpoint") -> tuple[str, dict]:
