@@ -214,6 +214,7 @@ class ConvLSTM(nn.Module):
                          peephole, layer_norm)
             for i in range(num_layers)
         )
+        self.checkpointing = False  # also recompute the whole stack (set_checkpointing)
 
     def forward(
         self, x: torch.Tensor, state: list[State] | None = None
@@ -223,9 +224,22 @@ class ConvLSTM(nn.Module):
             raise ValueError(f"ConvLSTM expects a 5-D sequence {layout}, got {tuple(x.shape)}")
         if not self.batch_first:
             x = x.transpose(0, 1)
-        B, T, C, H, W = x.shape
         if state is not None and len(state) != self.num_layers:
             raise ValueError(f"state has {len(state)} layers, this stack has {self.num_layers}")
+        if x.shape[1] > 1:  # checkpointed, the stack keeps only its input; its cell steps
+            # (checkpointed too) keep only their states while it is recomputed in the backward
+            outputs, last_states = maybe_checkpoint(self, self._run, x, state)
+        else:  # one step: the cell's own checkpoint already keeps no more than that
+            outputs, last_states = self._run(x, state)
+        if not self.return_all_layers:
+            outputs = outputs[-1:]
+        if not self.batch_first:
+            outputs = [o.transpose(0, 1) for o in outputs]
+        return outputs, last_states
+
+    def _run(self, x: torch.Tensor, state: list[State] | None
+             ) -> tuple[list[torch.Tensor], list[State]]:
+        B, T, C, H, W = x.shape
         outputs, last_states = [], []
         seq = x  # [B, T, C, H, W]
         for i, cell in enumerate(self.cells):
@@ -239,8 +253,4 @@ class ConvLSTM(nn.Module):
             seq = torch.stack(hs, dim=1)  # [B, T, hid, H, W]
             outputs.append(seq)
             last_states.append(s)
-        if not self.return_all_layers:
-            outputs = outputs[-1:]
-        if not self.batch_first:
-            outputs = [o.transpose(0, 1) for o in outputs]
         return outputs, last_states
