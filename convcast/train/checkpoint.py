@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from convcast.models import create_model
+from convcast.models import create_model, model_kind
 
 CONFIG_KEY = "convcast_config"
 DATA_KEY = "convcast_data"
@@ -131,6 +131,10 @@ def load_forecaster(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Mod
     """
     ckpt = read_checkpoint(path, map_location)
     name, kwargs = checkpoint_model_spec(ckpt, path)
+    if model_kind(name) != "forecaster":  # a video classifier reads clips and gives labels
+        raise ValueError(f"{path} holds the {model_kind(name)} {name!r}, not a forecaster; "
+                         f"classify videos with it: convcast classify --ckpt_path {path} "
+                         "--input VIDEO")
     model = create_model(name, **kwargs)
     try:
         model.load_state_dict(_forecaster_state(ckpt))
