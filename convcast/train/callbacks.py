@@ -39,7 +39,8 @@ def prediction_grid(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
     for i in range(x.shape[0]):
         err = (pred[i] - y[i]).abs() + lo  # |error| drawn on the same scale, 0 = black
         rows += [x[i], y[i], pred[i], err]
-    return frame_grid(rows, vmin=lo, vmax=hi)
+    labels = ["input", "truth", "forecast", "|error|"] * x.shape[0]
+    return frame_grid(rows, vmin=lo, vmax=hi, labels=labels)
 
 
 class PredictionImages(L.Callback):
