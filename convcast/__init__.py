@@ -7,7 +7,7 @@ does not import the models.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["__version__", "create_model", "list_models", "stream"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from convcast import models
 
         return getattr(models, name)
+    if name == "stream":
+        from convcast.train.stream import stream
+
+        return stream
     raise AttributeError(f"module 'convcast' has no attribute {name!r}")

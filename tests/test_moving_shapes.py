@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from convcast.data.synthetic.moving_shapes import MovingShapes, MovingShapesDataModule, render_moving_shapes
+from convcast.data.synthetic.moving_shapes import (
+    MovingShapes,
+    MovingShapesDataModule,
+    render_moving_shapes,
+)
 
 
 def _corners(frames: np.ndarray) -> list[tuple[int, int]]:

@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import FIT_QUIET, cli, shapes_array, squares_rgb, write_frame_folder, write_video
 
-from convcast.data.sources.arrays import array_info, npz_member
-from convcast.data.sources.layout import guess_layout
-from convcast.data.transform import prepare_frames
 from convcast.data.loader import ResumableSampler
 from convcast.data.normalize import Normalization, fit_normalization
 from convcast.data.own import FramesDataModule, discover_sources, split_windows
+from convcast.data.sources.arrays import array_info, npz_member
+from convcast.data.sources.layout import guess_layout
 from convcast.data.sources.video import VideoSource
+from convcast.data.transform import prepare_frames
 
 
 def test_guess_layout() -> None:
@@ -81,7 +81,8 @@ def test_discover_every_kind_of_input(tmp_path) -> None:
     assert [s.name for s in discover_sources(tmp_path / "videos")] == ["a.mp4", "b.avi"]
     write_frame_folder(tmp_path / "one", frames)  # frame1.png ... frame10.png
     (one,) = discover_sources(tmp_path / "one")
-    np.testing.assert_array_equal(one.read(8, 10), frames[8:10].transpose(0, 3, 1, 2))  # natural order, 10 after 9
+    # natural order: 10 after 9
+    np.testing.assert_array_equal(one.read(8, 10), frames[8:10].transpose(0, 3, 1, 2))
     write_frame_folder(tmp_path / "many" / "s2", frames[:6, :, :, 0])
     write_frame_folder(tmp_path / "many" / "s10", frames[:7, :, :, 0])
     assert [s.num_frames for s in discover_sources(tmp_path / "many")] == [6, 7]

@@ -11,10 +11,10 @@ import torch
 import xarray as xr
 
 from convcast.data.radar.archive import detect_format, open_radar, write_image_folder
+from convcast.data.radar.preprocess import RadarPreprocess
 from convcast.data.sources.arrays import ArraySource
 from convcast.data.sources.times import parse_time, to_datetime64
 from convcast.data.sources.xarray import XarraySource
-from convcast.data.radar.preprocess import RadarPreprocess
 from convcast.data.units import dbz_to_pixel, pixel_to_dbz, rainrate_to_dbz
 
 T, H, W = 6, 8, 10

@@ -8,8 +8,8 @@ from convcast.data.radar.timeline import (
     block_splits,
     infer_step,
     latest_window,
-    split_counts,
     split_by_day_blocks,
+    split_counts,
     window_starts,
 )
 

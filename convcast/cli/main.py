@@ -3,6 +3,7 @@
     convcast fit | validate | test   LightningCLI (configs/*.yaml, every Trainer flag)
     convcast predict                 forecast a video, frame folder or array from a checkpoint
     convcast demo | nowcast          the Moving MNIST demo and the radar nowcasting workflow
+    convcast classify                the class of a video from a classifier checkpoint
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ COMMANDS = {
     "predict": "forecast a video, frame folder or array with a checkpoint",
     "demo": "train and score a model on Moving MNIST in minutes",
     "nowcast": "forecast the next radar frames from the latest ones of an archive",
+    "classify": "the class of a video (class probabilities, then label: NAME) from a classifier",
 }
-DELEGATED = {"demo": "convcast.cli.demo", "nowcast": "convcast.cli.nowcast"}
-USER_ERRORS = (ValueError, FileNotFoundError)
+DELEGATED = {"demo": "convcast.cli.demo", "nowcast": "convcast.cli.nowcast",
+             "classify": "convcast.cli.classify"}
+# errors that describe a bad input or a failed run (cause and remedy): printed without a
+# traceback. OSError covers unreadable and unwritable files; FloatingPointError a diverged fit.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 def usage() -> str:
@@ -32,7 +37,7 @@ def usage() -> str:
 
 
 def _with_stored_config(argv: list[str]) -> list[str]:
-    """`convcast test|validate --ckpt_path X` without `--config`: use the config inside X."""
+    """`convcast fit|validate|test --ckpt_path X` without `--config`: use the config inside X."""
     if any(a in ("-c", "--config") or a.startswith("--config=") for a in argv):
         return argv
     path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ckpt_path"), None)
@@ -66,7 +71,7 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
     from convcast.cli.lightning_cli import run
 
     argv = [cmd, *rest]
-    if cmd in ("validate", "test"):
+    if cmd in ("fit", "validate", "test"):
         argv = _with_stored_config(argv)
     return run(argv)
 

@@ -11,9 +11,14 @@ The cell follows equation (3) of the paper, with `*` a 2-D convolution and `∘`
 The peephole weights W_c· are per channel (shape [hidden, 1, 1]), so one cell serves any frame size.
 The input weights W_x· (`conv_x`) and the recurrent ones W_h· (`conv_h`) are stored apart, so an
 input-less cell (the paper's forecaster) simply has no `conv_x`; a step runs them as ONE convolution
-over cat([X_t, H_{t-1}]) with the two weights side by side. `benchmarks/throughput.py` times this
-against applying W_x to the whole sequence in one batched call first: on a 2-core CPU the single
-per-step convolution trains 1.2-1.5x faster (benchmarks/RESULTS.md).
+over cat([X_t, H_{t-1}]) with the two weights side by side (`benchmarks/run.py --cases layout`
+times it against applying W_x to the whole sequence first; benchmarks/RESULTS.md).
+
+After the convolution the step is pointwise (`convcast.layers.fused`: eager, or compiled with
+`set_compiled_gates`). Under autocast the gates are computed in bf16/fp16 while the cell state C
+stays float32. `set_checkpointing` makes every step recompute its intermediates in the backward
+pass instead of keeping them (`convcast.layers.checkpoint`): long rollouts train in a fraction of
+the memory.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from convcast.layers.checkpoint import maybe_checkpoint
+from convcast.layers.fused import compiled_pointwise, lstm_pointwise
 
 State = tuple[torch.Tensor, torch.Tensor]
 GATES = ("i", "f", "o", "g")  # order of the four blocks in the gate convolutions' output channels
@@ -80,6 +88,8 @@ class ConvLSTMCell(nn.Module):
         # one GroupNorm group per gate: each gate's pre-activation is normalised on its own
         self.norm = nn.GroupNorm(4, gates) if layer_norm else None
         self._init_forget_bias(1.0)
+        self.checkpointing = False  # recompute the step in backward (set_checkpointing)
+        self.compiled_gates = False  # torch.compile the gate arithmetic (set_compiled_gates)
 
     def _init_forget_bias(self, value: float) -> None:
         # gate biases start at 0, the forget gate's at `value`; exactly one bias carries it: the
@@ -95,9 +105,12 @@ class ConvLSTMCell(nn.Module):
                 carrier[self.hidden_channels:2 * self.hidden_channels] = value  # block 1 = f
 
     def init_state(self, batch: int, height: int, width: int, like: torch.Tensor) -> State:
-        """Zero (h, c) for a batch of frames of the given size, on `like`'s device and dtype."""
-        z = like.new_zeros(batch, self.hidden_channels, height, width)
-        return z, z.clone()
+        """Zero (h, c) for a batch of frames of the given size, on `like`'s device; h in `like`'s
+        dtype, c in at least float32 (the cell state accumulates over every step, see
+        `convcast.layers.fused`)."""
+        shape = (batch, self.hidden_channels, height, width)
+        return (like.new_zeros(shape),
+                like.new_zeros(shape, dtype=torch.promote_types(like.dtype, torch.float32)))
 
     def conv_weight(self) -> torch.Tensor | None:
         """W_x and W_h side by side, [4*hid, C_in + hid, kh, kw]: one conv over cat([x, h])
@@ -108,8 +121,13 @@ class ConvLSTMCell(nn.Module):
 
     def step(self, x: torch.Tensor | None, state: State,
              weight: torch.Tensor | None = None) -> State:
-        """Advance one step; `weight` is `conv_weight()` when the caller already has it."""
-        h, c = state
+        """Advance one step; `weight` is `conv_weight()` when the caller already has it. With
+        `checkpointing` set the step keeps only its inputs for the backward pass and recomputes
+        the rest (`convcast.layers.set_checkpointing`)."""
+        return maybe_checkpoint(self, self._step, x, state[0], state[1], weight)
+
+    def _step(self, x: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor,
+              weight: torch.Tensor | None) -> State:
         if x is None:
             gates = self.conv_h(h)  # [B, 4*hid, H, W]
         else:
@@ -118,15 +136,9 @@ class ConvLSTMCell(nn.Module):
             gates = F.conv2d(xh, w, self.conv_x.bias, padding=self.conv_h.padding)  # [B,4*hid,H,W]
         if self.norm is not None:
             gates = self.norm(gates)
-        i, f, o, g = gates.chunk(4, dim=1)  # each [B, hid, H, W]
-        if self.peephole:
-            i = i + self.w_ci * c
-            f = f + self.w_cf * c
-        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        if self.peephole:
-            o = o + self.w_co * c_next
-        h_next = torch.sigmoid(o) * torch.tanh(c_next)
-        return h_next, c_next
+        peep = (self.w_ci, self.w_cf, self.w_co) if self.peephole else (None, None, None)
+        pointwise = compiled_pointwise if self.compiled_gates else lstm_pointwise
+        return pointwise(gates, c, *peep)  # (h, c), each [B, hid, H, W]
 
     def check_input(self, x: torch.Tensor | None, state: State | None) -> None:
         """Clear errors for an input that does not fit this cell or its state."""
@@ -202,6 +214,7 @@ class ConvLSTM(nn.Module):
                          peephole, layer_norm)
             for i in range(num_layers)
         )
+        self.checkpointing = False  # also recompute the whole stack (set_checkpointing)
 
     def forward(
         self, x: torch.Tensor, state: list[State] | None = None
@@ -211,9 +224,22 @@ class ConvLSTM(nn.Module):
             raise ValueError(f"ConvLSTM expects a 5-D sequence {layout}, got {tuple(x.shape)}")
         if not self.batch_first:
             x = x.transpose(0, 1)
-        B, T, C, H, W = x.shape
         if state is not None and len(state) != self.num_layers:
             raise ValueError(f"state has {len(state)} layers, this stack has {self.num_layers}")
+        if x.shape[1] > 1:  # checkpointed, the stack keeps only its input; its cell steps
+            # (checkpointed too) keep only their states while it is recomputed in the backward
+            outputs, last_states = maybe_checkpoint(self, self._run, x, state)
+        else:  # one step: the cell's own checkpoint already keeps no more than that
+            outputs, last_states = self._run(x, state)
+        if not self.return_all_layers:
+            outputs = outputs[-1:]
+        if not self.batch_first:
+            outputs = [o.transpose(0, 1) for o in outputs]
+        return outputs, last_states
+
+    def _run(self, x: torch.Tensor, state: list[State] | None
+             ) -> tuple[list[torch.Tensor], list[State]]:
+        B, T, C, H, W = x.shape
         outputs, last_states = [], []
         seq = x  # [B, T, C, H, W]
         for i, cell in enumerate(self.cells):
@@ -227,8 +253,4 @@ class ConvLSTM(nn.Module):
             seq = torch.stack(hs, dim=1)  # [B, T, hid, H, W]
             outputs.append(seq)
             last_states.append(s)
-        if not self.return_all_layers:
-            outputs = outputs[-1:]
-        if not self.batch_first:
-            outputs = [o.transpose(0, 1) for o in outputs]
         return outputs, last_states

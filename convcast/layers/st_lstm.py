@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from convcast.layers.checkpoint import maybe_checkpoint
 from convcast.layers.convlstm import _pair
 
 X_GATES = ("i", "f", "g", "i'", "f'", "g'", "o")  # blocks of conv_x's output channels
@@ -69,6 +70,7 @@ class SpatioTemporalLSTMCell(nn.Module):
             self.norm_m = nn.GroupNorm(3, 3 * hid)
             self.norm_o = nn.GroupNorm(1, hid)
         self._init_forget_bias(1.0)
+        self.checkpointing = False  # recompute the step in backward (set_checkpointing)
 
     def _init_forget_bias(self, value: float) -> None:
         # all gate biases start at 0 and the forget gates' (f, f') at `value`; only the input conv
@@ -86,9 +88,12 @@ class SpatioTemporalLSTMCell(nn.Module):
                     j = X_GATES.index(gate)
                     carrier[j * hid:(j + 1) * hid] = value
 
-    def init_state(self, batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-        """A zero `[batch, hidden, height, width]` tensor on `like`'s device and dtype."""
-        return like.new_zeros(batch, self.hidden_channels, height, width)
+    def init_state(self, batch: int, height: int, width: int, like: torch.Tensor,
+                   memory: bool = False) -> torch.Tensor:
+        """A zero `[batch, hidden, height, width]` tensor on `like`'s device and dtype; a memory
+        (C or M, `memory=True`) in at least float32, since it accumulates over every step."""
+        dtype = torch.promote_types(like.dtype, torch.float32) if memory else like.dtype
+        return like.new_zeros(batch, self.hidden_channels, height, width, dtype=dtype)
 
     def forward(
         self,
@@ -103,22 +108,27 @@ class SpatioTemporalLSTMCell(nn.Module):
             raise ValueError(f"expected input [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
         B, _, H, W = x.shape
         h = self.init_state(B, H, W, x) if h is None else h
-        c = self.init_state(B, H, W, x) if c is None else c
-        m = self.init_state(B, H, W, x) if m is None else m
+        c = self.init_state(B, H, W, x, memory=True) if c is None else c
+        m = self.init_state(B, H, W, x, memory=True) if m is None else m
         if h.shape[-2:] != (H, W) or m.shape[-2:] != (H, W):
             raise ValueError(f"input frame {(H, W)} and state {tuple(h.shape[-2:])} differ in size")
+        return maybe_checkpoint(self, self._step, x, h, c, m, return_increments)
+
+    def _step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, m: torch.Tensor,
+              return_increments: bool) -> tuple[torch.Tensor, ...]:
         xg, hg, mg = self.conv_x(x), self.conv_h(h), self.conv_m(m)  # [B, 7|4|3 * hid, H, W]
         if self.layer_norm:
             xg, hg, mg = self.norm_x(xg), self.norm_h(hg), self.norm_m(mg)
         i_x, f_x, g_x, i_xm, f_xm, g_xm, o_x = xg.chunk(7, dim=1)  # each [B, hid, H, W]
         i_h, f_h, g_h, o_h = hg.chunk(4, dim=1)
         i_m, f_m, g_m = mg.chunk(3, dim=1)
+        # the gates in the compute precision, both memories updated in their own (float32)
         i, f, g = torch.sigmoid(i_x + i_h), torch.sigmoid(f_x + f_h), torch.tanh(g_x + g_h)
         delta_c = i * g  # [B, hid, H, W]
-        c_next = f * c + delta_c
+        c_next = f.to(c.dtype) * c + delta_c.to(c.dtype)
         i2, f2, g2 = torch.sigmoid(i_xm + i_m), torch.sigmoid(f_xm + f_m), torch.tanh(g_xm + g_m)
         delta_m = i2 * g2  # [B, hid, H, W]
-        m_next = f2 * m + delta_m
+        m_next = f2.to(m.dtype) * m + delta_m.to(m.dtype)
         mem = torch.cat([c_next, m_next], dim=1)  # [B, 2*hid, H, W]
         o_mem = self.conv_o(mem)
         if self.layer_norm:

@@ -34,6 +34,9 @@ def hko_pixel_to_rainrate(pixels: Tensor) -> Tensor:
 def balanced_weights(rainrate: Tensor, thresholds: Sequence[float] = HKO_THRESHOLDS,
                      weights: Sequence[float] = HKO_WEIGHTS) -> Tensor:
     """Per-pixel weight from the rain rate: `weights[i]` where i thresholds are <= the rate."""
+    if thresholds is None or weights is None:
+        raise ValueError("balanced_weights: thresholds and weights must be sequences of numbers "
+                         f"(got {thresholds!r}, {weights!r}); the defaults are HKO-7's")
     if len(weights) != len(thresholds) + 1:
         raise ValueError(f"balanced_weights: need len(thresholds) + 1 = {len(thresholds) + 1} "
                          f"weights, got {len(weights)}")

@@ -1,7 +1,8 @@
 """Input checks shared by every metric: shapes, NaN, masks and the data range.
 
 Policy (one place, so every metric behaves alike):
-- pred and target must be tensors of the same shape `[B, T, C, H, W]`; otherwise ValueError.
+- pred and target must be tensors of the same shape `[B, T, C, H, W]`, none of its axes empty;
+  otherwise ValueError (an empty batch has no score: it would be NaN).
 - NaN or inf in pred or target at a valid pixel is a ValueError. Pass `mask` (bool, broadcastable
   to pred, True = valid) to exclude missing data; pixels where the mask is False may hold anything.
 - Frame metrics check the data range: a target outside `[0, data_range]` by more than
@@ -11,6 +12,7 @@ Policy (one place, so every metric behaves alike):
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -38,6 +40,12 @@ def check_pair(
     if pred.dim() != 5:
         raise ValueError(f"{name}: expected [B, T, C, H, W] tensors, got shape "
                          f"{tuple(pred.shape)}; add the missing axes with unsqueeze")
+    if pred.numel() == 0:
+        raise ValueError(f"{name}: pred and target of shape {tuple(pred.shape)} are empty (an "
+                         "axis of length 0); score at least one frame of one sequence")
+    if pred.is_complex() or target.is_complex():
+        raise TypeError(f"{name}: pred and target must be real numbers, got {pred.dtype} and "
+                        f"{target.dtype}")
     pred = pred if pred.is_floating_point() else pred.float()
     target = target if target.is_floating_point() else target.float()
     if mask is not None:
@@ -67,12 +75,21 @@ def check_mask(name: str, mask: Tensor, shape: torch.Size) -> Tensor:
                          f"{tuple(shape)}") from None
 
 
+def check_data_range(name: str, data_range: float | None, optional: bool = False) -> None:
+    """`data_range` must be a positive finite number (or None where `optional`)."""
+    if data_range is None and optional:
+        return
+    if (isinstance(data_range, bool) or not isinstance(data_range, (int, float))
+            or not math.isfinite(data_range) or data_range <= 0):
+        raise ValueError(f"{name}: data_range must be a positive number (the span of the "
+                         f"values, 1.0 for data in [0, 1]), got {data_range!r}")
+
+
 def check_range(
     name: str, pred: Tensor, target: Tensor, data_range: float, mask: Tensor | None = None,
 ) -> None:
     """Error if target leaves [0, data_range] (beyond the tolerance); warn if pred does."""
-    if data_range <= 0:
-        raise ValueError(f"{name}: data_range must be positive, got {data_range}")
+    check_data_range(name, data_range)
     tol = RANGE_TOL * data_range
     for label, x in (("target", target), ("pred", pred)):
         valid = x if mask is None else x[mask]
@@ -91,13 +108,24 @@ def check_range(
 
 
 def check_thresholds(name: str, thresholds: float | Sequence[float]) -> list[float]:
-    """Thresholds (one number or a sequence) as a non-empty list of floats."""
+    """Thresholds (one number or a sequence of numbers) as a non-empty list of finite floats."""
+    how = ("give the event thresholds in the units of the fields, e.g. thresholds=[0.5, 2, 5] "
+           "(rain rate in mm/h)")
+    if thresholds is None or isinstance(thresholds, (str, bytes)):
+        raise ValueError(f"{name}: thresholds={thresholds!r} is not a number or a list of "
+                         f"numbers; {how}")
     try:
         values = [float(thresholds)]  # type: ignore[arg-type]
     except (TypeError, ValueError, RuntimeError):
-        values = [float(v) for v in thresholds]  # type: ignore[union-attr]
+        try:
+            values = [float(v) for v in thresholds]  # type: ignore[union-attr]
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name}: thresholds={thresholds!r} is not a number or a list of "
+                             f"numbers; {how}") from None
     if not values:
-        raise ValueError(f"{name}: give at least one threshold")
+        raise ValueError(f"{name}: give at least one threshold (thresholds is empty); {how}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name}: thresholds must be finite numbers, got {values}")
     return values
 
 

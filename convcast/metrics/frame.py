@@ -18,6 +18,7 @@ frame (HKO-7's masked MSE), per pixel by the valid pixel count (NaN if none).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,7 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from convcast.metrics.checks import LEAD_DIMS, Reduction, check_pair, reduce_lead_time, safe_div
+from convcast.metrics.checks import (
+    LEAD_DIMS,
+    Reduction,
+    check_data_range,
+    check_pair,
+    reduce_lead_time,
+    safe_div,
+)
 from convcast.metrics.streaming import LeadTimeMetric
 
 MAX_PSNR_DB = 100.0  # cap for a perfect frame, whose PSNR is infinite
@@ -53,6 +61,8 @@ def _error_sums(pred: Tensor, target: Tensor, mask: Tensor | None) -> dict[str, 
 def _window(gaussian: bool, win_size: int, sigma: float, like: Tensor) -> Tensor:
     """The 1-D separable SSIM window: uniform of `win_size`, or Gaussian 2*int(3.5*sigma+0.5)+1."""
     if gaussian:
+        if not sigma > 0 or not math.isfinite(sigma):
+            raise ValueError(f"ssim: sigma of the Gaussian window must be positive, got {sigma}")
         radius = int(3.5 * sigma + 0.5)  # scipy.ndimage's truncate=3.5, as skimage uses
         x = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device)
         g = torch.exp(-0.5 * (x / sigma) ** 2)
@@ -181,6 +191,7 @@ class FrameMetrics(LeadTimeMetric):
                  max_db: float | None = MAX_PSNR_DB, reduction: Reduction = "none",
                  lead_times: int | None = None, **kwargs: Any) -> None:
         super().__init__(reduction=reduction, lead_times=lead_times, **kwargs)
+        check_data_range(type(self).__name__, data_range)
         self.data_range, self.gaussian, self.ssim_psnr, self.max_db = (
             data_range, gaussian, ssim_psnr, max_db)
         for name in ("sq", "ab", "n_pix", "n_frames", "ssim", "psnr"):
@@ -218,6 +229,7 @@ class _RatioMetric(LeadTimeMetric):
     def __init__(self, data_range: float | None = 1.0, reduction: Reduction = "none",
                  lead_times: int | None = None, **kwargs: Any) -> None:
         super().__init__(reduction=reduction, lead_times=lead_times, **kwargs)
+        check_data_range(type(self).__name__, data_range, optional=True)
         self.data_range = data_range
         self._add_sum("total")
         self._add_sum("count")

@@ -1,10 +1,12 @@
-"""Forecasters (each `forward(x [B,T_in,C,H,W], horizon) -> [B,horizon,C,H,W]`) and their registry.
+"""Forecasters (each `forward(x [B,T_in,C,H,W], horizon) -> [B,horizon,C,H,W]`), video
+classifiers (`forward(x [B,T,C,H,W]) -> logits`) and their registry.
 
 Importing this package registers every built-in model.
 """
 
 from convcast.models import (  # noqa: F401  (importing registers the models)
     baselines,
+    classifier,
     encoder_forecaster,
     fc_lstm,
     next_frame,
@@ -20,10 +22,11 @@ from convcast.models.registry import (
     is_baseline,
     list_models,
     list_variants,
+    model_kind,
     register_model,
     register_variant,
     resolve,
 )
 
 __all__ = ["Forecaster", "create_model", "get_model_class", "is_baseline", "list_models",
-           "list_variants", "register_model", "register_variant", "resolve"]
+           "list_variants", "model_kind", "register_model", "register_variant", "resolve"]

@@ -1,4 +1,9 @@
-"""Forecasts with nothing to learn: the floor every trained model must clear."""
+"""Forecasts with nothing to learn: the floor every trained model must clear.
+
+Baselines read no condition frames (`condition_channels = 0`; giving one is an error) and keep no
+recurrent state: `window` says how many of the latest frames they look at, which is what a stream
+(`convcast.train.stream`) keeps for them.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,16 @@ from convcast.models.registry import register_model
 class Persistence(Forecaster):
     """Repeats the last input frame for every lead time (the 'no change' forecast)."""
 
+    window = 1
+
     def __init__(self, in_channels: int = 1, **ignored) -> None:
         super().__init__()
         self.in_channels = in_channels
 
-    def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, horizon: int,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x, horizon)
+        self.check_condition(condition, horizon, (x.shape[0], *x.shape[-2:]))
         return x[:, -1:].expand(-1, horizon, -1, -1, -1).clone()  # [B, horizon, C, H, W]
 
 
@@ -25,10 +34,14 @@ class Persistence(Forecaster):
 class Blank(Forecaster):
     """The all-zero forecast: what a model that learned nothing yields on sparse data."""
 
+    window = 1  # only the frame's shape is read
+
     def __init__(self, in_channels: int = 1, **ignored) -> None:
         super().__init__()
         self.in_channels = in_channels
 
-    def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, horizon: int,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x, horizon)
+        self.check_condition(condition, horizon, (x.shape[0], *x.shape[-2:]))
         return x.new_zeros(x.shape[0], horizon, *x.shape[2:])  # [B, horizon, C, H, W]

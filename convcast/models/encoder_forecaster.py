@@ -7,6 +7,11 @@ Frames are patch-reshaped first (`patch_size=4`: 64×64×1 -> 16×16×16), as in
 
 The paper's forecaster reads no input. `feedback=True` (not in the paper) feeds it the previous
 forecast frame instead, which makes the model autoregressive and lets training use teacher forcing.
+With `condition_channels > 0` the forecaster's first layer also reads the condition frame of the
+lead time it produces (patch-reshaped like the frames; without feedback it reads only that).
+
+`encode` runs the encoder and returns its states (`h{i}`, `c{i}` per layer) and the last frame
+(`last`, patch-reshaped); `decode` runs the forecaster from a copy of them.
 """
 
 from __future__ import annotations
@@ -17,12 +22,19 @@ import torch
 import torch.nn as nn
 
 from convcast.layers import ConvLSTM, ConvLSTMCell, depth_to_space, space_to_depth
-from convcast.models.base import Forecaster, make_activation
+from convcast.models.base import (
+    RecurrentForecaster,
+    State,
+    check_kernel,
+    check_size,
+    check_sizes,
+    make_activation,
+)
 from convcast.models.registry import register_model
 
 
 @register_model("encoder_forecaster")
-class EncoderForecaster(Forecaster):
+class EncoderForecaster(RecurrentForecaster):
     def __init__(
         self,
         in_channels: int = 1,
@@ -34,17 +46,27 @@ class EncoderForecaster(Forecaster):
         layer_norm: bool = False,
         feedback: bool = False,
         output_activation: str = "sigmoid",
+        condition_channels: int = 0,
     ) -> None:
         super().__init__()
+        name = "encoder_forecaster"
+        check_size(name, "in_channels", in_channels)
+        check_sizes(name, "hidden_channels", hidden_channels)
+        check_kernel(name, kernel_size)
+        check_size(name, "patch_size", patch_size)
         hidden = list(hidden_channels) if isinstance(hidden_channels, (list, tuple)) else None
-        num_layers = num_layers or (len(hidden) if hidden else 2)
+        if num_layers is None:
+            num_layers = len(hidden) if hidden else 2
+        check_size(name, "num_layers", num_layers)
+        cc = self.set_condition_channels(condition_channels)
         self.in_channels, self.patch_size, self.feedback = in_channels, patch_size, feedback
         pc = in_channels * patch_size**2  # channels of a patch-reshaped frame
         self.encoder = ConvLSTM(pc, hidden_channels, kernel_size, num_layers,
                                 peephole=peephole, layer_norm=layer_norm)
         hid, cells = self.encoder.hidden_channels, self.encoder.cells
+        first = (pc if feedback else 0) + cc * patch_size**2  # what the first forecaster reads
         self.forecaster = nn.ModuleList(
-            ConvLSTMCell((pc if feedback else 0) if i == 0 else hid[i - 1], hid[i],
+            ConvLSTMCell(first if i == 0 else hid[i - 1], hid[i],
                          cells[i].kernel_size, peephole=peephole, layer_norm=layer_norm)
             for i in range(num_layers)
         )
@@ -55,25 +77,47 @@ class EncoderForecaster(Forecaster):
     def autoregressive(self) -> bool:  # type: ignore[override]
         return self.feedback
 
-    def forward(
-        self, x: torch.Tensor, horizon: int, teacher: torch.Tensor | None = None,
-        teacher_mask: torch.Tensor | None = None,
+    def state_keys(self) -> list[str]:
+        return ["last"] + [f"{n}{i}" for i in range(len(self.forecaster)) for n in "hc"]
+
+    def encode(self, x: torch.Tensor, state: State | None = None) -> State:
+        """Advance the encoder by frames `x [B, k, C, H, W]` from `state` (None: zeros)."""
+        self.check_frames(x)
+        xp = space_to_depth(self.cast(x), self.patch_size)  # [B, k, C*p*p, H/p, W/p]
+        L = len(self.forecaster)
+        prev = None
+        if state is not None:
+            self.check_state(state)
+            prev = [(state[f"h{i}"], state[f"c{i}"]) for i in range(L)]
+        _, states = self.encoder(xp, prev)  # per layer (h, c), each [B, hid_l, H/p, W/p]
+        out = {f"{n}{i}": t for i, s in enumerate(states) for n, t in zip("hc", s, strict=True)}
+        out["last"] = xp[:, -1]  # [B, C*p*p, H/p, W/p], fed to the forecaster when feedback=True
+        return out
+
+    def decode(
+        self, state: State, horizon: int, condition: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        self.check_input(x, horizon)
-        if teacher is not None and not self.feedback:
-            raise ValueError("teacher forcing needs feedback=True: the paper's forecaster reads "
-                             "no input frames")
-        mask = self.check_teacher(x, horizon, teacher, teacher_mask)
-        p = self.patch_size
-        xp = space_to_depth(x, p)  # [B, T_in, C*p*p, H/p, W/p]
-        tp = space_to_depth(teacher, p) if teacher is not None else None
-        _, states = self.encoder(xp)  # per layer (h, c), each [B, hid_l, H/p, W/p]
-        frame = xp[:, -1]  # [B, C*p*p, H/p, W/p], fed to the forecaster when feedback=True
+        """Unroll the forecaster for `horizon` steps from (a copy of) the encoder's `state`."""
+        self.check_horizon(horizon)
+        L, p = len(self.forecaster), self.patch_size
+        self.check_state(state)
+        frame = state["last"]  # [B, C*p*p, H/p, W/p]
+        B, hp, wp = frame.shape[0], frame.shape[-2], frame.shape[-1]
+        cond = self.check_condition(condition, horizon, (B, hp * p, wp * p))
+        cp = space_to_depth(cond, p) if cond is not None else None  # [B, horizon, Cc*p*p, ...]
+        tp, mask = self.check_teacher((B, self.in_channels, hp * p, wp * p), horizon, teacher,
+                                      teacher_mask)
+        tp = space_to_depth(tp, p) if tp is not None else None
+        states = [(state[f"h{i}"], state[f"c{i}"]) for i in range(L)]  # a copy: state stays
+        weights = [cell.conv_weight() for cell in self.forecaster]  # built once for all steps
         preds = []
         for k in range(horizon):
             inp = frame if self.feedback else None
+            if cp is not None:
+                inp = cp[:, k] if inp is None else torch.cat([inp, cp[:, k]], dim=1)
             for i, cell in enumerate(self.forecaster):
-                states[i] = cell(inp, states[i])
+                states[i] = cell.step(inp, states[i], weights[i])
                 inp = states[i][0]
             hs = torch.cat([h for h, _ in states], dim=1)  # [B, sum(hid), H/p, W/p]
             frame = self.act(self.head(hs))  # [B, C*p*p, H/p, W/p]

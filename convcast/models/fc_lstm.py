@@ -14,6 +14,9 @@ The layers touching a frame vector need the frame size: give `frame_size=(H, W)`
 and the model sizes those layers on its first forward call (before that, `parameters()` holds
 uninitialised placeholders: run one batch before counting weights or wrapping in DDP). Either way a
 later input of another size is refused with a clear error.
+
+With `condition_channels > 0` the first predictor layer also reads the flattened condition frame
+of the lead time it produces (beside the previous frame when `conditional=True`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parameter import UninitializedParameter
 
-from convcast.models.base import Forecaster, make_activation
+from convcast.models.base import (
+    RecurrentForecaster,
+    State,
+    check_size,
+    check_sizes,
+    make_activation,
+)
 from convcast.models.registry import register_model
 
-State = tuple[torch.Tensor, torch.Tensor]
+LayerState = tuple[torch.Tensor, torch.Tensor]
 
 
 class _MaybeLazy(nn.Module):
@@ -78,7 +87,7 @@ class FCLSTMLayer(_MaybeLazy):
         """W_x x for any batch of vectors `[..., in_features]` -> `[..., 4*hidden]`."""
         return F.linear(x, self.w_x)
 
-    def step(self, xg: torch.Tensor | None, state: State) -> State:
+    def step(self, xg: torch.Tensor | None, state: LayerState) -> LayerState:
         h, c = state  # each [B, hidden]
         gates = F.linear(h, self.w_h, self.bias)  # [B, 4*hidden]
         if xg is not None:
@@ -93,7 +102,7 @@ class FCLSTMLayer(_MaybeLazy):
 
 
 @register_model("fc_lstm")
-class FCLSTM(Forecaster, _MaybeLazy):
+class FCLSTM(RecurrentForecaster, _MaybeLazy):
     """FC-LSTM encoder–predictor: `hidden_sizes` per layer, frames of `frame_size=(H, W)`."""
 
     def __init__(
@@ -104,21 +113,26 @@ class FCLSTM(Forecaster, _MaybeLazy):
         conditional: bool = False,
         peephole: bool = False,
         output_activation: str = "sigmoid",
+        condition_channels: int = 0,
     ) -> None:
         super().__init__()
+        check_size("fc_lstm", "in_channels", in_channels)
+        check_sizes("fc_lstm", "hidden_sizes", hidden_sizes)
         sizes = [hidden_sizes] if isinstance(hidden_sizes, int) else [int(s) for s in hidden_sizes]
-        if not sizes or any(s < 1 for s in sizes):
-            raise ValueError(f"hidden_sizes must be positive ints, got {hidden_sizes!r}")
         if frame_size is not None and (len(frame_size) != 2 or min(frame_size) < 1):
             raise ValueError(f"frame_size must be (H, W) or None, got {frame_size!r}")
+        cc = self.set_condition_channels(condition_channels)
         self.in_channels, self.hidden_sizes, self.conditional = in_channels, sizes, conditional
         n = in_channels * frame_size[0] * frame_size[1] if frame_size is not None else None
+        # what the first predictor layer reads: the previous frame and / or the condition frame
+        first = None if n is None and (conditional or cc) else (
+            (n if conditional else 0) + (n // in_channels * cc if cc else 0))
         # (H, W) of the frames the model is sized for; (0, 0) until a lazy model sees a frame
         self.register_buffer("frame_hw", torch.tensor(list(frame_size or (0, 0)), dtype=torch.long))
         self.encoder = nn.ModuleList(
             FCLSTMLayer(n if i == 0 else sizes[i - 1], s, peephole) for i, s in enumerate(sizes))
         self.predictor = nn.ModuleList(
-            FCLSTMLayer((n if conditional else 0) if i == 0 else sizes[i - 1], s, peephole)
+            FCLSTMLayer(first if i == 0 else sizes[i - 1], s, peephole)
             for i, s in enumerate(sizes))
         self.readout_w = UninitializedParameter() if n is None else nn.Parameter(
             torch.empty(n, sizes[-1]))
@@ -142,8 +156,10 @@ class FCLSTM(Forecaster, _MaybeLazy):
         _, _, C, H, W = x.shape
         if isinstance(self.readout_w, UninitializedParameter):
             n = C * H * W
-            for layer in [self.encoder[0]] + ([self.predictor[0]] if self.conditional else []):
-                layer.materialize(n, x.device)
+            self.encoder[0].materialize(n, x.device)
+            if self.predictor[0].has_input:
+                first = (n if self.conditional else 0) + H * W * self.condition_channels
+                self.predictor[0].materialize(first, x.device)
             with torch.no_grad():
                 self.readout_w.materialize((n, self.hidden_sizes[-1]), device=x.device)
                 self.readout_b.materialize((n,), device=x.device)
@@ -157,40 +173,58 @@ class FCLSTM(Forecaster, _MaybeLazy):
                 f"frame_size=({H}, {W})"
             )
 
-    def forward(
-        self, x: torch.Tensor, horizon: int, teacher: torch.Tensor | None = None,
-        teacher_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        self.check_input(x, horizon)
-        if teacher is not None and not self.conditional:
-            raise ValueError("teacher forcing needs conditional=True: the unconditioned predictor "
-                             "reads no frames")
-        mask = self.check_teacher(x, horizon, teacher, teacher_mask)
+    def state_keys(self) -> list[str]:
+        return ["last"] + [f"{n}{i}" for i in range(len(self.encoder)) for n in "hc"]
+
+    def encode(self, x: torch.Tensor, state: State | None = None) -> State:
+        """Advance the encoder stack by frames `x [B, k, C, H, W]` from `state` (None: zeros)."""
+        self.check_frames(x)
+        x = self.cast(x)
         self._fit_frame(x)
-        B, T, C, H, W = x.shape
-        seq = x.reshape(B, T, C * H * W)  # [B, T, N]
-        states = []
-        for layer in self.encoder:
+        if state is not None:
+            self.check_state(state)
+        B, T = x.shape[:2]
+        seq = x.reshape(B, T, -1)  # [B, T, N]
+        out = {}
+        for i, layer in enumerate(self.encoder):
             xg = layer.input_gates(seq)  # [B, T, 4*hid], one batched matmul for all steps
-            s = (seq.new_zeros(B, layer.hidden), seq.new_zeros(B, layer.hidden))
+            s = ((state[f"h{i}"], state[f"c{i}"]) if state is not None
+                 else (seq.new_zeros(B, layer.hidden), seq.new_zeros(B, layer.hidden)))
             hs = []
             for t in range(T):
                 s = layer.step(xg[:, t], s)
                 hs.append(s[0])
             seq = torch.stack(hs, dim=1)  # [B, T, hid]
-            states.append(s)  # copied into the predictor layer of the same depth
+            out[f"h{i}"], out[f"c{i}"] = s  # copied into the predictor layer of the same depth
+        out["last"] = x[:, -1].reshape(B, -1)  # [B, N], the conditional predictor's first input
+        return out
+
+    def decode(
+        self, state: State, horizon: int, condition: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unroll the predictor for `horizon` steps from (a copy of) the encoder's `state`."""
+        self.check_horizon(horizon)
+        self.check_state(state)
+        frame = state["last"]  # [B, N]
+        B, C = frame.shape[0], self.in_channels
+        H, W = (int(v) for v in self.frame_hw)
+        cond = self.check_condition(condition, horizon, (B, H, W))
+        cv = cond.reshape(B, horizon, -1) if cond is not None else None  # [B, horizon, Cc*H*W]
+        teacher, mask = self.check_teacher((B, C, H, W), horizon, teacher, teacher_mask)
         tv = teacher.reshape(B, teacher.shape[1], -1) if teacher is not None else None
-        frame = x[:, -1].reshape(B, -1)  # [B, N], the conditional predictor's first input
+        states = [(state[f"h{i}"], state[f"c{i}"]) for i in range(len(self.predictor))]
         preds = []
         for k in range(horizon):
             inp = frame if self.conditional else None
+            if cv is not None:
+                inp = cv[:, k] if inp is None else torch.cat([inp, cv[:, k]], dim=1)
             for i, layer in enumerate(self.predictor):
                 states[i] = layer.step(layer.input_gates(inp) if inp is not None else None,
                                        states[i])
                 inp = states[i][0]
             frame = self.act(F.linear(inp, self.readout_w, self.readout_b))  # [B, N]
             preds.append(frame)
-            if self.conditional and k < horizon - 1 and tv is not None:
-                w = mask[:, k].view(-1, 1)  # [B, 1]
-                frame = w * tv[:, k] + (1 - w) * frame
+            if self.conditional and k < horizon - 1:
+                frame = self.next_input(frame, k, tv, mask)
         return torch.stack(preds, dim=1).view(B, horizon, C, H, W)  # [B, horizon, C, H, W]

@@ -98,9 +98,16 @@ class OpticalFlow(Forecaster):
             last, velocity, horizon, outval=fill)
         return np.nan_to_num(out, nan=fill)
 
+    @property
+    def window(self) -> int:
+        """How many of the latest frames a forecast reads (what a stream keeps)."""
+        return self.motion_frames
+
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, horizon: int,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x, horizon)
+        self.check_condition(condition, horizon, (x.shape[0], *x.shape[-2:]))
         B, T, C, H, W = x.shape
         frames = x[:, -self.motion_frames:].detach().double().cpu().numpy()  # [B, t, C, H, W]
         out = np.empty((B, horizon, C, H, W))

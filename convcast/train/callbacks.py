@@ -1,4 +1,5 @@
-"""Training callbacks: prediction images in TensorBoard, the run's config in every checkpoint."""
+"""Training callbacks: prediction images in TensorBoard, the run's config in every checkpoint,
+checkpoints that never hold non-finite weights."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
 from convcast.train.checkpoint import CONFIG_KEY
+from convcast.train.system import NonFiniteLossError, nonfinite_parameters
 from convcast.viz import frame_grid
 
 
@@ -36,7 +39,8 @@ def prediction_grid(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
     for i in range(x.shape[0]):
         err = (pred[i] - y[i]).abs() + lo  # |error| drawn on the same scale, 0 = black
         rows += [x[i], y[i], pred[i], err]
-    return frame_grid(rows, vmin=lo, vmax=hi)
+    labels = ["input", "truth", "forecast", "|error|"] * x.shape[0]
+    return frame_grid(rows, vmin=lo, vmax=hi, labels=labels)
 
 
 class PredictionImages(L.Callback):
@@ -93,8 +97,12 @@ class PredictionImages(L.Callback):
 
 
 class ConfigSaver(SaveConfigCallback):
-    """LightningCLI's config.yaml in the log dir, plus the same YAML inside every checkpoint
-    (`checkpoint["convcast_config"]`), so a checkpoint alone says how it was trained."""
+    """LightningCLI's config.yaml in the log dir of a fit, plus the same YAML inside every
+    checkpoint (`checkpoint["convcast_config"]`), so a checkpoint alone says how it was trained."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # validate / test write nothing beside the run they score
+            super().setup(trainer, pl_module, stage)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
@@ -102,16 +110,51 @@ class ConfigSaver(SaveConfigCallback):
 
 
 class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint whose `last.ckpt` also holds the final state when training ends.
+    """ModelCheckpoint whose `last.ckpt` also holds the final state when training ends, and
+    which never writes a checkpoint whose weights hold NaN or inf.
 
     Lightning writes `last.ckpt` only beside another checkpoint, so after a run stopped by
     `max_steps` mid-epoch it would hold an older state; here the end of training rewrites it,
-    and `--ckpt_path last` continues from where the run really stopped.
+    and `--ckpt_path last` continues from where the run really stopped. When training stops on
+    a non-finite loss (`NonFiniteLossError`), the state that diverged is not saved: `last.ckpt`
+    stays the last finite one (or, when the run has none yet, is the state before that step).
     """
+
+    _train_start_step: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._train_start_step = trainer.global_step
+
+    def _last_path(self) -> str:
+        return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+
+    def _finite(self, trainer: L.Trainer, filepath: str) -> bool:
+        broken = nonfinite_parameters(trainer.lightning_module)
+        if broken:
+            rank_zero_warn(f"not writing checkpoint {filepath}: the weights hold NaN/inf "
+                           f"({', '.join(broken[:3])}); the checkpoints already written are kept")
+        return not broken
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if self._finite(trainer, filepath):
+            super()._save_checkpoint(trainer, filepath)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        if self._train_start_step in (None, trainer.global_step):
+            return  # nothing trained yet (e.g. a failed restore): keep the files as they are
+        if not isinstance(exception, NonFiniteLossError):
+            super().on_exception(trainer, pl_module, exception)
+            return
+        if (self.save_last and self.dirpath and not os.path.exists(self._last_path())
+                and not trainer.fast_dev_run and self._finite(trainer, self._last_path())):
+            trainer.save_checkpoint(self._last_path(), weights_only=self.save_weights_only)
+            self.last_model_path = self._last_path()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.save_last and self.dirpath and not trainer.fast_dev_run:
-            path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-            trainer.save_checkpoint(path, weights_only=self.save_weights_only)
-            self.last_model_path = path
+        if (self.save_last and self.dirpath and not trainer.fast_dev_run
+                and self._finite(trainer, self._last_path())):
+            trainer.save_checkpoint(self._last_path(), weights_only=self.save_weights_only)
+            self.last_model_path = self._last_path()

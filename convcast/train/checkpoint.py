@@ -11,15 +11,17 @@ A checkpoint written by `ForecastSystem` holds, beside Lightning's own keys:
 
 from __future__ import annotations
 
+import re
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PosixPath, PurePosixPath, PureWindowsPath, WindowsPath
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from convcast.data.description import DataDescription
-from convcast.models import create_model
+from convcast.models import create_model, model_kind
 
 CONFIG_KEY = "convcast_config"
 DATA_KEY = "convcast_data"
@@ -39,9 +41,10 @@ def describe_data(datamodule: Any, x: torch.Tensor, y: torch.Tensor) -> DataDesc
 
 
 def read_description(ckpt: dict, path: str | Path = "checkpoint") -> DataDescription | None:
-    """The data description a checkpoint holds (None: it records none)."""
+    """The data description a checkpoint holds (None: it records none, or too little of one:
+    `load_forecaster` then passes on what there is)."""
     stored = ckpt.get(DATA_KEY)
-    if not stored:
+    if not stored or not {"input_frames", "output_frames", "channels", "frame_size"} <= set(stored):
         return None
     try:
         return DataDescription.from_dict(stored)
@@ -50,18 +53,49 @@ def read_description(ckpt: dict, path: str | Path = "checkpoint") -> DataDescrip
                          "may come from a newer convcast") from err
 
 
+# plain data that Lightning checkpoints may hold (a datamodule's path hyperparameter); never code
+torch.serialization.add_safe_globals([PosixPath, PurePosixPath, WindowsPath, PureWindowsPath])
+
+
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """`torch.load` a checkpoint with a clear error when it is missing or not a checkpoint."""
+    """`torch.load` a checkpoint weights-only (its pickle may rebuild tensors and plain data, never
+    run code), with a clear error when it is missing, truncated or not a checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a folder; give the .ckpt file in it "
+                                "(e.g. checkpoints/last.ckpt)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+        raise ValueError(f"cannot read checkpoint {path}: {unreadable_reason(path, err)}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def unreadable_reason(path: Path, err: BaseException) -> str:
+    """Why `torch.load(path, weights_only=True)` failed, in words (torch's own message advises
+    `weights_only=False`, which would let the file run code)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes); it was not written completely"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK" and not zipfile.is_zipfile(path):
+        return (f"the file is truncated or damaged ({size} bytes, an incomplete archive): it was "
+                "not written or copied completely; use another checkpoint of the run")
+    if "Weights only load failed" in str(err) and head[:2] == b"PK":
+        what = re.search(r"GLOBAL (\S+)", str(err))
+        what = f" ({what.group(1)})" if what else ""
+        return (f"it holds a Python object{what} that is not loaded: checkpoints are read "
+                "weights-only (tensors and plain data), so no code in the file can run; it was "
+                "not written by convcast fit, or it comes from an untrusted source")
+    if head[:2] != b"PK":
+        return "it is not a PyTorch checkpoint (a .ckpt written by convcast fit / Lightning)"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"the file is damaged ({first})"
 
 
 def checkpoint_model_spec(ckpt: dict, path: str | Path = "checkpoint") -> tuple[str, dict]:
@@ -115,12 +149,17 @@ class TrainedModel:
     global_step: int | None
     epoch: int | None
     path: str
+    stored_data: dict | None = None  # the data dictionary as stored (for partial ones)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> TrainedModel:
     """Rebuild the trained forecaster of a checkpoint (weights-only load) and its description."""
     ckpt = read_checkpoint(path, map_location)
     name, kwargs = checkpoint_model_spec(ckpt, path)
+    if model_kind(name) != "forecaster":  # a video classifier reads clips and gives labels
+        raise ValueError(f"{path} holds the {model_kind(name)} {name!r}, not a forecaster; "
+                         f"classify videos with it: convcast classify --ckpt_path {path} "
+                         "--input VIDEO")
     model = create_model(name, **kwargs)
     try:
         model.load_state_dict(_forecaster_state(ckpt))
@@ -128,7 +167,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> TrainedModel
         raise ValueError(f"{path}: weights do not fit {name!r} with {kwargs}: {err}") from err
     return TrainedModel(model.eval(), name, kwargs, read_description(ckpt, path),
                         ckpt.get(CONFIG_KEY), ckpt.get("global_step"), ckpt.get("epoch"),
-                        str(path))
+                        str(path), ckpt.get(DATA_KEY))
 
 
 def load_forecaster(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Module, dict]:
@@ -148,6 +187,8 @@ def load_forecaster(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Mod
     if d is not None:
         info.update({k: v for k, v in d.to_dict().items() if k not in ("version", "radar")})
         info["frame_size"] = list(d.frame_size)
+    elif t.stored_data:  # a partial description (hand-made checkpoints): what there is
+        info.update(t.stored_data)
     return t.model, info
 
 

@@ -9,6 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convcast.metrics.balanced import (
+    HKO_THRESHOLDS,
+    HKO_WEIGHTS,
+    balanced_weights,
+    hko_pixel_to_rainrate,
+)
 from convcast.metrics.frame import ssim_frames
 
 Loss = Callable[..., torch.Tensor]
@@ -69,8 +75,43 @@ def mse_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None,
     return mse(pred, target, mask) + ssim_weight * _dssim(pred, target, mask)
 
 
+# ---- radar: errors that weight heavy rain (values are HKO-7 pixels, dBZ = 70 p - 10) ------------
+def rainrate_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """MSE in rain rate, (R(pred) - R(target))² in (mm/h)² with R the HKO-7 Z-R relation: the
+    error the rainfall-MSE score measures. R grows exponentially with the pixel value, so a
+    pixel at 50 dBZ weighs ~10⁴ times one at 20 dBZ: heavy rain dominates."""
+    with torch.autocast(pred.device.type, enabled=False):  # R(p) overflows bf16 precision
+        err = (hko_pixel_to_rainrate(pred.float()) - hko_pixel_to_rainrate(target.float())) ** 2
+    return _masked_mean(err, mask)
+
+
+def _balanced(pred: Tensor, target: Tensor, mask: Tensor | None, power: int) -> Tensor:
+    with torch.autocast(pred.device.type, enabled=False):
+        w = balanced_weights(hko_pixel_to_rainrate(target.float()), HKO_THRESHOLDS, HKO_WEIGHTS)
+    return _masked_mean(w * (pred - target).abs() ** power, mask)
+
+
+def bmse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """HKO-7's balanced MSE (Shi et al. 2017) per pixel: w(r) (pred - target)² with w 1, 1, 2, 5,
+    10, 30 from the TRUE rain rate r at 0.5, 2, 5, 10, 30 mm/h, so missing heavy rain costs up
+    to 30 times more than a false alarm of the same size."""
+    return _balanced(pred, target, mask, 2)
+
+
+def bmae(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """HKO-7's balanced MAE per pixel: w(r) |pred - target| (weights as `bmse`)."""
+    return _balanced(pred, target, mask, 1)
+
+
+def bmse_bmae(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """B-MSE + B-MAE, the training loss of HKO-7's TrajGRU benchmark."""
+    return _balanced(pred, target, mask, 2) + _balanced(pred, target, mask, 1)
+
+
 LOSSES: dict[str, Loss] = {"mse": mse, "l1": l1, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce,
-                           "bce+ssim": bce_ssim, "mse+ssim": mse_ssim}
+                           "bce+ssim": bce_ssim, "mse+ssim": mse_ssim,
+                           "rainrate_mse": rainrate_mse, "bmse": bmse, "bmae": bmae,
+                           "bmse+bmae": bmse_bmae}
 
 
 def get_loss(name: str, ssim_weight: float | None = None) -> Loss:

@@ -2,27 +2,82 @@
 
 It holds no architecture: the forecaster comes from the registry by name (`model_name`,
 `model_kwargs`), which is what the checkpoint stores, so `ForecastSystem.load_from_checkpoint(path)`
-rebuilds the model with no other file. A ready `nn.Module` can be passed as `model=` too.
+rebuilds the model with no other file (weights-only: a checkpoint's pickle can rebuild tensors and
+plain data, never run code). A ready `nn.Module` can be passed as `model=` too.
+
+A non-finite loss or gradient never reaches the weights: `nonfinite_loss="stop"` (the default)
+raises `NonFiniteLossError` naming the step, the loss terms and the likely causes, and the
+checkpoint callback keeps the last finite checkpoint as `last.ckpt`; `"skip"` drops such batches.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
-from typing import Any
+import os
+import warnings
+from collections.abc import Mapping
+from typing import IO, Any, Literal
 
 import lightning as L
 import torch
 import torch.nn as nn
 
-from convcast.models import create_model
 from convcast.data.description import DataDescription
-from convcast.train.checkpoint import DATA_KEY, check_architecture, describe_data, read_description
+from convcast.layers import set_checkpointing
+from convcast.models import create_model
+from convcast.train.checkpoint import (
+    DATA_KEY,
+    check_architecture,
+    describe_data,
+    read_checkpoint,
+    read_description,
+)
 from convcast.train.evaluate import split_batch as _split_batch
 from convcast.train.losses import get_loss
 from convcast.train.sampling import Sampling
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
+NONFINITE = ("stop", "skip")
+MAX_SKIPPED_IN_A_ROW = 25  # "skip" gives up after this many non-finite batches in a row
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training gave a NaN or infinite loss or gradient (see `ForecastSystem.nonfinite_loss`)."""
+
+
+def batch_extras(model: nn.Module, batch: Any) -> dict[str, Any]:
+    """Entries of a dict batch beyond x, y and mask (e.g. a window's `motion` field) that the
+    model's `forward` takes as keyword arguments."""
+    if not isinstance(batch, Mapping):
+        return {}
+    takes = inspect.signature(model.forward).parameters
+    return {k: v for k, v in batch.items() if k not in ("x", "y", "mask") and k in takes}
+
+
+def nonfinite_parameters(module: nn.Module) -> list[str]:
+    """Names of the parameters of `module` that hold NaN or inf."""
+    return [name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+
+
+def quiet_third_party() -> None:
+    """Silence two known-harmless messages of Lightning that every run would print: the
+    "litlogger" tip and the `LeafSpec` deprecation of torch's pytree that Lightning triggers."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTip) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoTip())
+
+
+class _NoTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+quiet_third_party()
 
 
 class ForecastSystem(L.LightningModule):
@@ -40,6 +95,12 @@ class ForecastSystem(L.LightningModule):
             before it (teacher-forced) and add that loss: every next-frame transition teaches.
         sampling: a scheduled-sampling object with `masks(step, batch, input_frames, horizon,
             device) -> dict` of keyword arguments for the model (e.g. `teacher_mask`).
+        gradient_checkpointing: recompute each recurrent step in the backward pass instead of
+            keeping its intermediates (`convcast.layers.set_checkpointing`): same gradients,
+            a fraction of the memory for long rollouts, ~30% more compute.
+        nonfinite_loss: what a NaN/inf training loss or gradient does: `stop` raises
+            NonFiniteLossError (the last finite checkpoint stays `last.ckpt`); `skip` drops the
+            batch without an update (and stops after 25 such batches in a row).
     """
 
     def __init__(
@@ -58,8 +119,13 @@ class ForecastSystem(L.LightningModule):
         transition_loss: bool = False,
         sampling: Sampling | None = None,
         model: nn.Module | None = None,
+        gradient_checkpointing: bool = False,
+        nonfinite_loss: Literal["stop", "skip"] = "stop",
     ) -> None:
         super().__init__()
+        if nonfinite_loss not in NONFINITE:
+            raise ValueError(f"unknown nonfinite_loss {nonfinite_loss!r}; valid: "
+                             f"{', '.join(NONFINITE)}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if scheduler not in SCHEDULERS:
@@ -71,9 +137,14 @@ class ForecastSystem(L.LightningModule):
         if model is None:
             model = create_model(model_name, **(model_kwargs or {}))
         self.model = model
+        if gradient_checkpointing and not set_checkpointing(model):
+            warnings.warn(f"gradient_checkpointing: {type(model).__name__} has no recurrent cell "
+                          "that supports it; training without it", stacklevel=2)
         self.loss_fn = get_loss(loss, ssim_weight)
         self.sampling = sampling
         self.description: DataDescription | None = None  # the data's, saved in checkpoints
+        self._skipped_in_a_row = 0
+        self.skipped_batches = 0  # batches dropped by nonfinite_loss="skip"
 
     def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         return self.model(x, horizon)
@@ -91,10 +162,10 @@ class ForecastSystem(L.LightningModule):
         y = y[:, :horizon]  # [B, horizon, C, H, W]
         mask = mask[:, :horizon] if mask is not None else None
         ar = getattr(self.model, "autoregressive", False)
-        kwargs = {}
+        kwargs = batch_extras(self.model, batch)  # e.g. the motion field of each window
         if self.sampling is not None and ar:
-            kwargs = self.sampling.masks(self.global_step, x.shape[0], x.shape[1], horizon,
-                                         x.device)
+            kwargs.update(self.sampling.masks(self.global_step, x.shape[0], x.shape[1], horizon,
+                                              x.device))
             kwargs.setdefault("teacher", y)
         try:
             pred = self.model(x, horizon, **kwargs)  # [B, horizon, C, H, W]
@@ -104,19 +175,69 @@ class ForecastSystem(L.LightningModule):
                             "Reverse scheduled sampling needs predrnn or predrnn_v2; use "
                             "ScheduledSampling with other models") from err
         loss = self.loss_fn(pred, y, mask)
-        self.log("train/loss_forecast", loss, prog_bar=False)
+        terms = {"forecast": loss}
         # read the model's own losses now: a second forward below would overwrite them
         for name, extra in getattr(self.model, "extra_losses", dict)().items():
-            self.log(f"train/{name}", extra)
+            terms[name] = extra
             loss = loss + extra
         if self.hparams.transition_loss and ar and x.shape[1] > 1:
             ctx = self.model(x[:, :1], x.shape[1] - 1, teacher=x[:, 1:])  # [B, T_in-1, C, H, W]
-            tl = self.loss_fn(ctx, x[:, 1:])
-            self.log("train/loss_transition", tl)
+            terms["transition"] = tl = self.loss_fn(ctx, x[:, 1:])
             loss = loss + tl
+        if not bool(torch.isfinite(loss)):
+            return self._nonfinite("loss", terms, x, y)
+        self._skipped_in_a_row = 0
+        for name, value in terms.items():
+            self.log("train/loss_forecast" if name == "forecast" else
+                     "train/loss_transition" if name == "transition" else f"train/{name}", value)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/horizon", float(horizon))
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if str(self.trainer.precision).startswith("16"):
+            return  # fp16's gradient scaler skips steps with inf gradients itself
+        bad = [n for n, p in self.model.named_parameters()
+               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        if bad:
+            self._nonfinite("gradient", {}, None, None, bad)
+            optimizer.zero_grad(set_to_none=True)  # "skip": no update from this batch
+
+    def _nonfinite(self, what: str, terms: dict[str, torch.Tensor], x: torch.Tensor | None,
+                   y: torch.Tensor | None, bad_grads: list[str] | None = None) -> None:
+        """Raise NonFiniteLossError (stop) or count the batch as skipped (skip)."""
+        hp, step = self.hparams, self.global_step
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        found = f"{what} is NaN/inf at training step {step}"
+        found += f" (loss terms: {values})" if values else f" (in {', '.join(bad_grads[:3])})"
+        causes = []
+        if x is not None and not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all())):
+            causes.append("the batch itself holds NaN/inf values: check the data, or mask "
+                          "missing values")
+        broken = nonfinite_parameters(self.model)
+        if broken:
+            causes.append(f"the weights are already NaN/inf ({broken[0]}, ...): an earlier "
+                          "update diverged")
+        largest = max((float(p.detach().abs().max()) for p in self.model.parameters()
+                       if p.numel()), default=0.0)
+        causes.append(f"the learning rate is too high for {hp.optimizer} (lr={hp.lr:g}; the "
+                      f"largest weight is now {largest:.3g}): lower --model.lr or clip gradients "
+                      "(--trainer.gradient_clip_val 1.0)")
+        if "16" in str(self.trainer.precision):
+            causes.append(f"{self.trainer.precision} overflows: use --trainer.precision "
+                          "bf16-mixed or 32")
+        if hp.nonfinite_loss == "skip" and not broken:
+            self.skipped_batches += 1
+            self._skipped_in_a_row += 1
+            if self._skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
+                warnings.warn(f"skipping the batch: {found}", UserWarning, stacklevel=2)
+                return None
+            found = f"{MAX_SKIPPED_IN_A_ROW} batches in a row were non-finite; the last: {found}"
+        last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "last.ckpt"
+        raise NonFiniteLossError(
+            f"{found}. Likely causes: {'; '.join(causes)}. Training stopped; the last finite "
+            f"state is kept as {last} (--ckpt_path last resumes from it). To drop such batches "
+            "instead, pass --model.nonfinite_loss skip")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.description is None:  # describe the training data once, from its first batch
@@ -132,11 +253,39 @@ class ForecastSystem(L.LightningModule):
         check_architecture(checkpoint, self.hparams.model_name)
         self.description = read_description(checkpoint) or self.description
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | os.PathLike | IO, map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None, strict: bool | None = None,
+        weights_only: bool | None = True, **kwargs: Any,
+    ) -> ForecastSystem:
+        """Lightning's `load_from_checkpoint`, always weights-only: the file's pickle may rebuild
+        tensors and plain data but never run code, whatever torch's default. A missing,
+        truncated or foreign file is a ValueError / FileNotFoundError naming it."""
+        if weights_only is False:
+            raise ValueError("ForecastSystem.load_from_checkpoint loads weights only "
+                             "(weights_only=False would let the file run code); drop the "
+                             "weights_only argument")
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            read_checkpoint(checkpoint_path)  # a clear error for a missing or broken file
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location,
+                                            hparams_file=hparams_file, strict=strict,
+                                            weights_only=True, **kwargs)
+
     # ---- evaluation -------------------------------------------------------------------------
-    def _eval_step(self, batch: Any, stage: str) -> dict[str, torch.Tensor]:
+    def _eval_step(self, batch: Any, stage: str, batch_idx: int = 0
+                   ) -> dict[str, torch.Tensor]:
         x, y, mask = _split_batch(batch)
-        pred = self.model(x, y.shape[1])  # [B, T_out, C, H, W]
+        pred = self.model(x, y.shape[1], **batch_extras(self.model, batch))  # [B, T_out, C, H, W]
         loss = self.loss_fn(pred, y, mask)
+        if not bool(torch.isfinite(loss)):
+            data = "" if bool(torch.isfinite(x).all() and torch.isfinite(y).all()) else (
+                " and the batch holds NaN/inf values (check the data or mask missing values)")
+            broken = nonfinite_parameters(self.model)
+            weights = f" and the weights hold NaN/inf ({broken[0]}, ...)" if broken else ""
+            raise NonFiniteLossError(f"{stage} loss is NaN/inf at batch {batch_idx}{data}"
+                                     f"{weights}; a model that gives non-finite forecasts "
+                                     "cannot be scored")
         d = self._data_description()  # MSE in data values, as the test reports give it
         p, t = (d.to_data(pred), d.to_data(y)) if d is not None else (pred, y)
         err = (p - t) ** 2 if mask is None else (p - t) ** 2 * mask
@@ -154,46 +303,53 @@ class ForecastSystem(L.LightningModule):
         return self.description
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._eval_step(batch, "val")
+        return self._eval_step(batch, "val", batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._eval_step(batch, "test")
+        return self._eval_step(batch, "test", batch_idx)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, torch.Tensor):  # inputs only: one step ahead
             return self.model(batch, 1)
         x, y, _ = _split_batch(batch)
-        return self.model(x, y.shape[1])
+        return self.model(x, y.shape[1], **batch_extras(self.model, batch))
 
     # ---- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        params = self.model.parameters()
-        if hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "rmsprop":  # Shi et al.: lr 1e-3, decay rate 0.9
-            opt = torch.optim.RMSprop(params, lr=hp.lr, alpha=0.9, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
-            return opt
-        total = hp.max_steps or getattr(self.trainer, "estimated_stepping_batches", None)
-        if not total or not math.isfinite(total):
-            raise ValueError(f"scheduler {hp.scheduler!r} needs max_steps (or a Trainer with a "
-                             "finite number of steps)")
-        total = int(total)
-        if hp.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total)
-        else:
-            warm = max(0, hp.warmup_steps)
+        return configure_optimization(self)
 
-            def factor(step: int) -> float:
-                if step < warm:
-                    return (step + 1) / warm
-                progress = min(1.0, (step - warm) / max(1, total - warm))
-                return 0.5 * (1 + math.cos(math.pi * progress))
 
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+def configure_optimization(system: L.LightningModule) -> Any:
+    """What `configure_optimizers` returns for a system's `model` and its hyperparameters
+    `optimizer`, `lr`, `weight_decay`, `scheduler`, `warmup_steps` and `max_steps` (else the
+    trainer's estimated steps): the optimizer, and the schedule stepped every batch. Every
+    convcast system uses it."""
+    hp, params = system.hparams, system.model.parameters()
+    if hp.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "rmsprop":  # Shi et al.: lr 1e-3, decay rate 0.9
+        opt = torch.optim.RMSprop(params, lr=hp.lr, alpha=0.9, weight_decay=hp.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+    if hp.scheduler == "none":
+        return opt
+    total = hp.max_steps or getattr(system.trainer, "estimated_stepping_batches", None)
+    if not total or not math.isfinite(total):
+        raise ValueError(f"scheduler {hp.scheduler!r} needs max_steps (or a Trainer with a "
+                         "finite number of steps)")
+    total = int(total)
+    if hp.scheduler == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total)
+    else:
+        warm = max(0, hp.warmup_steps)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,5 +1,8 @@
 """Side-by-side animations and strips of sequences: GIF and MP4 through imageio, PNG strips.
 
+Pictures say what they show: named panels of an animation carry their name (and, given
+`input_frames`, the time of the frame: `t-2`, `t0` for inputs, `+1`, `+2`, ... for lead times)
+in a band above them; a strip names each row on the left and labels each frame with its time.
 Every writer builds the file under a temporary name and moves it into place, so a crash never
 leaves a half-written output.
 """
@@ -11,11 +14,55 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import cv2
 import imageio.v3 as iio
 import numpy as np
 import torch
 
 ArrayLike = np.ndarray | torch.Tensor
+InputFrames = int | Mapping[str, int] | None
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+BAND = 14  # height of a label band in pixels
+BAND_GREY = 40
+
+
+def time_label(i: int, n_input: int) -> str:
+    """Frame i of a sequence starting with `n_input` input frames: `t-2`, `t0`, then `+1`, ..."""
+    k = i - n_input + 1
+    return f"t{k}" if k <= 0 else f"+{k}"
+
+
+def _inputs_of(name: str, length: int, input_frames: InputFrames, default: int) -> int:
+    """How many leading frames of the panel or row `name` are inputs."""
+    if isinstance(input_frames, Mapping):
+        return int(input_frames.get(name, length if name == "input" else 0))
+    if input_frames is not None:
+        return int(input_frames)
+    return length if name == "input" else default
+
+
+def _fit_text(text: str, width: int) -> tuple[str, float]:
+    """The text and font scale that fit `width` pixels (shrunk, then cut, as needed)."""
+    for scale in (0.4, 0.35, 0.3):
+        if cv2.getTextSize(text, FONT, scale, 1)[0][0] <= width - 2:
+            return text, scale
+    while len(text) > 1 and cv2.getTextSize(text + "..", FONT, 0.3, 1)[0][0] > width - 2:
+        text = text[:-1]
+    return text + "..", 0.3
+
+
+def text_band(width: int, spans: Sequence[tuple[int, int, str]], height: int = BAND
+              ) -> np.ndarray:
+    """uint8 `[height, width, 3]` dark band with each text centred in its span `[x0, x1)`."""
+    band = np.full((height, width, 3), BAND_GREY, np.uint8)
+    for x0, x1, text in spans:
+        if not text or x1 - x0 < 6:
+            continue
+        text, scale = _fit_text(text, x1 - x0)
+        (w, h), _ = cv2.getTextSize(text, FONT, scale, 1)
+        org = (x0 + max(0, (x1 - x0 - w) // 2), (height + h) // 2)
+        cv2.putText(band, text, org, FONT, scale, (235, 235, 235), 1, cv2.LINE_AA)
+    return band
 
 
 def to_uint8_frames(seq: ArrayLike, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
@@ -35,20 +82,41 @@ def to_uint8_frames(seq: ArrayLike, vmin: float = 0.0, vmax: float = 1.0) -> np.
 
 
 def _panel_rows(panels: Mapping[str, ArrayLike], vmin: float, vmax: float,
-                sep: int = 2) -> np.ndarray:
-    """Panels side by side, each padded in time to the longest: uint8 `[T, H, W_total, 3]`."""
+                sep: int = 2, scale: int = 1,
+                input_frames: InputFrames = None) -> np.ndarray:
+    """Panels side by side, each padded in time to the longest, enlarged `scale` times, under a
+    band of names (and times, given `input_frames`) when the panels are named:
+    uint8 `[T, H_total, W_total, 3]`."""
     frames = [to_uint8_frames(p, vmin, vmax) for p in panels.values()]
+    if scale > 1:
+        frames = [f.repeat(scale, axis=1).repeat(scale, axis=2) for f in frames]
     T = max(f.shape[0] for f in frames)
     H = max(f.shape[1] for f in frames)
-    cols = []
-    for f in frames:
+    cols, spans, x = [], [], 0
+    for name, f in zip(panels, frames, strict=True):
         pad = np.zeros((T, H, f.shape[2], 3), np.uint8)
         pad[: f.shape[0], : f.shape[1]] = f
         if f.shape[0] < T:  # hold the last frame of a shorter panel
             pad[f.shape[0]:, : f.shape[1]] = f[-1]
         cols.append(pad)
         cols.append(np.full((T, H, sep, 3), 128, np.uint8))
-    return np.concatenate(cols[:-1], axis=2)
+        spans.append((x, x + f.shape[2], name, len(f)))
+        x += f.shape[2] + sep
+    video = np.concatenate(cols[:-1], axis=2)
+    named = any(name for name, *_ in spans)
+    if not named and input_frames is None:
+        return video
+    bands = []
+    for t in range(T):
+        texts = []
+        for x0, x1, name, length in spans:
+            when = ""
+            if input_frames is not None or name == "input":
+                n_in = _inputs_of(name, length, input_frames, 0)
+                when = time_label(min(t, length - 1), n_in)
+            texts.append((x0, x1, f"{name} {when}".strip()))
+        bands.append(text_band(video.shape[2], texts))
+    return np.concatenate([np.stack(bands), video], axis=1)
 
 
 def _atomic_write(path: Path, write) -> Path:
@@ -70,15 +138,18 @@ def _atomic_write(path: Path, write) -> Path:
 
 def write_animation(path: str | Path, panels: Mapping[str, ArrayLike] | ArrayLike,
                     fps: float = 4.0, vmin: float = 0.0, vmax: float = 1.0,
-                    scale: int = 1) -> Path:
+                    scale: int = 1, input_frames: InputFrames = None) -> Path:
     """Write `.gif` or `.mp4` of one sequence or of named panels side by side (e.g. input, truth,
-    forecast), each `[T,C,H,W]` or `[T,H,W]`; shorter panels hold their last frame."""
+    forecast), each `[T,C,H,W]` or `[T,H,W]`; shorter panels hold their last frame.
+
+    Named panels get a band with their name above them. `input_frames` (the number of input
+    frames each panel starts with, or `{name: number}`) adds each frame's time to the band:
+    `t-1`, `t0` for inputs, then the lead time `+1`, `+2`, ...; a panel named `input` is all
+    inputs. Without it only the `input` panel is timed."""
     path = Path(path)
     if not isinstance(panels, Mapping):
         panels = {"": panels}
-    video = _panel_rows(panels, vmin, vmax)
-    if scale > 1:
-        video = video.repeat(scale, axis=1).repeat(scale, axis=2)
+    video = _panel_rows(panels, vmin, vmax, scale=max(1, scale), input_frames=input_frames)
     suffix = path.suffix.lower()
     if suffix == ".gif":
         def write(tmp: str) -> None:
@@ -104,24 +175,48 @@ def _has_pyav() -> bool:
 
 
 def write_strip(path: str | Path, rows: Mapping[str, ArrayLike], vmin: float = 0.0,
-                vmax: float = 1.0, scale: int = 1) -> Path:
-    """PNG with one row per named sequence (e.g. input / truth / forecast), frames left to right."""
-    strips = []
-    for seq in rows.values():
+                vmax: float = 1.0, scale: int = 1, input_frames: InputFrames = None) -> Path:
+    """PNG with one row per named sequence (e.g. input / truth / forecast), frames left to right,
+    the row's name on its left and each frame's time above it: by default a row named `input`
+    holds inputs (`t-2`, `t-1`, `t0`) and every other row forecasts (`+1`, `+2`, ...);
+    `input_frames` (a number, or `{name: number}`) says how many input frames each row starts
+    with instead."""
+    strips, spans = [], []
+    for name, seq in rows.items():
         f = to_uint8_frames(seq, vmin, vmax)  # [T, H, W, 3]
+        if scale > 1:
+            f = f.repeat(scale, axis=1).repeat(scale, axis=2)
+        n_in = _inputs_of(name, len(f), input_frames, 0)
+        w = f.shape[2]
+        spans.append([(i * w, (i + 1) * w, time_label(i, n_in)) for i in range(len(f))])
         strips.append(np.concatenate(list(f), axis=1))
     width = max(s.shape[1] for s in strips)
-    strips = [np.pad(s, ((0, 2), (0, width - s.shape[1]), (0, 0)), constant_values=128)
-              for s in strips]
-    img = np.concatenate(strips, axis=0)
-    if scale > 1:
-        img = img.repeat(scale, axis=0).repeat(scale, axis=1)
+    names = [str(n) for n in rows]
+    label_w = 8 + max(cv2.getTextSize(n, FONT, 0.4, 1)[0][0] for n in names) if any(names) else 0
+    label_w = min(label_w, 160)
+    out = []
+    for name, strip, times in zip(names, strips, spans, strict=True):
+        body = np.pad(strip, ((0, 0), (0, width - strip.shape[1]), (0, 0)), constant_values=128)
+        body = np.concatenate([text_band(width, times), body])  # times above the frames
+        if label_w:
+            side = text_band(label_w, [(0, label_w, name)], height=body.shape[0])
+            body = np.concatenate([side, body], axis=1)
+        out += [body, np.full((2, body.shape[1], 3), 128, np.uint8)]
+    img = np.concatenate(out[:-1], axis=0)
     return _atomic_write(Path(path), lambda tmp: iio.imwrite(tmp, img, extension=".png"))
 
 
-def frame_grid(rows: Sequence[ArrayLike], vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
-    """uint8 `[H_total, W_total, 3]` grid, one row per sequence (for TensorBoard images)."""
+def frame_grid(rows: Sequence[ArrayLike], vmin: float = 0.0, vmax: float = 1.0,
+               labels: Sequence[str] | None = None) -> np.ndarray:
+    """uint8 `[H_total, W_total, 3]` grid, one row per sequence (for TensorBoard images), each
+    row named on its left by `labels` when given."""
     strips = [np.concatenate(list(to_uint8_frames(r, vmin, vmax)), axis=1) for r in rows]
     width = max(s.shape[1] for s in strips)
     strips = [np.pad(s, ((0, 2), (0, width - s.shape[1]), (0, 0))) for s in strips]
+    if labels is not None:
+        if len(labels) != len(strips):
+            raise ValueError(f"frame_grid: {len(labels)} labels for {len(strips)} rows")
+        label_w = 8 + max(cv2.getTextSize(str(n), FONT, 0.4, 1)[0][0] for n in labels)
+        strips = [np.concatenate([text_band(label_w, [(0, label_w, str(n))], s.shape[0]), s],
+                                 axis=1) for n, s in zip(labels, strips, strict=True)]
     return np.concatenate(strips, axis=0)

@@ -3,7 +3,7 @@
 `FramesDataModule(path=...)` reads, as sequences:
 - a video file, or a folder of videos (each video one sequence, decoded per window);
 - a folder of frames (one sequence) or a folder of frame folders (each one sequence);
-- a `.npy` / `.npz` / HDF5 array of one sequence or of many (`layout`, see `frames_io`).
+- a `.npy` / `.npz` / HDF5 array of one sequence or of many (`layout`: `data.sources.layout`).
 - any other kind a registered frame source reads (`reader=` a kind of
   `convcast.data.sources.list_sources()`, with `reader_kwargs`).
 Each sequence gives windows of `input_frames + output_frames` frames every `stride` frames.
@@ -13,7 +13,7 @@ Videos and image folders are decoded, converted and resized once into the decode
 Splits never share a frame. `split="time"` cuts every sequence at the fractions of its length and
 drops the windows that would straddle a cut; `split="file"` gives whole sequences to one split
 (shuffled by `seed`). Normalisation statistics come from training frames only (at most
-`stats_frames` of them, evenly spaced) and are stored in checkpoints by `data_info()`.
+`stats_frames` of them, evenly spaced) and are stored in checkpoints by `describe()`.
 
 A ready-made split: `val_path` / `test_path` give that stage every window of their own sequences,
 in order; `path` then serves the remaining stages, its fractions renormalised over them (with

@@ -1,0 +1,158 @@
+"""Streaming benchmark: a new frame into a kept state vs re-encoding the whole input window.
+
+An operational forecaster gets one new frame at a time. Without a state it re-runs the model on
+its last T_in frames for every forecast (B); a `convcast.stream` advances its encoded state by the
+new frame only and decodes from it (A). Timed for each model:
+
+    update:   A = stream.update(one frame)           B = model.encode(last T_in frames)
+    forecast: A = update(one frame) + forecast(K)    B = model(last T_in frames, K)
+
+A and B alternate (ABAB...) after a warm-up, so a busy machine slows both alike; each round
+gives one ratio A / B and the table shows their min / median / max. The goal for the update is
+a ratio <= 1 / T_in. Writes a table and `benchmarks/streaming.json`.
+
+    OMP_NUM_THREADS=1 python benchmarks/streaming.py [--rounds 7] [--threads 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import convcast
+from convcast.models import create_model
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
+CASES = {  # name: (model, kwargs, T_in, K, frame size, batch)
+    "demo 10->10 64x64": ("encoder_forecaster_demo", {}, 10, 10, 64, 1),
+    "radar 5->15 100x100": ("encoder_forecaster_shi2015_radar", {}, 5, 15, 100, 1),
+}
+QUICK = {"tiny 4->3 16x16": ("encoder_forecaster", {"hidden_channels": [8, 8],
+                                                     "kernel_size": 3}, 4, 3, 16, 1)}
+
+
+def machine(threads: int) -> dict:
+    """CPU model, the flags that matter for speed, cores, threads, torch version, load."""
+    info = {"cpu": platform.processor() or platform.machine(), "flags": [],
+            "logical_cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+            "python": platform.python_version()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            info["cpu"] = value.strip()
+        elif key.strip() == "flags":
+            info["flags"] = [f for f in SPEED_FLAGS if f in value.split()]
+            break
+    return info
+
+
+def load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def per_call(fn: Callable[[], object], reps: int) -> float:
+    """Seconds per call of `fn`, averaged over `reps` back-to-back calls."""
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int,
+                min_seconds: float) -> dict:
+    """A and B timed alternately; ratios A / B per round, after a warm-up of both."""
+    for _ in range(2):
+        a(), b()
+    reps = max(1, int(min_seconds / max(per_call(b, 1), 1e-6)))  # each sample >= min_seconds
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(per_call(a, reps))
+        tb.append(per_call(b, reps))
+    ratios = [x / y for x, y in zip(ta, tb, strict=True)]
+    return {"a_ms": [round(1e3 * v, 3) for v in ta], "b_ms": [round(1e3 * v, 3) for v in tb],
+            "ratio_min": min(ratios), "ratio_median": statistics.median(ratios),
+            "ratio_max": max(ratios), "reps": reps}
+
+
+def run_case(name: str, spec: tuple, rounds: int, min_seconds: float) -> dict:
+    arch, kwargs, t_in, horizon, size, batch = spec
+    torch.manual_seed(0)
+    model = create_model(arch, **kwargs).eval()
+    frames = torch.rand(batch, t_in + 1, 1, size, size)
+    window, new = frames[:, 1:], frames[:, -1:]  # the latest T_in frames; the newest one
+    stream = convcast.stream(model).update(frames[:, :t_in])  # primed with T_in frames
+
+    def reencode() -> object:
+        with torch.inference_mode():
+            return model.encode(window)
+
+    def whole() -> object:
+        with torch.inference_mode():
+            return model(window, horizon)
+
+    with torch.inference_mode():  # the stream's forecast is the model's on every frame seen
+        check = convcast.stream(model).update(window).forecast(horizon)
+        err = (check - model(window, horizon)).abs().max().item()
+    update = interleaved(lambda: stream.update(new), reencode, rounds, min_seconds)
+    fc = interleaved(lambda: stream.update(new).forecast(horizon), whole, rounds, min_seconds)
+    return {"case": name, "model": arch, "kwargs": kwargs, "input_frames": t_in,
+            "horizon": horizon, "frame_size": size, "batch": batch,
+            "weights": sum(p.numel() for p in model.parameters()),
+            "max_abs_diff_stream_vs_model": err, "goal_update_ratio": 1 / t_in,
+            "update_vs_reencode": update, "forecast_vs_whole": fc}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| case | update / re-encode (min / median / max) | goal | update ms | re-encode ms "
+             "| update+forecast / whole forecast (min / median / max) |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        u, f = r["update_vs_reencode"], r["forecast_vs_whole"]
+        lines.append(
+            f"| {r['case']} | {u['ratio_min']:.3f} / {u['ratio_median']:.3f} / "
+            f"{u['ratio_max']:.3f} | {r['goal_update_ratio']:.3f} | "
+            f"{statistics.median(u['a_ms']):.2f} | {statistics.median(u['b_ms']):.2f} | "
+            f"{f['ratio_min']:.3f} / {f['ratio_median']:.3f} / {f['ratio_max']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--min_seconds", type=float, default=0.2,
+                        help="each timing sample repeats the call for at least this long")
+    parser.add_argument("--quick", action="store_true", help="one tiny case (a smoke run)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("streaming.json"))
+    args = parser.parse_args(argv)
+    if args.rounds < 5 and not args.quick:
+        parser.error("--rounds must be >= 5 for a median worth reporting")
+    torch.set_num_threads(args.threads)
+    before = load()
+    cases = QUICK if args.quick else CASES
+    results = [run_case(n, s, args.rounds, 0.01 if args.quick else args.min_seconds)
+               for n, s in cases.items()]
+    report = {"machine": machine(args.threads), "load_before": before, "load_after": load(),
+              "rounds": args.rounds, "results": results}
+    print(table(results))
+    print(f"machine: {report['machine']}; load {before} -> {report['load_after']}")
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(args.out)  # written whole or not at all
+    return report
+
+
+if __name__ == "__main__":
+    main()

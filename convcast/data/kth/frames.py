@@ -1,0 +1,84 @@
+"""Decoded videos for the labelled-folder datasets, and the windows cut from them.
+
+`load_video` is the one place a video is decoded and prepared (training data and `convcast
+classify` both go through it, so a video is prepared alike at training and inference time): the
+video frame source decodes it and the decoded-frame cache (`convcast.data.cache`) converts the
+channels (RGB -> gray by luma) and resizes (area averaging when shrinking) once, on disk, so
+later runs never decode it again; the frames are kept as uint8 `[T, C, H, W]` (a quarter of
+float32's memory; all of KTH at 60x80 gray is about 1.4 GB). A datamodule loads each video once,
+when its split is first set up, and every later epoch reads the loaded frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from convcast.data.cache import PreparedFrames
+from convcast.data.sources.video import VideoSource
+
+
+def load_video(path: str | Path, channels: int = 1,
+               size: int | Sequence[int] | None = None, cache: bool = True) -> np.ndarray:
+    """All frames of a video as uint8 `[T, C, H, W]`: `channels` (1 or 3), resized to `size`
+    (through the decoded-frame cache unless `cache=False`)."""
+    frames = PreparedFrames(VideoSource(path), channels, size, cache=cache)
+    unit = frames.read(0, len(frames))  # [T, C, H, W] float32 in [0, 1]
+    return np.round(unit * 255).astype(np.uint8)  # [T, C, H, W]
+
+
+class VideoWindows(Dataset):
+    """Windows of `window` frames every `stride` frames of decoded uint8 videos `[T, C, H, W]`.
+
+    `flip=True` mirrors a window left-right with probability 1/2 (training augmentation; drawn
+    from torch's generator, which `seed_everything` seeds).
+    """
+
+    def __init__(self, videos: Sequence[np.ndarray], window: int, stride: int,
+                 flip: bool = False) -> None:
+        if window < 1 or stride < 1:
+            raise ValueError(f"need window >= 1 and stride >= 1 frames, got {window}, {stride}")
+        self.videos, self.window, self.flip = list(videos), window, flip
+        self.index = [(v, t) for v, f in enumerate(self.videos)
+                      for t in range(0, len(f) - window + 1, stride)]  # (video, first frame)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def clip(self, i: int) -> tuple[torch.Tensor, int]:
+        """Window `i` as float32 `[window, C, H, W]` in [0, 1], and its video's index."""
+        v, t = self.index[i]
+        clip = torch.from_numpy(self.videos[v][t:t + self.window]).float().div_(255)
+        if self.flip and bool(torch.rand(()) < 0.5):
+            clip = clip.flip(-1)  # [window, C, H, W], mirrored left-right
+        return clip, v
+
+
+class ClipDataset(VideoWindows):
+    """Item `i`: `(clip [T, C, H, W], label)`, the label of the clip's video."""
+
+    def __init__(self, videos: Sequence[np.ndarray], labels: Sequence[int], window: int,
+                 stride: int, flip: bool = False) -> None:
+        super().__init__(videos, window, stride, flip)
+        self.labels = [int(y) for y in labels]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        clip, v = self.clip(i)
+        return clip, self.labels[v]
+
+
+class ForecastWindows(VideoWindows):
+    """Item `i`: `(x [T_in, C, H, W], y [T_out, C, H, W])`, one window cut in two."""
+
+    def __init__(self, videos: Sequence[np.ndarray], input_frames: int, output_frames: int,
+                 stride: int, flip: bool = False) -> None:
+        super().__init__(videos, input_frames + output_frames, stride, flip)
+        self.input_frames = input_frames
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clip, _ = self.clip(i)
+        return clip[:self.input_frames], clip[self.input_frames:]

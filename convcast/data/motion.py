@@ -1,0 +1,274 @@
+"""Motion fields for the data pipeline: optical flow per window, computed in DataLoader workers.
+
+A forecaster anchored on extrapolation (`convcast.models.anchored`) needs the motion of each input
+window, `motion [2, H, W]` (x then y component, pixels per step, pysteps' convention). Estimating
+it (pysteps Lucas-Kanade by default) costs far more than advecting with it, so it is done here,
+once per window and off the training loop's main thread: `MotionDataset` wraps any dataset of
+`(x, y)`, `(x, y, mask)` or `{"x", "y", ...}` items and returns dicts `{"x", "y", "mask"?,
+"motion"}`, and `MotionDataModule` wraps a whole datamodule so its loaders (with `num_workers`
+worker processes) serve such batches. Where the data is fixed the field is computed once: in
+memory for sets of fixed size (validation, test), on disk with `cache_dir` (any split, keyed by
+the datamodule's class and hyperparameters, the split, the window index and the motion settings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from convcast.data.loader import resumable_loader
+
+METHODS = ("lucaskanade", "vet", "darts", "proesmans", "farneback")
+MIN_FRAMES = {"darts": 3}  # DARTS fits N_t < T - 1 temporal Fourier modes
+MAX_FRAMES = {"proesmans": 2}  # Proesmans' method compares exactly two frames
+MEMORY_CACHE_MAX = 20_000  # windows: larger sets are not kept in memory (use cache_dir)
+
+
+def pysteps_motion() -> Any:
+    """`pysteps.motion`, imported quietly (pysteps prints a banner) with a clear error if absent."""
+    os.environ.setdefault("PYSTEPS_SILENT_IMPORT", "1")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from pysteps import motion
+    except ImportError as err:
+        raise ImportError("motion fields need pysteps: pip install convcast[nowcast]") from err
+    return motion
+
+
+def check_method(method: str, motion_frames: int) -> None:
+    """Clear errors for an unknown motion method or too few frames to see motion."""
+    if method not in METHODS:
+        raise ValueError(f"unknown optical flow method {method!r}; valid: {', '.join(METHODS)}")
+    if isinstance(motion_frames, bool) or not isinstance(motion_frames, int) or motion_frames < 2:
+        raise ValueError(f"motion_frames must be an int >= 2 to see any motion, got "
+                         f"{motion_frames!r}")
+
+
+def estimate_motion(frames: np.ndarray, method: str = "lucaskanade",
+                    method_kwargs: dict | None = None) -> np.ndarray:
+    """Motion `[2, H, W]` float64 (x then y, px/step) of frames `[T, H, W]`, by pysteps.
+
+    One frame, or a constant field, has no motion to see: zeros. Sizes that pysteps' DARTS
+    defaults do not fit (6 frames, 100 px) are shrunk to the input.
+    """
+    if frames.ndim != 3:
+        raise ValueError(f"estimate_motion: frames must be [T, H, W], got {frames.shape}")
+    need = MIN_FRAMES.get(method, 2)
+    if frames.shape[0] < need:
+        if frames.shape[0] >= 2:
+            raise ValueError(f"optical flow method {method!r} needs at least {need} input frames, "
+                             f"got {frames.shape[0]}; use 'lucaskanade' or more input frames")
+        return np.zeros((2, *frames.shape[1:]))
+    if np.ptp(frames) == 0:
+        return np.zeros((2, *frames.shape[1:]))
+    frames = frames[-MAX_FRAMES.get(method, len(frames)):]
+    fn = pysteps_motion().get_method(method)
+    kwargs = dict(method_kwargs or {})
+    if method == "darts":
+        kwargs.setdefault("N_t", min(4, frames.shape[0] - 2))
+        kwargs.setdefault("N_y", min(50, frames.shape[1] // 2 - 1))
+        kwargs.setdefault("N_x", min(50, frames.shape[2] // 2 - 1))
+    if method in ("lucaskanade", "vet", "darts"):
+        kwargs.setdefault("verbose", False)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LK on few vectors: singular matrix, covariance
+        v = fn(frames, **kwargs)  # VET and DARTS print progress, hence the redirect
+    return np.nan_to_num(np.asarray(v, dtype=np.float64))
+
+
+def window_motion(x: torch.Tensor, motion_frames: int = 3, method: str = "lucaskanade",
+                  method_kwargs: dict | None = None) -> torch.Tensor:
+    """Motion `[2, H, W]` float32 of an input window `x [T_in, C, H, W]`, from its last
+    `motion_frames` frames (the mean over channels when C > 1)."""
+    if x.dim() != 4:
+        raise ValueError(f"window_motion: x must be [T_in, C, H, W], got {tuple(x.shape)}")
+    frames = x[-motion_frames:].detach().double().mean(dim=1).cpu().numpy()  # [t, H, W]
+    return torch.from_numpy(estimate_motion(frames, method, method_kwargs)).float()  # [2, H, W]
+
+
+def batch_motion(x: torch.Tensor, motion_frames: int = 3, method: str = "lucaskanade",
+                 method_kwargs: dict | None = None) -> torch.Tensor:
+    """Motion `[B, 2, H, W]` of a batch of windows `x [B, T_in, C, H, W]`, on x's device."""
+    if x.dim() != 5:
+        raise ValueError(f"batch_motion: x must be [B, T_in, C, H, W], got {tuple(x.shape)}")
+    return torch.stack([window_motion(w, motion_frames, method, method_kwargs)
+                        for w in x]).to(x.device)  # [B, 2, H, W]
+
+
+def as_dict(item: Any) -> dict[str, Any]:
+    """A dataset item `(x, y)`, `(x, y, mask)` or a mapping with "x" and "y", as a dict."""
+    if isinstance(item, Mapping):
+        if "x" not in item or "y" not in item:
+            raise ValueError(f"dataset items that are mappings need keys 'x' and 'y', got "
+                             f"{sorted(item)}")
+        return dict(item)
+    if isinstance(item, (list, tuple)) and len(item) in (2, 3):
+        out = {"x": item[0], "y": item[1]}
+        if len(item) == 3:
+            out["mask"] = item[2]
+        return out
+    raise ValueError(f"dataset items must be (x, y), (x, y, mask) or a dict with 'x' and 'y', got "
+                     f"{type(item).__name__}")
+
+
+class MotionDataset(Dataset):
+    """Items of `dataset` as dicts `{"x", "y", "mask"?, "motion" [2, H, W]}`.
+
+    Args:
+        dataset: any dataset of forecasting windows (see `as_dict`).
+        motion_frames / method / method_kwargs: as the `optical_flow` baseline's.
+        memory_cache: keep computed fields in this process (each DataLoader worker has its own,
+            kept across epochs by persistent workers); only for sets of fixed items.
+        cache_dir: a folder for one `.npy` per window, written atomically; reused by later runs.
+            The data behind the key must not change: delete the folder if it does.
+    """
+
+    def __init__(self, dataset: Dataset, motion_frames: int = 3, method: str = "lucaskanade",
+                 method_kwargs: dict | None = None, memory_cache: bool = False,
+                 cache_dir: str | Path | None = None) -> None:
+        check_method(method, motion_frames)
+        self.dataset, self.motion_frames, self.method = dataset, motion_frames, method
+        self.method_kwargs = dict(method_kwargs or {})
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.memory: dict[int, torch.Tensor] | None = {} if memory_cache else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def motion(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The field of window `index` (input `x`): from a cache, or computed and cached."""
+        if self.memory is not None and index in self.memory:
+            return self.memory[index]
+        path = self.cache_dir / f"{index}.npy" if self.cache_dir is not None else None
+        if path is not None and path.is_file():
+            v = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            v = window_motion(x, self.motion_frames, self.method, self.method_kwargs)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                with open(tmp, "wb") as f:  # np.save would add ".npy" to a bare name
+                    np.save(f, v.numpy(), allow_pickle=False)
+                os.replace(tmp, path)  # atomic: a reader sees a whole file or none
+        if self.memory is not None:
+            self.memory[index] = v
+        return v
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = as_dict(self.dataset[index])
+        x = item["x"]
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"MotionDataset: item {index} has x of shape "
+                             f"{tuple(getattr(x, 'shape', ()))}; expected [T_in, C, H, W]")
+        item["motion"] = self.motion(index, x)  # [2, H, W]
+        return item
+
+
+def cache_key(datamodule: L.LightningDataModule, split: str, settings: dict) -> str:
+    """A folder name that changes with the datamodule's class, hyperparameters, split and the
+    motion settings (so windows of other data never share a cache)."""
+    cls = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
+    hp = dict(getattr(datamodule, "hparams", {}) or {})
+    for loader_only in ("batch_size", "num_workers"):  # they do not change the windows
+        hp.pop(loader_only, None)
+    text = json.dumps({"class": cls, "hparams": hp, "split": split, **settings}, sort_keys=True,
+                      default=str)
+    return f"{split}-{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+
+class MotionDataModule(L.LightningDataModule):
+    """Any datamodule whose batches also carry each window's motion field.
+
+    `data` is a datamodule with `train_set` / `val_set` / `test_set` after `setup()` (every
+    convcast datamodule); its batch size, shuffling and seed are kept, and anything else asked of
+    this module (`normalization`, `data_info()`, ...) is answered by it. `num_workers` worker
+    processes compute the fields (0: in the main process). Validation and test fields are kept in
+    memory; `cache_dir` also keeps every field on disk across runs.
+
+        data:
+          class_path: convcast.data.motion.MotionDataModule
+          init_args:
+            data: {class_path: convcast.data.SyntheticRadarDataModule, init_args: {...}}
+    """
+
+    def __init__(self, data: L.LightningDataModule, motion_frames: int = 3,
+                 method: str = "lucaskanade", method_kwargs: dict | None = None,
+                 num_workers: int = 1, cache_dir: str | None = None) -> None:
+        super().__init__()
+        check_method(method, motion_frames)
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.data, self.motion_frames, self.method = data, motion_frames, method
+        self.method_kwargs, self.num_workers = dict(method_kwargs or {}), num_workers
+        self.cache_dir = cache_dir
+        self.train_set = self.val_set = self.test_set = None
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("data")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def prepare_data(self) -> None:
+        self.data.prepare_data()
+
+    def _wrap(self, split: str, fixed: bool) -> MotionDataset | None:
+        ds = getattr(self.data, f"{split}_set", None)
+        if ds is None:
+            return None
+        settings = {"motion_frames": self.motion_frames, "method": self.method,
+                    "method_kwargs": self.method_kwargs}
+        folder = (Path(self.cache_dir) / cache_key(self.data, split, settings)
+                  if self.cache_dir is not None else None)
+        return MotionDataset(ds, self.motion_frames, self.method, self.method_kwargs,
+                             memory_cache=fixed and len(ds) <= MEMORY_CACHE_MAX, cache_dir=folder)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.data.trainer = self.trainer
+        self.data.setup(stage)
+        if not any(hasattr(self.data, f"{s}_set") for s in ("train", "val", "test")):
+            raise TypeError(f"MotionDataModule needs a datamodule with train_set / val_set / "
+                            f"test_set after setup(); {type(self.data).__name__} has none")
+        self.train_set = self._wrap("train", fixed=False)
+        self.val_set, self.test_set = self._wrap("val", True), self._wrap("test", True)
+
+    @property
+    def batch_size(self) -> int:
+        return self.data.batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self.data).__name__} has no train set; call setup() first")
+        hp = getattr(self.data, "hparams", {}) or {}
+        return resumable_loader(self, self.train_set, self.batch_size, self.num_workers,
+                                hp.get("shuffle", True), hp.get("seed", 0))
+
+    def _loader(self, ds: Dataset | None, stage: str) -> DataLoader:
+        if ds is None:
+            raise RuntimeError(f"{type(self.data).__name__} has no {stage} set; call setup() "
+                               "first")
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          # spawn, not fork: forked workers can deadlock on OpenCV/OpenMP pools
+                          multiprocessing_context="spawn" if self.num_workers > 0 else None)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test")
