@@ -9,7 +9,9 @@ new frame only and decodes from it (A). Timed for each model:
 
 A and B alternate (ABAB...) after a warm-up, so a busy machine slows both alike; each round
 gives one ratio A / B and the table shows their min / median / max. The goal for the update is
-a ratio <= 1 / T_in. Writes a table and `benchmarks/streaming.json`.
+a ratio <= 1 / T_in. A second part (`--parts export`) times the demo model run eagerly against
+its exported files (`convcast export`: onnxruntime, TorchScript, torch.export), in sequences/s at
+batch 1 and 8. Writes the tables and `benchmarks/streaming.json`.
 
     OMP_NUM_THREADS=1 python benchmarks/streaming.py [--rounds 7] [--threads 1] [--quick]
 """
@@ -114,6 +116,69 @@ def run_case(name: str, spec: tuple, rounds: int, min_seconds: float) -> dict:
             "update_vs_reencode": update, "forecast_vs_whole": fc}
 
 
+def export_speed(rounds: int, threads: int, min_seconds: float, quick: bool) -> list[dict]:
+    """Sequences/s of the demo model (10 -> 10, 64×64) run eagerly, from its ONNX file in
+    onnxruntime, as a TorchScript trace and as a torch.export program, at batch 1 and 8; the
+    four alternate within every round."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from convcast.cli.export import export
+
+    arch, kwargs, t_in, horizon, size, _ = (QUICK["tiny 4->3 16x16"] if quick
+                                            else CASES["demo 10->10 64x64"])
+    torch.manual_seed(0)
+    model = create_model(arch, **kwargs).eval()
+    info = {"input_frames": t_in, "channels": 1, "frame_size": [size, size]}
+    runners = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt, name in (("onnx", "m.onnx"), ("torchscript", "m.ts"),
+                          ("exported-program", "m.pt2")):
+            export(None, fmt, horizon, Path(tmp, name), model=model, info=info)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(str(Path(tmp, "m.onnx")), opts,
+                                       providers=["CPUExecutionProvider"])
+        traced = torch.jit.load(str(Path(tmp, "m.ts")))
+        program = torch.export.load(str(Path(tmp, "m.pt2"))).module()
+    results = []
+    for batch in (1, 8):
+        x = torch.rand(batch, t_in, 1, size, size)
+        xn = x.numpy()
+
+        def eager(x=x) -> object:
+            with torch.inference_mode():
+                return model(x, horizon)
+
+        def exported(x=x) -> object:
+            with torch.inference_mode():
+                return program(x)
+
+        def scripted(x=x) -> object:
+            with torch.inference_mode():
+                return traced(x)
+
+        runners = {"eager": eager, "onnxruntime": lambda xn=xn: session.run(None, {"x": xn}),
+                   "torchscript": scripted, "exported-program": exported}
+        for fn in runners.values():  # warm-up
+            fn(), fn()
+        reps = max(1, int(min_seconds / max(per_call(eager, 1), 1e-6)))
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(rounds):
+            for k, fn in runners.items():
+                times[k].append(per_call(fn, reps))
+        row = {"batch": batch, "reps": reps}
+        for k, ts in times.items():
+            row[f"{k}_seq_per_s"] = round(batch / statistics.median(ts), 2)
+            if k != "eager":
+                ratios = [e / t for e, t in zip(times["eager"], ts, strict=True)]
+                row[f"{k}_speedup"] = [round(min(ratios), 3), round(statistics.median(ratios), 3),
+                                       round(max(ratios), 3)]
+        results.append(row)
+    return results
+
+
 def table(results: list[dict]) -> str:
     lines = ["| case | update / re-encode (min / median / max) | goal | update ms | re-encode ms "
              "| update+forecast / whole forecast (min / median / max) |",
@@ -128,6 +193,18 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def export_table(rows: list[dict]) -> str:
+    names = ("eager", "onnxruntime", "torchscript", "exported-program")
+    lines = ["| batch | " + " | ".join(f"{n} seq/s" for n in names)
+             + " | onnxruntime / eager (min / median / max) | exported / eager |",
+             "|---|" + "---|" * (len(names) + 2)]
+    for r in rows:
+        o, e = r["onnxruntime_speedup"], r["exported-program_speedup"]
+        lines.append(f"| {r['batch']} | " + " | ".join(f"{r[f'{n}_seq_per_s']}" for n in names)
+                     + f" | {o[0]} / {o[1]} / {o[2]} | {e[0]} / {e[1]} / {e[2]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -135,6 +212,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min_seconds", type=float, default=0.2,
                         help="each timing sample repeats the call for at least this long")
     parser.add_argument("--quick", action="store_true", help="one tiny case (a smoke run)")
+    parser.add_argument("--parts", nargs="+", default=["stream", "export"],
+                        choices=["stream", "export"],
+                        help="stream: update vs re-encode; export: eager vs exported files")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("streaming.json"))
     args = parser.parse_args(argv)
     if args.rounds < 5 and not args.quick:
@@ -142,11 +222,17 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     before = load()
     cases = QUICK if args.quick else CASES
-    results = [run_case(n, s, args.rounds, 0.01 if args.quick else args.min_seconds)
-               for n, s in cases.items()]
+    min_seconds = 0.01 if args.quick else args.min_seconds
+    results = ([run_case(n, s, args.rounds, min_seconds) for n, s in cases.items()]
+               if "stream" in args.parts else [])
+    speed = (export_speed(args.rounds, args.threads, min_seconds, args.quick)
+             if "export" in args.parts else [])
     report = {"machine": machine(args.threads), "load_before": before, "load_after": load(),
-              "rounds": args.rounds, "results": results}
-    print(table(results))
+              "rounds": args.rounds, "results": results, "export_speed": speed}
+    if results:
+        print(table(results))
+    if speed:
+        print(export_table(speed))
     print(f"machine: {report['machine']}; load {before} -> {report['load_after']}")
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")

@@ -4,7 +4,8 @@ The configs are picked up by glob, so new ones are tested as they appear. To kee
 data is shrunk through whichever of these arguments the config's DataModule accepts: batch 1,
 2 -> 2 frames, 32-pixel frames (unless the model pins a frame size), tiny split sizes. A config
 whose data `path` does not exist here (a placeholder for the user's archive) runs on a tiny
-generated array through `FramesDataModule` instead, with the config's model and training setup.
+generated array through `FramesDataModule` instead, with the config's model and training setup;
+a missing KTH `root` is replaced by a tiny synthetic folder in KTH's layout.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 import pytest
 import yaml
 from conftest import FIT_QUIET, cli
+
+from convcast.data.kth import write_synthetic_kth
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 SMALL = {"batch_size": 1, "num_workers": 0, "train_size": 4, "val_size": 2, "test_size": 2,
@@ -56,8 +59,13 @@ def _overrides(config: dict, tmp_path: Path) -> list:
                 tmp_path / "frames.npy", "--data.input_frames", 2, "--data.output_frames", 2,
                 "--data.split_fractions", "[0.5, 0.25, 0.25]", "--data.batch_size", 1,
                 "--data.num_workers", 0]
+    root, tree = args.get("root"), []
+    if root is not None and not Path(root).exists():  # a KTH-layout folder: a tiny synthetic one
+        persons = (1, 2, 3, 4, 5, 13, 15, 17)  # every stage of the seeds and prediction splits
+        tree = ["--data.init_args.root", write_synthetic_kth(tmp_path / "kth", persons=persons)]
     accepted = _data_parameters(data["class_path"])
-    out = [a for k, v in SMALL.items() if k in accepted for a in (f"--data.init_args.{k}", v)]
+    out = tree + [a for k, v in SMALL.items() if k in accepted
+                  for a in (f"--data.init_args.{k}", v)]
     model_kwargs = (config.get("model") or {}).get("model_kwargs") or {}
     if not any(k in model_kwargs for k in SIZE_KEYS):  # the model takes any frame size
         out += [a for k in SIZE_KEYS if k in accepted for a in (f"--data.init_args.{k}", 32)]

@@ -1,4 +1,7 @@
-"""`convcast demo` end to end, kept short: a few seconds of training on a small test set."""
+"""`convcast demo` end to end, kept short: a few steps of training on a small test set.
+
+Runs are bounded by steps (`--max_steps`) under a generous time budget, and pin the threads and
+the precision, so no test depends on how fast or how busy the machine is."""
 
 import json
 import subprocess
@@ -11,6 +14,7 @@ import torch
 from convcast.cli import demo
 
 MODELS = ("encoder_forecaster", "persistence", "blank")
+FIXED = ["--minutes", "30", "--threads", "1", "--precision", "32-true"]  # steps bound the runs
 
 
 def _check_outputs(out, horizon=10):
@@ -30,11 +34,13 @@ def _check_outputs(out, horizon=10):
 
 
 def test_demo_from_scratch_writes_metrics_and_gif(tmp_path, capsys):
-    assert demo.main(["--init", "scratch", "--minutes", "0.05", "--max_steps", "2",
-                      "--test_size", "8", "--batch_size", "4", "--out", str(tmp_path)]) == 0
+    assert demo.main(["--init", "scratch", *FIXED, "--max_steps", "2", "--test_size", "8",
+                      "--batch_size", "4", "--out", str(tmp_path)]) == 0
     _check_outputs(tmp_path)
-    printed = capsys.readouterr().out
-    assert all(name in printed for name in MODELS)
+    captured = capsys.readouterr()
+    assert all(name in captured.out for name in MODELS) and "trained 2 steps" in captured.out
+    for stage in ("threads: 1", "budget 30 min", "evaluating", "writing"):  # progress, in order
+        assert stage in captured.err, stage
 
 
 def test_shipped_weights_forecast_the_digits(tmp_path):
@@ -44,8 +50,8 @@ def test_shipped_weights_forecast_the_digits(tmp_path):
     benchmarks/RESULTS.md.)"""
     blob = demo.load_shipped()
     assert blob["model_kwargs"] == demo.DEMO_MODEL and blob["trained_steps"] > 0
-    assert demo.main(["--minutes", "0.05", "--max_steps", "1", "--test_size", "64",
-                      "--out", str(tmp_path)]) == 0
+    assert demo.main([*FIXED, "--max_steps", "1", "--test_size", "64", "--out",
+                      str(tmp_path)]) == 0
     m = _check_outputs(tmp_path)
     ef, pers, blank = (m[k]["mse"] for k in MODELS)
     assert ef < 0.8 * pers and ef < 0.8 * blank, m
@@ -67,8 +73,7 @@ def test_shipped_file_of_another_architecture_is_refused(tmp_path):
 def test_demo_continues_from_its_own_weights_file(tmp_path):
     """--save_weights writes the asset format; --init FILE continues from it, counting steps."""
     first, second = tmp_path / "a.pt", tmp_path / "b.pt"
-    small = ["--minutes", "0.05", "--test_size", "4", "--batch_size", "2", "--out",
-             str(tmp_path / "out")]
+    small = [*FIXED, "--test_size", "4", "--batch_size", "2", "--out", str(tmp_path / "out")]
     assert demo.main(["--init", "scratch", "--max_steps", "2", "--save_weights", str(first),
                       *small]) == 0
     assert demo.load_shipped(first)["trained_steps"] == 2
@@ -78,13 +83,29 @@ def test_demo_continues_from_its_own_weights_file(tmp_path):
     assert blob["trained_steps"] == 3 and blob["model_kwargs"] == demo.DEMO_MODEL
 
 
-def test_precision_auto_follows_the_cpu(tmp_path, monkeypatch, capsys):
-    """bf16 only where the CPU has it natively (elsewhere it is emulated and slower)."""
-    for native, want in ((True, "bf16-mixed"), (False, "32-true")):
-        monkeypatch.setattr(demo, "native_bf16", lambda n=native: n)
-        assert demo.main(["--init", "scratch", "--minutes", "0.05", "--max_steps", "1",
-                          "--test_size", "2", "--batch_size", "2", "--out", str(tmp_path)]) == 0
-        assert f"training in {want}" in capsys.readouterr().err
+def test_auto_precision_and_threads_come_from_the_probes(tmp_path, monkeypatch, capsys):
+    """--precision auto and --threads auto use the probes of convcast.train.precision and say
+    what they chose and why (the probes themselves: tests/test_precision.py)."""
+    monkeypatch.setattr(demo, "choose_precision", lambda m, s: ("bf16-mixed", "probed faster"))
+    monkeypatch.setattr(demo, "choose_threads", lambda m, s: (1, "1 thread(s): probed"))
+    small = ["--init", "scratch", "--minutes", "30", "--max_steps", "1", "--test_size", "2",
+             "--batch_size", "2", "--out", str(tmp_path)]
+    assert demo.main(small) == 0
+    err = capsys.readouterr().err
+    assert "training in bf16-mixed: probed faster" in err and "threads: 1 thread(s): probed" in err
+    with pytest.raises(ValueError, match="--threads must be a positive number or auto"):
+        demo.main([*small, "--threads", "two"])
+
+
+def test_a_budget_too_small_to_train_still_evaluates(tmp_path, capsys):
+    """When the evaluation alone fills --minutes the demo says so, trains one step, and still
+    writes every output."""
+    assert demo.main(["--init", "scratch", "--minutes", "0.0001", "--threads", "1",
+                      "--precision", "32-true", "--test_size", "4", "--batch_size", "2",
+                      "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "leaves no time to train" in captured.err and "trained 1 steps" in captured.out
+    _check_outputs(tmp_path)
 
 
 def test_defaults_follow_init(tmp_path, monkeypatch):
@@ -96,8 +117,8 @@ def test_defaults_follow_init(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(demo, "ForecastSystem", spy)
-    small = ["--minutes", "0.05", "--max_steps", "1", "--test_size", "2", "--batch_size", "2",
-             "--out", str(tmp_path)]
+    small = [*FIXED, "--max_steps", "1", "--test_size", "2", "--batch_size", "2", "--out",
+             str(tmp_path)]
     assert demo.main(["--init", "scratch", *small]) == 0
     assert demo.main([*small]) == 0
     assert demo.main(["--lr", "0.01", "--loss", "mse", "--horizon_curriculum", "7", *small]) == 0

@@ -185,3 +185,43 @@ def test_patch_reshape_round_trip_and_errors():
     assert torch.equal(y[0, 0, :, 0, 0], x[0, 0, 0, :4, :4].reshape(-1))
     with pytest.raises(ValueError, match="not divisible"):
         space_to_depth(torch.randn(1, 1, 1, 30, 32), 4)
+
+
+def test_bf16_autocast_keeps_the_cell_state_in_float32():
+    """Gates in bf16, the cell state C updated in float32 over every step."""
+    torch.manual_seed(0)
+    m = ConvLSTM(2, [4, 4], 3, 2, peephole=True)
+    x = torch.randn(2, 6, 2, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (out,), states = m(x)
+        h, c = ConvLSTMCell(4, 4, 3)(out[:, -1])  # a bf16 input, no state: C starts float32
+    assert all(c_l.dtype == torch.float32 for _, c_l in states) and c.dtype == torch.float32
+    assert out.dtype == torch.bfloat16 and h.dtype == torch.bfloat16
+    (ref,), ref_states = m(x)  # and the bf16 forecast stays close to float32's
+    assert torch.allclose(states[-1][1], ref_states[-1][1], atol=0.05)
+
+
+@pytest.mark.slow
+def test_compiled_gate_arithmetic_matches_eager():
+    """`set_compiled_gates`: the same outputs and gradients as the eager arithmetic."""
+    import warnings
+
+    from convcast.layers import set_compiled_gates
+
+    torch.manual_seed(0)
+    eager = ConvLSTM(1, [3, 3], 3, 2, peephole=True)
+    fused = ConvLSTM(1, [3, 3], 3, 2, peephole=True)
+    fused.load_state_dict(eager.state_dict())
+    assert set_compiled_gates(fused) == 2
+    x = torch.randn(2, 3, 1, 6, 6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (got,), _ = fused(x)
+    if any("compiled ConvLSTM gates unavailable" in str(w.message) for w in caught):
+        pytest.skip(f"torch.compile cannot build the fused gates here: {caught[-1].message}")
+    (want,), _ = eager(x)
+    assert torch.allclose(got, want, atol=1e-5)
+    got.pow(2).sum().backward()
+    want.pow(2).sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), eager.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name

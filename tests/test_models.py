@@ -1,10 +1,12 @@
 """Generic tests over every registered forecaster, baselines included (the timm pattern)."""
 
+import warnings
+
 import pytest
 import torch
 
 import convcast
-from convcast.models import create_model, is_baseline, list_models
+from convcast.models import create_model, get_model_class, is_baseline, list_models
 
 T_IN, SIZE = 3, 16  # small frames keep the whole registry fast; 16 divides every patch size
 
@@ -140,3 +142,58 @@ def test_variants_build_their_papers_sizes_and_accept_overrides():
     assert demo.model_spec["kwargs"] == {**resolve("encoder_forecaster_demo")[1], "in_channels": 3}
     with pytest.raises(ValueError, match="valid names: .*encoder_forecaster_demo"):
         create_model("encoder_forecaster_demo2")
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_float64_and_bfloat16_inputs_are_computed_in_the_model_dtype(name, dtype):
+    """Any float input works: the model computes in its own dtype and answers in the input's."""
+    model = _build(name).eval()
+    x = _input().to(dtype)
+    with torch.no_grad():
+        y = model(x, 2)
+        want = model(x.float(), 2)
+    assert y.dtype == dtype and y.shape == (2, 2, 1, SIZE, SIZE)
+    torch.testing.assert_close(y.float(), want, atol=1e-2 if dtype == torch.bfloat16 else 1e-6,
+                               rtol=0)
+
+
+SIZES = {"patch_size": (0, -2), "hidden_channels": (0, [8, 0]), "hidden_sizes": (0,),
+         "nf": (0,), "kernel_size": (-3, 0, 4), "num_layers": (0, -1), "in_channels": (0,)}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_nonsensical_sizes_are_refused_at_build_time(name):
+    import inspect
+
+    params = inspect.signature(get_model_class(name)).parameters
+    tried = 0
+    for arg, values in SIZES.items():
+        if arg not in params:
+            continue
+        for value in values:
+            with pytest.raises(ValueError, match=arg):
+                create_model(name, **{arg: value})
+            tried += 1
+    assert tried  # every model has at least in_channels
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_nonfinite_input_policy(name):
+    model = _build(name).eval()
+    x = _input()
+    x[1, 1, 0, 3, 5] = float("nan")  # one NaN pixel
+    assert model.nonfinite == "raise"
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="NaN or infinite.*nonfinite"):
+            model(x, 2)
+        model.nonfinite = "warn"
+        with pytest.warns(RuntimeWarning, match="NaN or infinite"):
+            model(x, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model(x, 2)  # warned once per model
+            model.nonfinite = "ignore"
+            model(x, 2)
+    with pytest.raises(ValueError, match="nonfinite must be one of raise, warn, ignore"):
+        model.nonfinite = "skip"

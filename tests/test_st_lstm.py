@@ -120,3 +120,29 @@ def test_bad_arguments_are_refused_clearly():
         cell(torch.randn(1, 3, 8, 8))
     with pytest.raises(ValueError, match="differ in size"):
         cell(torch.randn(1, 2, 8, 8), torch.zeros(1, 4, 6, 6))
+
+
+def test_bf16_autocast_keeps_both_memories_in_float32():
+    cell = SpatioTemporalLSTMCell(2, 4, 3)
+    x = torch.randn(2, 2, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, c, m = cell(x.bfloat16())  # no state: C and M start float32 even for a bf16 input
+        h2, c2, m2 = cell(x, h, c, m)
+    assert c.dtype == m.dtype == c2.dtype == m2.dtype == torch.float32
+    assert h2.dtype == torch.bfloat16
+
+
+def test_checkpointed_step_gives_the_same_gradients():
+    torch.manual_seed(0)
+    cell = SpatioTemporalLSTMCell(2, 4, 3)
+    x = torch.randn(2, 2, 6, 6, requires_grad=True)
+    grads = []
+    for on in (False, True):
+        cell.checkpointing = on
+        cell.zero_grad(set_to_none=True)
+        x.grad = None
+        h, c, m = cell(x, *cell(x)[:3])  # two steps
+        (h.sum() + c.pow(2).sum() + m.sum()).backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in cell.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -6,6 +6,10 @@ From scratch, a ConvLSTM on this CPU spends far longer than a few minutes learni
 trained itself and ships inside the package, and continues training live from there. `--init
 scratch` starts from random weights; the command that reproduces the shipped checkpoint is stored in
 it and shown by `--help`.
+
+`--minutes` bounds the whole run, not just training: before training, the demo picks its thread
+count and precision with short probes (`convcast.train.precision`), times the evaluation of one
+test batch, and trains for what is left once the estimated evaluation and writing are set aside.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import lightning as L
 import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback
+from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from convcast.data import MovingMNISTDataModule
 from convcast.models import resolve
 from convcast.train import ForecastSystem
+from convcast.train.precision import choose_precision, choose_threads
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "demo_encoder_forecaster.pt"
 DEMO_MODEL = resolve("encoder_forecaster_demo")[1]  # the kwargs of the registry variant
@@ -35,6 +41,7 @@ REPRODUCE = ("convcast demo --init scratch --max_steps 2200 --minutes 90 --lr 0.
              "--loss bce+ssim --precision bf16-mixed "
              "--save_weights convcast/assets/demo_encoder_forecaster.pt")
 REPORTED = ("mse", "mae", "ssim", "psnr")
+WRITE_S = 15.0  # seconds set aside for metrics.json, two plots and the GIF (measured: ~5)
 
 
 class MinutesBar(Callback):
@@ -89,7 +96,9 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="convcast demo", description="Train an encoder-forecaster on Moving "
                        "MNIST and score it against persistence and blank forecasts. The shipped "
                        f"checkpoint is reproduced by: {REPRODUCE}")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    p.add_argument("--minutes", type=float, default=4.0,
+                   help="time budget of the whole demo: training stops early enough for the "
+                   "evaluation and the outputs to fit")
     p.add_argument("--max_steps", type=int, default=-1,
                    help="also stop after this many steps (-1: time budget only)")
     p.add_argument("--out", type=str, default="demo-output", help="output folder")
@@ -110,21 +119,16 @@ def parser() -> ArgumentParser:
     p.add_argument("--test_size", type=int, default=256, help="held-out test sequences")
     p.add_argument("--precision", type=str, default="auto",
                    choices=["auto", "32-true", "bf16-mixed"],
-                   help="bf16-mixed is about 1.7x faster on CPUs with AVX512-BF16 or AMX and "
-                   "slower elsewhere; auto picks it where the CPU has native bf16")
+                   help="auto: bf16-mixed only where the CPU has native bf16 (AVX512-BF16, AMX) "
+                   "and a few probe steps find it faster than float32; elsewhere bf16 is "
+                   "emulated and several times slower")
+    p.add_argument("--threads", type=str, default="auto",
+                   help="CPU threads: a number, or auto (OMP_NUM_THREADS if set, else 1 or all "
+                   "cores, whichever a few probe steps find faster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save_weights", type=str | None, default=None,
                    help="also save the trained weights in the shipped-asset format")
     return p
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); Linux only, else False."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_shipped(path: Path = ASSET, expect: dict | None = DEMO_MODEL) -> dict:
@@ -159,7 +163,30 @@ def save_weights(path: Path, system: ForecastSystem, steps: int, minutes: float)
     tmp.replace(path)
 
 
+def log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def probe_batch(dm: MovingMNISTDataModule, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` training sequences as one batch, for the speed probes."""
+    return default_collate([dm.train_set[i] for i in range(n)])
+
+
+def set_threads(choice: str, model: torch.nn.Module, sample: tuple) -> None:
+    """Apply `--threads`: a number, or `auto` (a probe, see `choose_threads`); say what it is."""
+    if choice == "auto":
+        n, why = choose_threads(model, sample)
+    else:
+        n = int(choice) if choice.isdigit() else 0
+        if n < 1:
+            raise ValueError(f"--threads must be a positive number or auto, got {choice!r}")
+        why = f"{n} thread(s) (--threads)"
+    torch.set_num_threads(n)
+    log(f"threads: {why}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    start = time.monotonic()
     args = parser().parse_args(argv)
     L.seed_everything(args.seed, verbose=False)
     out = Path(args.out)
@@ -187,22 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starting from {args.init} weights ({prior_steps} steps, {prior_minutes:.0f} "
               "min of CPU training); continuing live", file=sys.stderr)
 
-    precision = args.precision
+    sample = probe_batch(dm, min(8, args.batch_size))
+    set_threads(args.threads, system.model, probe_batch(dm, min(4, args.batch_size)))
+    precision, why = args.precision, "--precision"
     if precision == "auto":
-        precision = "bf16-mixed" if native_bf16() else "32-true"
-        print(f"training in {precision} (--precision to change)", file=sys.stderr)
-    callbacks: list[Callback] = [MinutesBar(args.minutes)]
-    if args.save_weights is not None:
-        callbacks.append(PeriodicWeights(Path(args.save_weights), prior_steps, prior_minutes))
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision=precision, max_steps=args.max_steps,
-        max_time=timedelta(minutes=args.minutes), max_epochs=-1,
-        limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-    )
-    t0 = time.monotonic()
-    trainer.fit(system, datamodule=dm)
-    minutes = (time.monotonic() - t0) / 60
+        precision, why = choose_precision(system.model, sample)
+    log(f"training in {precision}: {why}")
 
     from convcast.metrics import format_table, write_metrics_json
     from convcast.models import create_model
@@ -210,14 +227,45 @@ def main(argv: list[str] | None = None) -> int:
     from convcast.viz import write_animation
     from convcast.viz.plots import plot_lead_time
 
-    model = system.model.eval()
-    models = {"encoder_forecaster": model, "persistence": create_model("persistence"),
+    models = {"encoder_forecaster": system.model, "persistence": create_model("persistence"),
               "blank": create_model("blank")}
-    results = evaluate(models, dm.test_dataloader())
+    loader = dm.test_dataloader()
+    t = time.monotonic()
+    evaluate(models, loader, max_batches=1)  # one batch, to budget the whole evaluation
+    eval_s = (time.monotonic() - t) * len(loader)
+    system.model.train()  # evaluate() left it in eval mode, and Lightning keeps a module's mode
+    train_s = args.minutes * 60 - (time.monotonic() - start) - eval_s - WRITE_S
+    if train_s < 1:
+        log(f"warning: evaluating {args.test_size} test sequences takes ~{eval_s:.0f} s here, "
+            f"so --minutes {args.minutes:g} leaves no time to train: training one step (raise "
+            "--minutes or lower --test_size)")
+        train_s, args.max_steps = 1.0, 1
+    log(f"budget {args.minutes:g} min: {time.monotonic() - start:.0f} s setup and probes, "
+        f"{train_s / 60:.1f} min training, ~{eval_s:.0f} s evaluation ({args.test_size} "
+        f"sequences), ~{WRITE_S:.0f} s writing")
+
+    callbacks: list[Callback] = [MinutesBar(train_s / 60)]
+    if args.save_weights is not None:
+        callbacks.append(PeriodicWeights(Path(args.save_weights), prior_steps, prior_minutes))
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, precision=precision, max_steps=args.max_steps,
+        max_time=timedelta(seconds=train_s), max_epochs=-1,
+        limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+    )
+    t0 = time.monotonic()
+    trainer.fit(system, datamodule=dm)
+    minutes = (time.monotonic() - t0) / 60
+
+    model = system.model.eval()
+    batches = tqdm(loader, desc="evaluating", unit="batch", file=sys.stderr, mininterval=1.0,
+                   dynamic_ncols=True)
+    results = evaluate(models, batches)
+    log(f"writing {out / 'metrics.json'}, the lead-time plots and {out / 'prediction.gif'}")
     write_metrics_json(out / "metrics.json", results)
     plot_lead_time({n: {m: results[n][m] for m in ("mse", "ssim")} for n in models}, out)
 
-    x, y = next(iter(dm.test_dataloader()))
+    x, y = next(iter(loader))
     with torch.no_grad():
         pred = model(x[:4], y.shape[1])  # [4, T_out, 1, H, W]
     stack = lambda s: torch.cat(list(s), dim=-2)  # noqa: E731  4 sequences one above the other
@@ -225,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                                              "forecast": stack(pred)}, fps=3, scale=2)
     print(format_table({n: {m: results[n][m] for m in REPORTED} for n in models}))
     print(f"\ntrained {trainer.global_step} steps in {minutes:.1f} min "
-          f"(+{prior_steps} shipped); wrote {out / 'metrics.json'}, {out / 'prediction.gif'} "
-          f"and the lead-time plots {out / 'mse.png'}, {out / 'ssim.png'}")
+          f"(+{prior_steps} shipped), {(time.monotonic() - start) / 60:.1f} min in all; wrote "
+          f"{out / 'metrics.json'}, {out / 'prediction.gif'} and the lead-time plots "
+          f"{out / 'mse.png'}, {out / 'ssim.png'}")
     return 0
 
 

@@ -4,6 +4,7 @@
     convcast predict                 forecast a video, frame folder or array from a checkpoint
     convcast demo | nowcast          the Moving MNIST demo and the radar nowcasting workflow
     convcast classify                the class of a video from a classifier checkpoint
+    convcast export                  a forecaster as ONNX, TorchScript or an exported program
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ COMMANDS = {
     "demo": "train and score a model on Moving MNIST in minutes",
     "nowcast": "forecast the next radar frames from the latest ones of an archive",
     "classify": "the class of a video (class probabilities, then label: NAME) from a classifier",
+    "export": "a checkpoint's forecaster as ONNX, TorchScript or a torch.export program",
 }
 DELEGATED = {"demo": "convcast.cli.demo", "nowcast": "convcast.cli.nowcast",
-             "classify": "convcast.cli.classify"}
+             "classify": "convcast.cli.classify", "export": "convcast.cli.export"}
 # errors that describe a bad input or a failed run (cause and remedy): printed without a
 # traceback. OSError covers unreadable and unwritable files; FloatingPointError a diverged fit.
 USER_ERRORS = (ValueError, OSError, FloatingPointError)

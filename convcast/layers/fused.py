@@ -37,12 +37,12 @@ def lstm_pointwise(
         H_t = σ(o + W_co ∘ C_t) ∘ tanh(C_t)
     """
     i, f, o, g = gates.chunk(4, dim=1)  # each [B, hid, H, W]
-    if w_ci is not None:
-        i = i + w_ci * c
-        f = f + w_cf * c
+    if w_ci is not None:  # the peephole terms join the gates in the gates' precision
+        i = i + (w_ci * c).to(i.dtype)
+        f = f + (w_cf * c).to(f.dtype)
     c_next = torch.sigmoid(f).to(c.dtype) * c + (torch.sigmoid(i) * torch.tanh(g)).to(c.dtype)
     if w_co is not None:
-        o = o + w_co * c_next
+        o = o + (w_co * c_next).to(o.dtype)
     h_next = torch.sigmoid(o) * torch.tanh(c_next).to(o.dtype)  # [B, hid, H, W]
     return h_next, c_next
 

@@ -10,6 +10,13 @@ import torch
 import torch.nn.functional as F
 
 
+def check_patch_size(patch_size: int) -> int:
+    """A patch size must be a positive int (1: no reshaping)."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive int (1: no patches), got {patch_size!r}")
+    return patch_size
+
+
 def _check(x: torch.Tensor, patch_size: int) -> None:
     if x.dim() != 5:
         raise ValueError(f"expected a sequence [B,T,C,H,W], got shape {tuple(x.shape)}")
@@ -23,7 +30,7 @@ def _check(x: torch.Tensor, patch_size: int) -> None:
 
 def space_to_depth(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     """[B,T,C,H,W] -> [B,T,C·p²,H/p,W/p]."""
-    if patch_size == 1:
+    if check_patch_size(patch_size) == 1:
         return x
     _check(x, patch_size)
     B, T = x.shape[:2]
@@ -33,7 +40,7 @@ def space_to_depth(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 def depth_to_space(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     """[B,T,C·p²,H/p,W/p] -> [B,T,C,H,W], the inverse of `space_to_depth`."""
-    if patch_size == 1:
+    if check_patch_size(patch_size) == 1:
         return x
     B, T = x.shape[:2]
     y = F.pixel_shuffle(x.flatten(0, 1), patch_size)  # [B*T, C, H, W]

@@ -18,8 +18,9 @@ which forecasts from a state without changing it; `forward(x, horizon)` is
 `decode(encode(x), horizon)`. Streaming inference (`convcast.train.stream`) is built on the two.
 
 Inputs are computed in the model's parameter dtype (a float64 or bfloat16 input is cast, and the
-forecast comes back in the input's dtype). A non-finite input value is handled by the model's
-`nonfinite` policy: "raise" (the default), "warn" (once per model) or "ignore".
+forecast comes back in the input's dtype; `encode` casts its frames alike). A non-finite input
+value is handled by the model's `nonfinite` policy: "raise" (the default), "warn" (once per
+model) or "ignore"; `model.nonfinite = "warn"` sets it.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class Forecaster(nn.Module):
     def nonfinite(self, policy: str) -> None:
         if policy not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE)}, got {policy!r}")
-        self._nonfinite = policy
-        self._warned_nonfinite = False
+        for m in self.modules():  # a forecaster wrapping another one sets both
+            if isinstance(m, Forecaster):
+                m._nonfinite, m._warned_nonfinite = policy, False
 
     def set_condition_channels(self, condition_channels: int) -> int:
         """Record (and validate) the constructor's `condition_channels`."""
@@ -103,9 +105,22 @@ class Forecaster(nn.Module):
     def compute_dtype(self) -> torch.dtype | None:
         """The dtype the model computes in: its parameters' (None for a model without any)."""
         for p in self.parameters():
-            if p.is_floating_point():
+            if p.dtype.is_floating_point:
                 return p.dtype
         return None
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        """Run `forward` in the parameters' dtype: a float64 or bfloat16 input (and its float
+        keyword tensors: teacher, condition, ...) is cast, and the forecast cast back."""
+        dtype = self.compute_dtype()
+        if (dtype is None or not isinstance(x, torch.Tensor) or not x.is_floating_point()
+                or x.dtype == dtype):
+            return super().__call__(x, *args, **kwargs)
+        def cast(v: object) -> object:
+            return v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+        y = super().__call__(x.to(dtype), *map(cast, args),
+                             **{k: cast(v) for k, v in kwargs.items()})
+        return y.to(x.dtype)  # [B, horizon, C, H, W]
 
     def cast(self, t: torch.Tensor | None) -> torch.Tensor | None:
         """`t` in the model's compute dtype (unchanged when it has none or already is)."""

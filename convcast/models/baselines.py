@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from convcast.models.base import Forecaster
+from convcast.models.base import Forecaster, check_size
 from convcast.models.registry import register_model
 
 
@@ -21,7 +21,7 @@ class Persistence(Forecaster):
 
     def __init__(self, in_channels: int = 1, **ignored) -> None:
         super().__init__()
-        self.in_channels = in_channels
+        self.in_channels = check_size(self.model_name, "in_channels", in_channels)
 
     def forward(self, x: torch.Tensor, horizon: int,
                 condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -38,7 +38,7 @@ class Blank(Forecaster):
 
     def __init__(self, in_channels: int = 1, **ignored) -> None:
         super().__init__()
-        self.in_channels = in_channels
+        self.in_channels = check_size(self.model_name, "in_channels", in_channels)
 
     def forward(self, x: torch.Tensor, horizon: int,
                 condition: torch.Tensor | None = None) -> torch.Tensor:

@@ -129,6 +129,7 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
             (n if conditional else 0) + (n // in_channels * cc if cc else 0))
         # (H, W) of the frames the model is sized for; (0, 0) until a lazy model sees a frame
         self.register_buffer("frame_hw", torch.tensor(list(frame_size or (0, 0)), dtype=torch.long))
+        self._hw: tuple[int, int] | None = None  # frame_hw as ints, read once (export reads none)
         self.encoder = nn.ModuleList(
             FCLSTMLayer(n if i == 0 else sizes[i - 1], s, peephole) for i, s in enumerate(sizes))
         self.predictor = nn.ModuleList(
@@ -151,6 +152,16 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
             self.readout_w.uniform_(-bound, bound)
             self.readout_b.uniform_(-bound, bound)
 
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) the model is sized for ((0, 0) while lazy), as Python ints."""
+        if self._hw is None:
+            self._hw = (int(self.frame_hw[0]), int(self.frame_hw[1]))
+        return self._hw
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super()._load_from_state_dict(*args, **kwargs)
+        self._hw = None  # frame_hw may have changed: read it again
+
     def _fit_frame(self, x: torch.Tensor) -> None:
         """Size a lazy model for `x`'s frames, or refuse frames of another size."""
         _, _, C, H, W = x.shape
@@ -165,7 +176,8 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
                 self.readout_b.materialize((n,), device=x.device)
             self._init_readout()
             self.frame_hw.copy_(torch.tensor([H, W]))
-        fh, fw = (int(v) for v in self.frame_hw)
+            self._hw = None
+        fh, fw = self.frame_size()
         if (fh, fw) != (H, W):
             raise ValueError(
                 f"fc_lstm was built for {fh}×{fw} frames (frame_size) but got {H}×{W}: its layers "
@@ -208,7 +220,7 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
         self.check_state(state)
         frame = state["last"]  # [B, N]
         B, C = frame.shape[0], self.in_channels
-        H, W = (int(v) for v in self.frame_hw)
+        H, W = self.frame_size()
         cond = self.check_condition(condition, horizon, (B, H, W))
         cv = cond.reshape(B, horizon, -1) if cond is not None else None  # [B, horizon, Cc*H*W]
         teacher, mask = self.check_teacher((B, C, H, W), horizon, teacher, teacher_mask)

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from convcast.models.base import Forecaster
+from convcast.models.base import Forecaster, check_size
 from convcast.models.registry import register_model
 
 METHODS = ("lucaskanade", "vet", "darts", "proesmans", "farneback")
@@ -61,6 +61,7 @@ class OpticalFlow(Forecaster):
             raise ValueError(f"motion_frames must be >= 2 to see any motion, got {motion_frames}")
         if not (outval == "min" or isinstance(outval, (int, float))):
             raise ValueError(f"outval must be a number or 'min', got {outval!r}")
+        check_size("optical_flow", "in_channels", in_channels)
         self.in_channels, self.method, self.motion_frames = in_channels, method, motion_frames
         self.outval, self.method_kwargs = outval, dict(method_kwargs or {})
         import_pysteps()  # fail at construction, not mid-evaluation

@@ -109,7 +109,10 @@ class ClassificationSystem(L.LightningModule):
                          "frame_size": list(size) if size is not None else None}
 
     def configure_model(self) -> None:
-        dm = self.trainer.datamodule
+        try:
+            dm = self.trainer.datamodule
+        except RuntimeError:  # no trainer (load_from_checkpoint): the checkpoint shaped the model
+            dm = None
         classes = getattr(dm, "classes", None)
         if self.model is not None:  # given or loaded: the data must agree
             known = self.hparams.data_shape["class_names"]
@@ -119,7 +122,9 @@ class ClassificationSystem(L.LightningModule):
                                  "class folders (or the classes argument of the datamodule)")
             return
         if classes is None or not callable(getattr(dm, "data_info", None)):
-            raise ValueError(f"{type(dm).__name__} does not tell its classes; {BATCHES}, or give "
+            what = (f"{type(dm).__name__} does not tell its classes" if dm is not None
+                    else "no datamodule tells the classes")
+            raise ValueError(f"{what}; {BATCHES}, or give "
                              "--model.data_shape '{class_names: [...], channels: 1, "
                              "frame_size: [H, W]}'")
         info = dm.data_info()
