@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ DEFAULT_CALLBACKS: dict[str, tuple[type, dict[str, Any]]] = {
     "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
     "images": (PredictionImages, {"every_n_steps": 250}),
 }
+RUN_FILES = ("hparams.yaml", "config.yaml", "metrics.csv")  # written before the first step
 DESCRIPTION = ("Train (fit), validate and test forecasters. Configs: configs/*.yaml; every Trainer "
                "flag works, e.g. --trainer.devices 2 --trainer.precision bf16-mixed.")
 
@@ -153,7 +155,29 @@ class ConvcastCLI(LightningCLI):
             d = self._resume_log_dir
             kwargs["logger"] = TensorBoardLogger(save_dir=d.parent.parent, name=d.parent.name,
                                                  version=d.name)
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        log_dir = getattr(trainer.logger, "log_dir", None)
+        if log_dir and not scoring:  # the folders this run creates (see _drop_empty_run)
+            fresh = [d for d in (Path(log_dir), *Path(log_dir).parents) if not d.exists()]
+            self._fresh_run_dir = fresh[-1] if fresh else None
+        return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._drop_empty_run()
+            raise
+
+    def _drop_empty_run(self) -> None:
+        """A fit that failed before its first step (bad data, bad setting) leaves no empty run
+        folder behind: remove the folder it created if it holds only logger files."""
+        top = getattr(self, "_fresh_run_dir", None)
+        if top is None or not top.is_dir() or self.trainer.global_step > 0:
+            return
+        files = [f for f in top.rglob("*") if f.is_file()]
+        if all(f.name.startswith("events.out.tfevents") or f.name in RUN_FILES for f in files):
+            shutil.rmtree(top, ignore_errors=True)
 
     def after_test(self) -> None:
         cfg = self.config["test"]

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 COMMANDS = {
     "fit": "train a model (LightningCLI: --config configs/NAME.yaml, --trainer.* flags)",
@@ -38,6 +39,49 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _config_values(argv: list[str]) -> list[str]:
+    """The values of every `--config X` / `--config=X` / `-c X` in `argv`."""
+    values = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-c", "--config")]
+    return values + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+
+
+def _check_configs(argv: list[str]) -> None:
+    """Each `--config` must be a readable YAML mapping: a clear error naming the file (and the
+    line) instead of the parser's deep traceback."""
+    import yaml
+
+    for value in _config_values(argv):
+        inline = "\n" in value or ": " in value or value.lstrip().startswith("{")
+        if not inline and not os.path.isfile(value):
+            raise FileNotFoundError(f"config file {value} not found; give the path of a YAML "
+                                    "file, e.g. --config configs/seq2seq-cpu-small.yaml")
+        name = "the inline --config" if inline else f"config file {value}"
+        try:
+            text = value if inline else Path(value).read_text()
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"{name} is not valid YAML{where}: {problem}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{name} is not a text (YAML) file") from None
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"{name} holds a {type(data).__name__}, not a mapping of options "
+                             "(trainer:, model:, data:, ...)")
+
+
+# datamodules whose modules moved, as class paths stored in older checkpoints name them
+MOVED_CLASSES = {
+    "convcast.data.own_data.FramesDataModule": "convcast.data.FramesDataModule",
+    "convcast.data.datamodule.MovingMNISTDataModule": "convcast.data.MovingMNISTDataModule",
+    "convcast.data.moving_shapes.MovingShapesDataModule": "convcast.data.MovingShapesDataModule",
+    "convcast.data.synthetic_radar.SyntheticRadarDataModule":
+        "convcast.data.SyntheticRadarDataModule",
+    "convcast.data.radar.RadarDataModule": "convcast.data.RadarDataModule",
+}
+
+
 def _with_stored_config(argv: list[str]) -> list[str]:
     """`convcast fit|validate|test --ckpt_path X` without `--config`: use the config inside X."""
     if any(a in ("-c", "--config") or a.startswith("--config=") for a in argv):
@@ -51,6 +95,8 @@ def _with_stored_config(argv: list[str]) -> list[str]:
     config = read_checkpoint(path).get(CONFIG_KEY)
     if not config:
         return argv
+    for old, new in MOVED_CLASSES.items():  # checkpoints written before the data layout
+        config = config.replace(f"class_path: {old}\n", f"class_path: {new}\n")
     print(f"convcast: using the config stored in {path}", file=sys.stderr)
     return [argv[0], "--config", config, *argv[1:]]
 
@@ -70,12 +116,18 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
         from convcast.cli.predict import main as predict_main
 
         return predict_main(rest)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from convcast.cli.lightning_cli import run
 
     argv = [cmd, *rest]
+    _check_configs(argv)
     if cmd in ("fit", "validate", "test"):
         argv = _with_stored_config(argv)
-    return run(argv)
+    try:
+        return run(argv)
+    except MisconfigurationException as err:  # Lightning's own "bad setting" error
+        raise ValueError(f"invalid setting: {err}") from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -95,6 +95,9 @@ def unreadable_reason(path: Path, err: BaseException) -> str:
     if head[:2] != b"PK":
         return "it is not a PyTorch checkpoint (a .ckpt written by convcast fit / Lightning)"
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "CUDA" in first or "device" in first:
+        return (f"its tensors cannot be placed on this machine's device ({first}); load it on "
+                "the CPU (map_location='cpu', --device cpu)")
     return f"the file is damaged ({first})"
 
 

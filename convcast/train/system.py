@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from convcast.data.description import DataDescription
 from convcast.layers import set_checkpointing
-from convcast.models import create_model
+from convcast.models import create_model, get_model_class, resolve
 from convcast.train.checkpoint import (
     DATA_KEY,
     check_architecture,
@@ -78,6 +78,23 @@ class _NoTip(logging.Filter):
 
 
 quiet_third_party()
+
+
+def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """`create_model`, with a wrong keyword argument named beside the ones the model takes."""
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"model_kwargs must be a mapping of keyword arguments, got {kwargs!r}")
+    try:
+        return create_model(name, **kwargs)
+    except TypeError as err:
+        try:
+            arch, _ = resolve(name)
+            takes = [p for p in inspect.signature(get_model_class(arch)).parameters
+                     if p not in ("self", "args", "kwargs")]
+        except (ValueError, TypeError, KeyError):
+            raise err from None
+        raise ValueError(f"model_kwargs {dict(kwargs)} do not fit model {name!r} ({err}); "
+                         f"its arguments are: {', '.join(takes)}") from None
 
 
 class ForecastSystem(L.LightningModule):
@@ -135,7 +152,7 @@ class ForecastSystem(L.LightningModule):
             model_name, model_kwargs = (spec["name"], spec["kwargs"]) if spec else (None, None)
         self.save_hyperparameters(ignore=["model", "sampling"])
         if model is None:
-            model = create_model(model_name, **(model_kwargs or {}))
+            model = _build(model_name, model_kwargs or {})
         self.model = model
         if gradient_checkpointing and not set_checkpointing(model):
             warnings.warn(f"gradient_checkpointing: {type(model).__name__} has no recurrent cell "
