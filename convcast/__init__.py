@@ -1,13 +1,13 @@
 """convcast: forecasting gridded sequences with convolutional recurrent networks.
 
-`create_model` and `list_models` load lazily, so `import convcast.metrics` (or `.data`, `.viz`)
-does not import the models.
+`create_model`, `list_models`, `forecast` and `stream` load lazily, so `import convcast.metrics`
+(or `.data`, `.viz`) does not import the models.
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_model", "list_models", "stream"]
+__all__ = ["__version__", "create_model", "forecast", "list_models", "stream"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,6 +15,10 @@ def __getattr__(name: str) -> Any:
         from convcast import models
 
         return getattr(models, name)
+    if name == "forecast":
+        from convcast.train.inference import forecast
+
+        return forecast
     if name == "stream":
         from convcast.train.stream import stream
 

@@ -86,11 +86,13 @@ def test_test_command_writes_report(trained_run: dict, tmp_path, capsys) -> None
     cli("test", "--ckpt_path", trained_run["last"], "--compare", "persistence",
         trained_run["last"], "--out", out, *FIT_QUIET)
     table = capsys.readouterr().out
-    assert "| next_frame" in table and "| persistence" in table and "| last" in table
+    run = f"{trained_run['root'].name}/version_0"  # a compared checkpoint is named by its run
+    assert "| next_frame" in table and "| persistence" in table and f"| {run}" in table
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"next_frame", "persistence", "last"}
+    assert set(metrics) == {"next_frame", "persistence", run}
     assert len(metrics["next_frame"]["per_lead_time"]["mse"]) == 2  # output_frames
-    assert metrics["last"] == metrics["next_frame"]  # the same checkpoint on the same data
+    assert metrics[run] == metrics["next_frame"]  # the same checkpoint on the same data
+    assert metrics[run]["space"] == "stored values / 255 (in [0, 1])"
     for name in ("mse.png", "ssim.png", "psnr.png"):
         assert (out / "plots" / name).stat().st_size > 0
     gif = iio.imread(out / "forecast.gif", index=None)

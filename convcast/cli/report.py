@@ -4,6 +4,10 @@ The tested model and every `--compare` entry (a registry baseline such as `persi
 `.ckpt` of another run) are scored by `convcast.train.evaluate` on the same test batches:
 `metrics.json`, a Markdown table (printed and saved as `metrics.md`), one lead-time plot per
 metric, and a GIF/MP4 plus a PNG strip of the first test sequence, all in `--out`.
+Frame metrics are computed in the data's own values (the normalisation undone), as validation
+logs them; skill-score thresholds are in the data's physical units where it has them (radar: rain
+rate in mm/h, by the archive's own dBZ range and Z-R, from the checkpoint's data description).
+`metrics.json` says both in each model's entry (`space`, `threshold_units`).
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ import torch
 import torch.nn as nn
 from jsonargparse import ArgumentParser
 
+from convcast.atomic import write_text
 from convcast.data import units
+from convcast.data.description import DataDescription
 from convcast.metrics import format_table, write_metrics_json
-from convcast.metrics.report import atomic_path
 from convcast.models import create_model, is_baseline, list_models
 from convcast.train.checkpoint import load_forecaster
 from convcast.train.evaluate import evaluate, split_batch
 from convcast.viz import write_animation, write_strip
 from convcast.viz.plots import plot_lead_time
 
-CONVERSIONS = ("pixel_to_dbz", "pixel_to_rainrate")
+CONVERSIONS = ("auto", "none", "pixel_to_dbz", "pixel_to_rainrate")
 ANIMATIONS = ("gif", "mp4", "none")
 
 
@@ -40,9 +45,11 @@ def add_test_arguments(parser: ArgumentParser) -> None:
                         f"({', '.join(b for b in list_models() if is_baseline(b))}) or .ckpt paths")
     g.add_argument("--thresholds", type=float, nargs="+", default=None,
                    help="skill-score thresholds (CSI, POD, FAR, HSS, ...), in the units of "
-                        "--to_physical")
-    g.add_argument("--to_physical", type=str | None, default=None,
-                   help=f"convert model values before thresholds: {', '.join(CONVERSIONS)}")
+                        "--to_physical (radar: mm/h)")
+    g.add_argument("--to_physical", type=str, default="auto",
+                   help="convert data values before thresholds: auto (the data description's "
+                        "physical units: radar to mm/h by its own dBZ range and Z-R; else none), "
+                        "none, or the fixed HKO-7 pixel_to_dbz / pixel_to_rainrate")
     g.add_argument("--data_range", type=float, default=1.0,
                    help="value range of the (denormalised) frames for SSIM and PSNR")
     g.add_argument("--max_batches", type=int | None, default=None,
@@ -51,12 +58,22 @@ def add_test_arguments(parser: ArgumentParser) -> None:
                    help=f"animation of the first test sequence: {', '.join(ANIMATIONS)}")
 
 
+def run_name(path: Path) -> str:
+    """A checkpoint's row name: its run (`root/version_3` for `root/lightning_logs/version_3/
+    checkpoints/last.ckpt`), not its file name."""
+    if path.parent.name != "checkpoints":
+        return path.stem
+    run = path.parent.parent
+    root = run.parent.parent if run.parent.name == "lightning_logs" else run.parent
+    return f"{root.name}/{run.name}" if root.name else run.name
+
+
 def compare_model(spec: str, channels: int) -> tuple[str, nn.Module]:
     """A `--compare` entry as (name, forecaster): a registry baseline or a checkpoint path."""
     path = Path(spec)
     if path.suffix == ".ckpt" or path.is_file():
         model, _ = load_forecaster(path)
-        return path.stem, model
+        return run_name(path.resolve()), model
     if spec in list_models():
         if not is_baseline(spec):
             raise ValueError(f"--compare {spec}: a {spec!r} model must be trained first; give "
@@ -76,7 +93,7 @@ def _unique(name: str, taken: dict) -> str:
 
 def write_test_report(trainer: L.Trainer, system: nn.Module, datamodule: Any, cfg: Any) -> Path:
     """Score the tested system and the `--compare` models; write the report files."""
-    if cfg.to_physical is not None and cfg.to_physical not in CONVERSIONS:
+    if cfg.to_physical not in CONVERSIONS:
         raise ValueError(f"unknown --to_physical {cfg.to_physical!r}; valid: "
                          f"{', '.join(CONVERSIONS)}")
     if cfg.animation not in ANIMATIONS:
@@ -89,17 +106,19 @@ def write_test_report(trainer: L.Trainer, system: nn.Module, datamodule: Any, cf
     for spec in cfg.compare:
         name, model = compare_model(spec, x.shape[2])
         models[_unique(name, models)] = model
-    norm = getattr(datamodule, "normalization", None)
-    denorm = norm.invert if norm is not None and hasattr(norm, "invert") else None
-    to_phys = getattr(units, cfg.to_physical) if cfg.to_physical else None
+    d = description_of(system, datamodule)
+    denorm = d.to_data if d is not None else None
+    to_phys, phys_units = physical(cfg.to_physical, d)
     device = trainer.strategy.root_device
     results = evaluate(models, loader, thresholds=cfg.thresholds, to_physical=to_phys,
                        device=device, max_batches=cfg.max_batches, data_range=cfg.data_range,
                        denormalize=denorm)
-    write_metrics_json(out / "metrics.json", results, cfg.thresholds)
+    about = {"space": d.data_space if d is not None else "model values"}
+    if cfg.thresholds:
+        about["threshold_units"] = phys_units
+    write_metrics_json(out / "metrics.json", results, cfg.thresholds, about)
     table = format_table(results, cfg.thresholds)
-    with atomic_path(out / "metrics.md") as tmp:
-        tmp.write_text(table + "\n")
+    write_text(out / "metrics.md", table + "\n")
     plot_lead_time(results, out / "plots", cfg.thresholds)
     if cfg.animation != "none":
         _write_pictures(models, x[:1].to(device), y[:1].to(device), denorm, out, cfg.animation)
@@ -107,6 +126,25 @@ def write_test_report(trainer: L.Trainer, system: nn.Module, datamodule: Any, cf
     print(f"convcast test: wrote metrics.json, metrics.md, plots/ and pictures to {out}",
           file=sys.stderr)
     return out
+
+
+def description_of(system: nn.Module, datamodule: Any) -> DataDescription | None:
+    """The tested model's data description: its checkpoint's, else its datamodule's."""
+    d = getattr(system, "description", None)
+    if d is None and callable(getattr(datamodule, "describe", None)):
+        d = datamodule.describe()
+    return d
+
+
+def physical(choice: str, d: DataDescription | None):
+    """(data values -> threshold units, the units' name) for `--to_physical choice`."""
+    if choice == "auto":
+        if d is not None and d.physical_units is not None:
+            return d.data_to_physical, d.physical_units
+        return None, d.data_space if d is not None else "model values"
+    if choice == "none":
+        return None, d.data_space if d is not None else "model values"
+    return getattr(units, choice), "dBZ" if choice == "pixel_to_dbz" else "mm/h"
 
 
 @torch.no_grad()

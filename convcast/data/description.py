@@ -123,10 +123,14 @@ class DataDescription:
 
     def to_physical(self, model_values):
         """Model values -> rain rate in mm/h (radar only; else a clear error)."""
+        return self.data_to_physical(self.to_data(model_values))
+
+    def data_to_physical(self, data_values):
+        """Data values (radar pixels) -> rain rate in mm/h, by this archive's dBZ range and Z-R."""
         if self.radar is None:
             raise ValueError("this data has no physical units (it is not a radar archive); "
                              "score it without --to_physical, or give thresholds in data values")
-        return self.radar.preprocess().to_rainrate(self.to_data(model_values))
+        return self.radar.preprocess().to_rainrate(data_values)
 
     def describe(self) -> str:
         """One line for logs: frames, size, values."""

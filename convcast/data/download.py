@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from convcast.atomic import atomic_path
 
 
 def cache_dir() -> Path:
@@ -39,10 +40,7 @@ def download(url: str, filename: str, md5: str, root: str | Path | None = None) 
             f"{path} exists but its md5 is {file_md5(path)}, expected {md5}: the file is corrupt "
             "or another file of the same name. Delete it and download again."
         )
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{filename}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # in place only once the checksum matches
         try:
             urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed, known URLs
         except (urllib.error.URLError, OSError) as err:
@@ -53,8 +51,4 @@ def download(url: str, filename: str, md5: str, root: str | Path | None = None) 
         got = file_md5(tmp)
         if got != md5:
             raise OSError(f"download of {url} has md5 {got}, expected {md5}; try again later")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

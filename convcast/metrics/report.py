@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from convcast.atomic import atomic_path
 
 Values = torch.Tensor | np.ndarray | Sequence[float]
 Results = Mapping[str, Mapping[str, Values]]
@@ -74,22 +74,6 @@ def summarize(results: Results, thresholds: Sequence[float] | None = None
     return out
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_safe(x: Any) -> Any:
     """NaN/inf become null: strict JSON has no NaN."""
     if isinstance(x, float):
@@ -102,9 +86,14 @@ def _json_safe(x: Any) -> Any:
 
 
 def write_metrics_json(path: str | os.PathLike, results: Results,
-                       thresholds: Sequence[float] | None = None) -> Path:
-    """Write `summarize(results)` as JSON (NaN as null) and return the path."""
-    data = _json_safe(summarize(results, thresholds))
+                       thresholds: Sequence[float] | None = None,
+                       about: Mapping[str, Any] | None = None) -> Path:
+    """Write `summarize(results)` as JSON (NaN as null) and return the path; `about` (e.g. the
+    value space the metrics were computed in) is added to every model's entry."""
+    data = summarize(results, thresholds)
+    for entry in data.values():
+        entry.update(about or {})
+    data = _json_safe(data)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     return Path(path)

@@ -9,8 +9,6 @@ leaves a half-written output.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +16,8 @@ import cv2
 import imageio.v3 as iio
 import numpy as np
 import torch
+
+from convcast.atomic import atomic_path
 
 ArrayLike = np.ndarray | torch.Tensor
 InputFrames = int | Mapping[str, int] | None
@@ -120,20 +120,9 @@ def _panel_rows(panels: Mapping[str, ArrayLike], vmin: float, vmax: float,
 
 
 def _atomic_write(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        write(str(tmp))
+    return Path(path)
 
 
 def write_animation(path: str | Path, panels: Mapping[str, ArrayLike] | ArrayLike,
