@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from convcast.cli.main import main
 from convcast.metrics import (
@@ -584,3 +585,149 @@ def test_corpus_size() -> None:
     areas = {_name(c).split("/")[0] for c in API + CLI}
     assert {"model", "metrics", "skill", "ckpt", "config", "fit", "validate", "test",
             "predict", "nowcast", "demo"} <= areas
+
+
+# ---- numerical faults ------------------------------------------------------------------------
+
+NEXT_FRAME = CONFIGS / "next_frame-cpu-small.yaml"
+TINY_SHAPES = ["--data.init_args.train_size", 32, "--data.init_args.val_size", 8,
+               "--data.init_args.test_size", 8, "--data.init_args.batch_size", 4,
+               "--trainer.val_check_interval", 2, "--trainer.log_every_n_steps", 1,
+               "--trainer.limit_val_batches", 1]
+
+
+def test_diverging_fit_exits_nonzero_and_keeps_a_finite_last(
+        tmp_path: Path, capsys: pytest.CaptureFixture, one_thread: None) -> None:
+    """SGD at lr 1e4 diverges within a few steps: `convcast fit` stops with a message naming
+    the step, the loss terms and the causes, exits 1, and every checkpoint left is finite."""
+    rc = main([str(a) for a in ["fit", "--config", NEXT_FRAME, "--trainer.default_root_dir",
+                                tmp_path, "--trainer.max_steps", 40, "--model.optimizer", "sgd",
+                                "--model.lr", 1e4, *TINY_SHAPES, *q(None)]])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    for words in ("NaN/inf at training step", "loss terms: forecast=", "learning rate",
+                  "lr=10000", "--model.nonfinite_loss skip", "last.ckpt"):
+        assert words in err, (words, err)
+    assert "Traceback" not in err
+    ckpts = sorted(tmp_path.glob("**/*.ckpt"))
+    assert any(p.name == "last.ckpt" for p in ckpts), ckpts
+    for path in ckpts:
+        state = read_checkpoint(path)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values()), f"{path} is not finite"
+
+
+class Toy(torch.nn.Module):
+    """A forecaster with one weight whose gradient is NaN at its start value (sqrt at 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.in_channels = 1
+
+    def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+        last = x[:, -1:].expand(-1, horizon, -1, -1, -1)  # [B, horizon, C, H, W]
+        return last + torch.sqrt(self.w.abs())
+
+
+def _fit(system: ForecastSystem, batches: list) -> None:
+    import lightning as L
+
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu")
+    trainer.fit(system, train_dataloaders=DataLoader(batches, batch_size=None))
+
+
+def _batches(nan_at: int | None = None) -> list:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(4):
+        x, y = torch.rand(2, 3, 1, 8, 8, generator=gen), torch.rand(2, 2, 1, 8, 8, generator=gen)
+        out.append((x, with_nan(y) if i == nan_at else y))
+    return out
+
+
+def test_nonfinite_loss_stop_names_the_step_and_the_data(one_thread: None) -> None:
+    system = ForecastSystem(model_name="next_frame", model_kwargs={"hidden_channels": 4})
+    from convcast.train.system import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"training step 1 .*batch itself holds NaN"):
+        _fit(system, _batches(nan_at=1))
+
+
+def test_nonfinite_loss_skip_drops_the_batch(one_thread: None) -> None:
+    system = ForecastSystem(model_name="next_frame", model_kwargs={"hidden_channels": 4},
+                            nonfinite_loss="skip")
+    with pytest.warns(UserWarning, match="skipping the batch: loss is NaN/inf at training step"):
+        _fit(system, _batches(nan_at=2))
+    assert system.skipped_batches == 1
+    assert all(torch.isfinite(p).all() for p in system.parameters())
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_nonfinite_gradient(mode: str, one_thread: None) -> None:
+    """A finite loss with a NaN gradient never reaches the weights."""
+    from convcast.train.system import NonFiniteLossError
+
+    system = ForecastSystem(model=Toy(), nonfinite_loss=mode)
+    if mode == "stop":
+        with pytest.raises(NonFiniteLossError, match=r"gradient is NaN/inf .* \(in w\)"):
+            _fit(system, _batches())
+        return
+    with pytest.warns(UserWarning, match="skipping the batch: gradient"):
+        _fit(system, _batches())
+    assert system.skipped_batches == 4 and float(system.model.w) == 0.0
+
+
+# ---- checkpoints on disk ---------------------------------------------------------------------
+
+@pytest.fixture
+def run_copy(trained_run: dict, tmp_path: Path) -> dict:
+    """A copy of the tiny trained run, to damage and to score."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(trained_run["root"], root)
+    log_dir = root / "lightning_logs" / "version_0"
+    return {"root": root, "log_dir": log_dir, "last": log_dir / "checkpoints" / "last.ckpt"}
+
+
+def _tree(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_last_falls_back_to_the_newest_intact_checkpoint(
+        run_copy: dict, capsys: pytest.CaptureFixture, one_thread: None) -> None:
+    data = run_copy["last"].read_bytes()
+    run_copy["last"].write_bytes(data[: len(data) // 3])  # as a killed copy would leave it
+    rc = main([str(a) for a in ["validate", "--config", run_copy["log_dir"] / "config.yaml",
+                                "--ckpt_path", "last", "--trainer.default_root_dir",
+                                run_copy["root"], *q(None)]])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "skipping a checkpoint that does not read" in err and "truncated" in err
+    assert "falling back to the newest intact checkpoint" in err and "epoch=" in err
+
+
+def test_test_writes_only_where_asked(run_copy: dict, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture, one_thread: None) -> None:
+    """`convcast test` writes its report to --out and nothing into the run it scores (no
+    lightning_logs/version_N, no config, no checkpoint), with no "dirpath has changed"."""
+    before = _tree(run_copy["root"])
+    rc = main([str(a) for a in ["test", "--ckpt_path", run_copy["last"], "--out",
+                                tmp_path / "report", "--trainer.default_root_dir",
+                                run_copy["root"], *q(None)]])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert _tree(run_copy["root"]) == before
+    assert (tmp_path / "report" / "metrics.json").exists()
+    assert "dirpath" not in captured.err and "litlogger" not in captured.out + captured.err
+    rc = main([str(a) for a in ["test", "--ckpt_path", run_copy["last"],
+                                "--trainer.default_root_dir", run_copy["root"],
+                                "--animation", "none", *q(None)]])
+    assert rc == 0
+    report = run_copy["root"] / "test" / "run-version_0"  # <default_root_dir>/test/<run>
+    assert (report / "metrics.json").exists(), sorted(_tree(run_copy["root"]))
+    assert set(_tree(run_copy["root"])) - set(before) == {
+        "test", "test/run-version_0", *(f"test/run-version_0/{p}" for p in
+                                        _tree(report))}

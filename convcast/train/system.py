@@ -250,11 +250,22 @@ class ForecastSystem(L.LightningModule):
                 warnings.warn(f"skipping the batch: {found}", UserWarning, stacklevel=2)
                 return None
             found = f"{MAX_SKIPPED_IN_A_ROW} batches in a row were non-finite; the last: {found}"
-        last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "last.ckpt"
         raise NonFiniteLossError(
-            f"{found}. Likely causes: {'; '.join(causes)}. Training stopped; the last finite "
-            f"state is kept as {last} (--ckpt_path last resumes from it). To drop such batches "
-            "instead, pass --model.nonfinite_loss skip")
+            f"{found}. Likely causes: {'; '.join(causes)}. Training stopped; "
+            f"{self._kept(not broken)}. To drop such batches instead, pass "
+            "--model.nonfinite_loss skip")
+
+    def _kept(self, finite: bool) -> str:
+        """What the checkpoint callback keeps when training stops on a non-finite value."""
+        cb = self.trainer.checkpoint_callback
+        if cb is None or not getattr(cb, "save_last", False) or not cb.dirpath:
+            return "no checkpoint is written for this state"
+        last = os.path.join(cb.dirpath, "last.ckpt")
+        if os.path.exists(last):
+            return f"the last finite checkpoint stays {last} (--ckpt_path last resumes from it)"
+        if finite:
+            return f"the state before this step is written to {last}"
+        return "no checkpoint is written: the weights diverged before the first one"
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.description is None:  # describe the training data once, from its first batch
