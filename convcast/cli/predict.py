@@ -29,7 +29,7 @@ def _say(msg: str) -> None:
 
 def predict(
     ckpt_path: str,
-    input: str,  # noqa: A002 - the flag users type is --input
+    input: str,  # the flag users type is --input
     out: str,
     horizon: int | None = None,
     strip: str | None = None,

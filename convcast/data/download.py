@@ -22,7 +22,7 @@ def cache_dir() -> Path:
 
 
 def file_md5(path: str | Path) -> str:
-    h = hashlib.md5()  # noqa: S324 - the published checksums of these files are md5
+    h = hashlib.md5()  # the published checksums of these files are md5
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -42,7 +42,7 @@ def download(url: str, filename: str, md5: str, root: str | Path | None = None) 
         )
     with atomic_path(path) as tmp:  # in place only once the checksum matches
         try:
-            urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed, known URLs
+            urllib.request.urlretrieve(url, tmp)  # fixed, known URLs
         except (urllib.error.URLError, OSError) as err:
             raise OSError(
                 f"could not download {url} ({err}). Are you offline? Copy the file to {path} by "

@@ -68,7 +68,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+    except Exception as err:  # any unpickling failure means "not a checkpoint"
         raise ValueError(f"cannot read checkpoint {path}: {unreadable_reason(path, err)}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")

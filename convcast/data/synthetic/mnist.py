@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from convcast.data.download import download
+from convcast.data.splits import SPLITS
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 MNIST_FILES = {  # md5 of the official files
     "train": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
     "test": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
 }
-SPLITS = ("train", "val", "test")
 SOURCES = ("embedded", "full")
 _EMBEDDED_POOLS = {"train": (0, 3500), "val": (3500, 4000), "test": (4000, 5000)}
 _FULL_VAL = 5000  # the last 5,000 digits of MNIST's training set serve validation
