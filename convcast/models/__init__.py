@@ -5,6 +5,7 @@ Importing this package registers every built-in model.
 """
 
 from convcast.models import (  # noqa: F401  (importing registers the models)
+    anchored,
     baselines,
     classifier,
     encoder_forecaster,

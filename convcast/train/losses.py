@@ -114,10 +114,37 @@ LOSSES: dict[str, Loss] = {"mse": mse, "l1": l1, "l1+l2": l1_l2, "l1l2": l1_l2, 
                            "bmse+bmae": bmse_bmae}
 
 
+class WeightedSum:
+    """A sum of named losses, each scaled: `"mse+0.0003*rainrate_mse"` (terms from `LOSSES`)."""
+
+    def __init__(self, name: str) -> None:
+        self.terms: list[tuple[float, Loss]] = []
+        for part in name.split("+"):
+            weight, _, term = part.strip().rpartition("*")
+            if term not in LOSSES:
+                raise ValueError(f"unknown loss {term!r} in {name!r}; valid: {', '.join(LOSSES)}"
+                                 ", or a sum of them such as 'mse+0.0003*rainrate_mse'")
+            try:
+                w = float(weight) if weight else 1.0
+            except ValueError:
+                raise ValueError(f"loss {name!r}: the weight of {term!r} must be a number, got "
+                                 f"{weight!r}") from None
+            if not w >= 0:
+                raise ValueError(f"loss {name!r}: weights must be >= 0, got {w} for {term!r}")
+            self.terms.append((w, LOSSES[term]))
+
+    def __call__(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        return sum(w * fn(pred, target, mask) for w, fn in self.terms)
+
+
 def get_loss(name: str, ssim_weight: float | None = None) -> Loss:
-    """The loss called `name`; `ssim_weight` sets w in the `+ssim` losses (default 0.1)."""
+    """The loss called `name` (or a weighted sum of them, see `WeightedSum`); `ssim_weight` sets
+    w in the `+ssim` losses (default 0.1)."""
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+        if ssim_weight is None and ("+" in name or "*" in name):
+            return WeightedSum(name)
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}, or a sum of them "
+                         "such as 'mse+0.0003*rainrate_mse'")
     if ssim_weight is None:
         return LOSSES[name]
     if not name.endswith("+ssim"):

@@ -1,0 +1,171 @@
+"""Anchored forecasters: an untrained one is its baseline; motion from workers and caches;
+training through `convcast fit` and scoring with `convcast test --compare`; the radar losses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIT_QUIET, cli
+from torch.utils.data import DataLoader
+
+from convcast.data import SyntheticRadar, SyntheticRadarDataModule
+from convcast.data import motion as motion_mod
+from convcast.data.motion import MotionDataModule, MotionDataset, batch_motion, window_motion
+from convcast.models import create_model
+from convcast.train.losses import get_loss
+
+pytest.importorskip("pysteps")
+BASE = {"hidden_channels": [4, 4], "kernel_size": 3, "patch_size": 2}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def radar() -> tuple[torch.Tensor, torch.Tensor]:
+    ds = SyntheticRadar("test", 3, input_frames=4, output_frames=5, image_size=24)
+    xs, ys = zip(*[ds[i] for i in range(3)], strict=True)
+    return torch.stack(xs), torch.stack(ys)  # [3, 4, 1, 24, 24], [3, 5, 1, 24, 24]
+
+
+def anchored(anchor: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("anchored", anchor=anchor, base_kwargs=BASE, **kwargs).eval()
+
+
+@torch.no_grad()
+def test_untrained_anchored_is_its_baseline(radar, one_thread) -> None:
+    x, _ = radar
+    assert torch.equal(anchored("persistence")(x, 5), create_model("persistence")(x, 5))
+    flow = anchored("optical_flow")
+    ref = create_model("optical_flow")(x, 5)  # pysteps motion and extrapolation, float64
+    out = flow(x, 5)  # the same motion, torch extrapolation in float64, then float32
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    assert torch.equal(flow(x, 5, motion=batch_motion(x)), out)  # given or computed: one field
+    assert flow(x, 9).shape == (3, 9, 1, 24, 24)  # any horizon
+
+
+def test_correction_trains_and_stays_in_range(radar, one_thread) -> None:
+    x, _ = radar
+    y = (x[:, -1:] + 0.1).clamp(max=1).expand(-1, 5, -1, -1, -1)  # brighter than persistence
+    model = anchored("persistence").train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(5):
+        loss = get_loss("mse")(model(x, 5), y)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first  # it moves away from the baseline where that helps
+    assert all(p.grad is not None for p in model.net.parameters())
+    with torch.no_grad():
+        model.correction.bias.fill_(-5.0)  # push every pixel far below the valid range
+        out = model(x, 5)
+    assert out.min() == 0.0 and out.max() <= 1.0
+    v = torch.zeros(3, requires_grad=True)
+    from convcast.models.anchored import _StraightThroughClip
+
+    _StraightThroughClip.apply(v - 1.0, 0.0, 1.0).sum().backward()
+    assert torch.equal(v.grad, torch.ones(3))  # clipped, yet a gradient to climb back
+
+
+def test_anchor_none_is_the_inner_model_and_bad_settings_are_named(radar) -> None:
+    x, _ = radar
+    plain = anchored("none")
+    assert plain.correction is None and plain.net.condition_channels == 0
+    torch.manual_seed(0)
+    inner = create_model("encoder_forecaster", **BASE).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x, 3), inner(x, 3))
+    with pytest.raises(ValueError, match="unknown anchor 'rover'"):
+        create_model("anchored", anchor="rover")
+    with pytest.raises(ValueError, match="base must be a learned forecaster"):
+        create_model("anchored", base="persistence")
+    with pytest.raises(ValueError, match="value_range"):
+        create_model("anchored", value_range=[1, 0])
+    with pytest.raises(ValueError, match=r"motion must be \[B, 2, H, W\]"):
+        anchored("optical_flow")(x, 2, motion=torch.zeros(3, 2, 8, 8))
+
+
+def test_motion_dataset_items_and_caches(tmp_path, monkeypatch, one_thread) -> None:
+    ds = SyntheticRadar("val", 3, input_frames=4, output_frames=2, image_size=24)
+    mem = MotionDataset(ds, memory_cache=True)
+    item = mem[1]
+    assert set(item) == {"x", "y", "motion"} and item["motion"].shape == (2, 24, 24)
+    assert torch.equal(item["motion"], window_motion(ds[1][0]))
+    disk = MotionDataset(ds, cache_dir=tmp_path / "cache")
+    fields = [disk[i]["motion"] for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["0.npy", "1.npy", "2.npy"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed again instead of read from the cache")
+
+    monkeypatch.setattr(motion_mod, "estimate_motion", refuse)
+    assert torch.equal(mem[1]["motion"], item["motion"])  # memory
+    again = MotionDataset(ds, cache_dir=tmp_path / "cache")  # a later run: disk
+    assert all(torch.equal(again[i]["motion"], f) for i, f in enumerate(fields))
+    with pytest.raises(ValueError, match="unknown optical flow method"):
+        MotionDataset(ds, method="rover")
+
+
+def test_motion_datamodule_computes_in_workers(tmp_path, one_thread) -> None:
+    inner = SyntheticRadarDataModule(batch_size=2, train_size=4, val_size=2, test_size=2,
+                                     input_frames=3, output_frames=2, image_size=16)
+    dm = MotionDataModule(inner, num_workers=1, cache_dir=str(tmp_path))
+    dm.setup()
+    assert dm.step_minutes == inner.step_minutes  # anything else is the inner module's
+    loader = dm.test_dataloader()
+    assert loader.num_workers == 1
+    batch = next(iter(loader))
+    assert batch["motion"].shape == (2, 2, 16, 16) and batch["x"].shape == (2, 3, 1, 16, 16)
+    assert torch.equal(batch["motion"], batch_motion(batch["x"]))
+    assert len(list(tmp_path.glob("test-*/*.npy"))) == 2  # written by the worker
+    plain = next(iter(DataLoader(inner.test_set, batch_size=2)))
+    assert torch.equal(plain[0], batch["x"])
+
+
+def test_fit_and_test_compare_through_the_cli(tmp_path, one_thread) -> None:
+    config = ROOT / "configs/radar-anchored-cpu-small.yaml"
+    small = ["--data.init_args.data.init_args.train_size", 8,
+             "--data.init_args.data.init_args.val_size", 2,
+             "--data.init_args.data.init_args.test_size", 4,
+             "--data.init_args.data.init_args.image_size", 16,
+             "--data.init_args.data.init_args.input_frames", 3,
+             "--data.init_args.data.init_args.output_frames", 3,
+             "--data.init_args.data.init_args.batch_size", 2,
+             "--data.init_args.num_workers", 0,
+             "--model.model_kwargs.base_kwargs", json.dumps(BASE)]
+    cli("fit", "--config", config, *FIT_QUIET, "--trainer.max_steps", 3,
+        "--trainer.val_check_interval", 3, "--trainer.limit_val_batches", 1,
+        "--trainer.default_root_dir", tmp_path, *small)
+    ckpt = next(tmp_path.glob("**/last.ckpt"))
+    out = tmp_path / "report"
+    cli("test", "--config", config, *FIT_QUIET, "--ckpt_path", ckpt, *small,
+        "--trainer.default_root_dir", tmp_path,
+        "--compare", "optical_flow", "persistence", "--thresholds", 0.5, 2, 5,
+        "--to_physical", "pixel_to_rainrate", "--animation", "none", "--out", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    text = json.dumps(metrics)
+    for name in ("anchored", "optical_flow", "persistence"):
+        assert name in text
+    assert "csi@2" in text
+
+
+def test_radar_losses() -> None:
+    from convcast.data.units import pixel_to_rainrate, rainrate_to_pixel
+
+    target = rainrate_to_pixel(torch.tensor([0.1, 1.0, 3.0, 20.0]).view(1, 1, 1, 1, 4))
+    pred = target + 0.01
+    r = get_loss("rainrate_mse")(pred, target)
+    want = ((pixel_to_rainrate(pred) - pixel_to_rainrate(target)) ** 2).mean()
+    torch.testing.assert_close(r, want)
+    w = torch.tensor([1.0, 1.0, 2.0, 10.0])  # HKO-7 weights of 0.1, 1, 3 and 20 mm/h
+    torch.testing.assert_close(get_loss("bmse")(pred, target), (w * 1e-4).mean())
+    torch.testing.assert_close(get_loss("bmae")(pred, target), (w * 1e-2).mean())
+    torch.testing.assert_close(get_loss("bmse+bmae")(pred, target), (w * (1e-4 + 1e-2)).mean())
+    mask = torch.tensor([True, True, False, False]).view(1, 1, 1, 1, 4)
+    torch.testing.assert_close(get_loss("bmse")(pred, target, mask), torch.tensor(1e-4))
+    assert np.isclose(float(get_loss("bmse")(target, target)), 0.0)
