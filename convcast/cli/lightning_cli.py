@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from convcast.cli.report import add_test_arguments, write_test_report
+from convcast.cli.report import add_test_arguments, run_name, write_test_report
 from convcast.models import resolve
 from convcast.train import ForecastSystem
 from convcast.train.callbacks import Checkpoint, ConfigSaver, PredictionImages
@@ -118,6 +118,11 @@ class ConvcastCLI(LightningCLI):
                           file=sys.stderr)
                     cfg.ckpt_path = None
                     return
+                last = find_checkpoint("last", Path(root)) if which == "best" else None
+                if last is not None:
+                    raise ValueError(f"no best checkpoint under {root}: the run has not "
+                                     f"validated yet; its last checkpoint is {last} (give "
+                                     "--ckpt_path last)")
                 raise ValueError(f"no {which} checkpoint found under {root} (trainer."
                                  "default_root_dir); give --ckpt_path PATH or the run's "
                                  "--trainer.default_root_dir")
@@ -131,7 +136,7 @@ class ConvcastCLI(LightningCLI):
         found = Path(cfg.ckpt_path)
         if sub == "fit" and which in ("last", "best") and found.parent.name == "checkpoints":
             self._resume_log_dir = found.parent.parent  # go on logging into the same run
-        self._run_name = run_name(found)
+        self._run_name = run_name(found.resolve())
 
     def _parse_ckpt_path(self) -> None:
         """Lightning would overwrite the config's model with the checkpoint's hyperparameters;
@@ -189,20 +194,6 @@ class ConvcastCLI(LightningCLI):
                 self.model.write_test_report(cfg.out)
             else:
                 write_test_report(self.trainer, self.model, self.datamodule, cfg)
-
-
-def run_name(ckpt_path: str | os.PathLike) -> str:
-    """A name for the run a checkpoint belongs to: `seq2seq-cpu-small/version_3` for
-    `runs/seq2seq-cpu-small/lightning_logs/version_3/checkpoints/last.ckpt`, the folder for
-    another `last.ckpt`, else the file's stem."""
-    path = Path(ckpt_path)
-    if path.parent.name == "checkpoints":
-        run = path.parent.parent
-        if run.parent.name == "lightning_logs" and run.parent.parent.name not in ("", "."):
-            return f"{run.parent.parent.name}/{run.name}"
-        return run.name or path.stem
-    generic = path.stem in ("last", "best") or path.stem.startswith(("last-", "epoch="))
-    return (path.parent.name or path.stem) if generic else path.stem
 
 
 def _intact_checkpoint(which: str, root: Path) -> tuple[Path | None, dict | None]:
