@@ -12,10 +12,12 @@ what CI's install step does; `convcast demo` as such is timed by tests/test_demo
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -236,3 +238,22 @@ def test_readme_command_runs(command: str, workdir: Path, monkeypatch: pytest.Mo
         words.append("--print_config")
     rc = _run([*words, *recipe.extra])
     assert rc == 0, f"README command failed ({rc}): {command}"
+
+
+@pytest.mark.slow
+def test_a_run_prints_no_known_third_party_noise(tmp_path: Path) -> None:
+    """A user's `convcast fit` / `test` print no Lightning "litlogger" tip, no LeafSpec
+    deprecation and no "dirpath has changed" (checked in a fresh process, as users run it)."""
+    def convcast(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "convcast.cli.main", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    printed = convcast("fit", "--config", str(ROOT / "configs/next_frame-cpu-small.yaml"),
+                       *MNIST, *STEPS, "--trainer.val_check_interval", "1")
+    printed += convcast("test", "--ckpt_path", next(str(p) for p in tmp_path.glob(
+        "runs/**/last.ckpt")), "--max_batches", "1", *QUIET)
+    for noise in ("litlogger", "LeafSpec", "dirpath has changed"):
+        assert noise not in printed, f"{noise!r} in:\n{printed}"
