@@ -73,15 +73,15 @@ def parse_args() -> argparse.Namespace:
 
 
 # ---- configs ------------------------------------------------------------------------------------
-def load_config(name: str, overrides: list[str]) -> dict:
+def load_config(name: str, overrides: list[str], configs: dict[str, Path] = CONFIGS) -> dict:
     """The YAML config of model `name` with the `--set name.key.path=value` overrides applied."""
-    cfg = yaml.safe_load(CONFIGS[name].read_text())
+    cfg = yaml.safe_load(configs[name].read_text())
     for item in overrides:
         key, sep, value = item.partition("=")
         model, _, path = key.partition(".")
-        if not sep or not path or model not in CONFIGS:
+        if not sep or not path or model not in configs:
             raise ValueError(f"--set {item!r}: expected MODEL.KEY=VALUE with MODEL one of "
-                             f"{', '.join(CONFIGS)}, e.g. anchored.model.lr=5e-4")
+                             f"{', '.join(configs)}, e.g. anchored.model.lr=5e-4")
         if model != name:
             continue
         *parents, leaf = path.split(".")
@@ -147,8 +147,9 @@ class Budget(L.Callback):
                  **self.score(pl_module.model)}
         pl_module.train()
         self.curve.append(point)
-        print(f"  {t:5.1f} min, step {trainer.global_step}: "
-              + ", ".join(f"{k} {v:.3f}" for k, v in point.items() if k in CURVE), flush=True)
+        print(f"  {t:5.1f} min, step {trainer.global_step}: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in point.items() if isinstance(v, float) and k != "minutes"),
+            flush=True)
         self.paused += time.monotonic() - start
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
@@ -170,17 +171,13 @@ def curve_scores(results: dict) -> dict:
     return out
 
 
-def train(name: str, cfg: dict, args: argparse.Namespace, loader: Any) -> tuple[Any, dict]:
-    """Train model `name` for the budget; return the system and the run's facts and curve."""
+def train(name: str, cfg: dict, args: argparse.Namespace,
+          score: Callable[[torch.nn.Module], dict]) -> tuple[Any, dict]:
+    """Train model `name` of config `cfg` for `args.minutes` (scored by `score` every
+    `args.curve_every`); save `args.out/NAME.ckpt`; return the system and the run's facts."""
     L.seed_everything(cfg.get("seed_everything", 0), verbose=False)
     dm = build(cfg["data"])
     system = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()})
-
-    def score(model: torch.nn.Module) -> dict:
-        res = evaluate({name: model}, loader, thresholds=THRESHOLDS,
-                       to_physical=pixel_to_rainrate)[name]
-        return curve_scores(res)
-
     budget = Budget(args.minutes, args.curve_every, score)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.max_steps, max_epochs=-1,
                         limit_val_batches=0, logger=False, enable_checkpointing=False,
@@ -193,11 +190,11 @@ def train(name: str, cfg: dict, args: argparse.Namespace, loader: Any) -> tuple[
     budget.record(trainer, system)  # the final point
     args.out.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(args.out / f"{name}.ckpt")
-    facts = {"config": str(CONFIGS[name].relative_to(ROOT)), "model": cfg["model"],
+    facts = {"model": cfg["model"],
              "train_steps": trainer.global_step, "train_minutes": round(wall, 2),
              "startup_seconds": round(budget.startup, 1),
              "cpu_minutes_incl_scoring": round(cpu, 2),
-             "batch_size": loader.batch_size, "curve": budget.curve}
+             "batch_size": dm.batch_size, "curve": budget.curve}
     return system.eval(), facts
 
 
@@ -246,9 +243,10 @@ def curve_table(runs: dict) -> str:
     return markdown(rows)
 
 
-def plot_curves(runs: dict, reference: dict, out_dir: Path) -> None:
+def plot_curves(runs: dict, reference: dict, out_dir: Path, metrics: tuple[str, ...] = CURVE,
+                leads: int = 15) -> None:
     """`curve_<metric>.png`: test score against training minutes, baselines as lines."""
-    for metric in CURVE:
+    for metric in metrics:
         fig = Figure(figsize=(5, 3.5), layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
@@ -258,7 +256,7 @@ def plot_curves(runs: dict, reference: dict, out_dir: Path) -> None:
         for i, (name, scores) in enumerate(reference.items()):
             ax.axhline(scores[metric], color=f"C{len(runs) + i}", linestyle="--", label=name)
         ax.set_xlabel("training minutes (1 thread)")
-        ax.set_ylabel(f"{metric} (mean over 15 leads)")
+        ax.set_ylabel(f"{metric} (mean over {leads} leads)")
         ax.grid(alpha=0.3)
         ax.legend()
         with atomic_path(out_dir / f"curve_{metric.replace('@', '_')}.png") as tmp:
@@ -305,7 +303,14 @@ def main() -> None:
     models, runs = {}, {}
     for name, cfg in configs.items():
         print(f"training {name} for {args.minutes:g} min", flush=True)
-        models[name], runs[name] = train(name, cfg, args, loader)
+
+        def score(model: torch.nn.Module, name: str = name) -> dict:
+            res = evaluate({name: model}, loader, thresholds=THRESHOLDS,
+                           to_physical=pixel_to_rainrate)[name]
+            return curve_scores(res)
+
+        models[name], runs[name] = train(name, cfg, args, score)
+        runs[name]["config"] = str(CONFIGS[name].relative_to(ROOT))
         for p in runs[name]["curve"]:
             p["leads_won"] = int(np.sum(np.asarray(p["csi@0.5_per_lead"]) > of_csi))
     t0 = time.monotonic()

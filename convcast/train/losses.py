@@ -108,10 +108,36 @@ def bmse_bmae(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tenso
     return _balanced(pred, target, mask, 2) + _balanced(pred, target, mask, 1)
 
 
+CSI_THRESHOLDS = (0.5, 2.0, 5.0)  # mm/h, the thresholds of the soft CSI loss
+CSI_TEMPERATURE = 2.0  # dBZ: the width of the soft exceedance step
+
+
+def soft_csi(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """1 - CSI with the forecast's exceedance made differentiable, averaged over lead times and
+    the thresholds 0.5, 2, 5 mm/h: p = sigmoid((dBZ(pred) - dBZ(t)) / 2 dBZ), o = [truth >= t],
+    CSI = Σpo / (Σpo + Σ(1-p)o + Σp(1-o)) per lead time. It rewards hits of the rain areas
+    directly, where an MSE shrinks peaks it is unsure of (and so loses the heavy thresholds)."""
+    from convcast.data.units import pixel_to_dbz, rainrate_to_dbz
+
+    with torch.autocast(pred.device.type, enabled=False):
+        dp, dt = pixel_to_dbz(pred.float()), pixel_to_dbz(target.float())
+        m = mask.to(dp.dtype).expand_as(dp) if mask is not None else torch.ones_like(dp)
+        dims = [d for d in range(dp.dim()) if d != 1]  # all but the lead time
+        out = []
+        for t in CSI_THRESHOLDS:
+            z = float(rainrate_to_dbz(t))
+            p = torch.sigmoid((dp - z) / CSI_TEMPERATURE) * m  # [B, T, C, H, W]
+            o = (dt >= z).to(dp.dtype) * m
+            hits = (p * o).sum(dims)  # [T]
+            total = hits + ((m - p) * o).sum(dims) + (p * (1 - o) * m).sum(dims)
+            out.append(1 - (hits / total.clamp_min(1e-6)).mean())
+    return torch.stack(out).mean()
+
+
 LOSSES: dict[str, Loss] = {"mse": mse, "l1": l1, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce,
                            "bce+ssim": bce_ssim, "mse+ssim": mse_ssim,
                            "rainrate_mse": rainrate_mse, "bmse": bmse, "bmae": bmae,
-                           "bmse+bmae": bmse_bmae}
+                           "bmse+bmae": bmse_bmae, "csi": soft_csi}
 
 
 class WeightedSum:
