@@ -32,6 +32,8 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
+from convcast.layers.patch import space_to_depth
+
 ACTIVATIONS = ("sigmoid", "identity")
 NONFINITE = ("raise", "warn", "ignore")
 State = dict[str, torch.Tensor]
@@ -268,6 +270,31 @@ class RecurrentForecaster(Forecaster):
     def state_keys(self) -> list[str]:
         """The keys of the state dict `encode` returns."""
         raise NotImplementedError
+
+    def state_frames(self, state: State) -> tuple[int, int, int]:
+        """(B, H, W) of the frames a state was encoded from (its `last` frame, patch-reshaped
+        by `patch_size` where the model has one)."""
+        p = getattr(self, "patch_size", 1)
+        last = state["last"]  # [B, C*p*p, H/p, W/p]
+        return last.shape[0], last.shape[-2] * p, last.shape[-1] * p
+
+    def decode_inputs(
+        self, state: State, horizon: int, condition: torch.Tensor | None,
+        teacher: torch.Tensor | None, teacher_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Check a decode's arguments; return the condition and teacher frames (patch-reshaped
+        like the frames where the model has a `patch_size`) and the teacher mask."""
+        self.check_horizon(horizon)
+        self.check_state(state)
+        B, H, W = self.state_frames(state)
+        cond = self.check_condition(condition, horizon, (B, H, W))  # [B, horizon, Cc, H, W]
+        teacher, mask = self.check_teacher((B, self.in_channels, H, W), horizon, teacher,
+                                           teacher_mask)
+        p = getattr(self, "patch_size", 1)
+        if p > 1:
+            cond = space_to_depth(cond, p) if cond is not None else None  # [B, K, Cc*p*p, ...]
+            teacher = space_to_depth(teacher, p) if teacher is not None else None
+        return cond, teacher, mask
 
     def check_state(self, state: State) -> None:
         """A state must come from this model's `encode` (same keys, all tensors)."""

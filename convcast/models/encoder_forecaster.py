@@ -99,17 +99,9 @@ class EncoderForecaster(RecurrentForecaster):
         teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Unroll the forecaster for `horizon` steps from (a copy of) the encoder's `state`."""
-        self.check_horizon(horizon)
-        L, p = len(self.forecaster), self.patch_size
-        self.check_state(state)
+        cp, tp, mask = self.decode_inputs(state, horizon, condition, teacher, teacher_mask)
         frame = state["last"]  # [B, C*p*p, H/p, W/p]
-        B, hp, wp = frame.shape[0], frame.shape[-2], frame.shape[-1]
-        cond = self.check_condition(condition, horizon, (B, hp * p, wp * p))
-        cp = space_to_depth(cond, p) if cond is not None else None  # [B, horizon, Cc*p*p, ...]
-        tp, mask = self.check_teacher((B, self.in_channels, hp * p, wp * p), horizon, teacher,
-                                      teacher_mask)
-        tp = space_to_depth(tp, p) if tp is not None else None
-        states = [(state[f"h{i}"], state[f"c{i}"]) for i in range(L)]  # a copy: state stays
+        states = [(state[f"h{i}"], state[f"c{i}"]) for i in range(len(self.forecaster))]  # copy
         weights = [cell.conv_weight() for cell in self.forecaster]  # built once for all steps
         preds = []
         for k in range(horizon):
@@ -124,4 +116,4 @@ class EncoderForecaster(RecurrentForecaster):
             preds.append(frame)
             if self.feedback and k < horizon - 1:
                 frame = self.next_input(frame, k, tp, mask)
-        return depth_to_space(torch.stack(preds, dim=1), p)  # [B, horizon, C, H, W]
+        return depth_to_space(torch.stack(preds, dim=1), self.patch_size)  # [B,K,C,H,W]

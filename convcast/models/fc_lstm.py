@@ -158,6 +158,9 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
             self._hw = (int(self.frame_hw[0]), int(self.frame_hw[1]))
         return self._hw
 
+    def state_frames(self, state: State) -> tuple[int, int, int]:
+        return (state["last"].shape[0], *self.frame_size())
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super()._load_from_state_dict(*args, **kwargs)
         self._hw = None  # frame_hw may have changed: read it again
@@ -216,14 +219,10 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
         teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Unroll the predictor for `horizon` steps from (a copy of) the encoder's `state`."""
-        self.check_horizon(horizon)
-        self.check_state(state)
+        cond, teacher, mask = self.decode_inputs(state, horizon, condition, teacher, teacher_mask)
         frame = state["last"]  # [B, N]
-        B, C = frame.shape[0], self.in_channels
-        H, W = self.frame_size()
-        cond = self.check_condition(condition, horizon, (B, H, W))
+        B, C, (H, W) = frame.shape[0], self.in_channels, self.frame_size()
         cv = cond.reshape(B, horizon, -1) if cond is not None else None  # [B, horizon, Cc*H*W]
-        teacher, mask = self.check_teacher((B, C, H, W), horizon, teacher, teacher_mask)
         tv = teacher.reshape(B, teacher.shape[1], -1) if teacher is not None else None
         states = [(state[f"h{i}"], state[f"c{i}"]) for i in range(len(self.predictor))]
         preds = []

@@ -81,12 +81,8 @@ class NextFrame(RecurrentForecaster):
         teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Roll out `horizon` frames from (a copy of) `state`, feeding each prediction back."""
-        self.check_horizon(horizon)
-        self.check_state(state)
+        cond, teacher, mask = self.decode_inputs(state, horizon, condition, teacher, teacher_mask)
         frame = state["last"]  # [B, C, H, W]
-        B, C, H, W = frame.shape
-        cond = self.check_condition(condition, horizon, (B, H, W))  # [B, horizon, C, H, W]
-        teacher, mask = self.check_teacher((B, C, H, W), horizon, teacher, teacher_mask)
         cells = self.rnn.cells
         states = [(state[f"h{i}"], state[f"c{i}"]) for i in range(len(cells))]  # a copy
         weights = [cell.conv_weight() for cell in cells]  # built once for all steps

@@ -186,17 +186,9 @@ class PredRNN(RecurrentForecaster):
         teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Roll out `horizon` frames from (a copy of) `state`, feeding each prediction back."""
-        self.check_horizon(horizon)
-        self.check_state(state)
-        p = self.patch_size
+        cp, tp, mask = self.decode_inputs(state, horizon, condition, teacher, teacher_mask)
         st = dict(state)  # a copy: state stays
         frame = st.pop("last")  # [B, C*p*p, hp, wp]
-        B, hp, wp = frame.shape[0], frame.shape[-2], frame.shape[-1]
-        cond = self.check_condition(condition, horizon, (B, hp * p, wp * p))
-        cp = space_to_depth(cond, p) if cond is not None else None  # [B, horizon, Cc*p*p, ...]
-        tp, mask = self.check_teacher((B, self.in_channels, hp * p, wp * p), horizon, teacher,
-                                      teacher_mask)
-        tp = space_to_depth(tp, p) if tp is not None else None
         preds = []
         for k in range(horizon):  # step k reads frame k - 1 (the last input for k = 0)
             inp = frame if cp is None else torch.cat([frame, cp[:, k]], dim=1)
@@ -204,7 +196,7 @@ class PredRNN(RecurrentForecaster):
             preds.append(pred)
             if k < horizon - 1:
                 frame = self.next_input(pred, k, tp, mask)
-        return depth_to_space(torch.stack(preds, dim=1), p)  # [B, horizon, C, H, W]
+        return depth_to_space(torch.stack(preds, dim=1), self.patch_size)  # [B,K,C,H,W]
 
     def forward(
         self,

@@ -88,13 +88,10 @@ class Seq2Seq(RecurrentForecaster):
         teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Roll out `horizon` frames from (a copy of) `state`, feeding each prediction back."""
-        self.check_horizon(horizon)
-        self.check_state(state)
+        cond, teacher, mask = self.decode_inputs(state, horizon, condition, teacher, teacher_mask)
         st = dict(state)  # a copy: state stays
         frame = st.pop("last")  # [B, C, H, W]
-        B, C, H, W = frame.shape
-        cond = self.check_condition(condition, horizon, (B, H, W))  # [B, horizon, C, H, W]
-        teacher, mask = self.check_teacher((B, C, H, W), horizon, teacher, teacher_mask)
+        B, _, H, W = frame.shape
         w = [cell.conv_weight() for cell in (self.enc1, self.enc2, self.dec1, self.dec2)]
         d1 = d2 = self.dec1.init_state(B, H, W, st["e1h"])  # zeros, [B, nf, H, W]
         outs = []
