@@ -26,6 +26,7 @@ from convcast.data.kth import (
     split_groups,
     write_synthetic_kth,
 )
+from convcast.data.sources.video import VideoSource
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 CLASSES = ["boxing", "handwaving", "walking"]  # the synthetic tree's: still, horizontal, vertical
@@ -140,6 +141,22 @@ def test_each_video_is_decoded_once(tree: Path, monkeypatch: pytest.MonkeyPatch)
     assert len(calls) == 18 and len(set(calls)) == 18  # + the 3 test videos, nothing twice
 
 
+def test_a_later_run_reads_the_decoded_frame_cache(tree: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVCAST_CACHE", str(tmp_path / "cache"))
+    first = _module(tree)
+    first.setup("fit")
+    assert len(list((tmp_path / "cache" / "frames").glob("*.f32"))) == 15  # train + val videos
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(VideoSource, "_read", no_decoding)
+    again = _module(tree)  # a later run with the same settings
+    again.setup("fit")
+    assert all(torch.equal(again.val_set[i][0], first.val_set[i][0]) for i in range(6))
+
+
 def test_videos_too_short_for_a_clip(tree: Path) -> None:
     with pytest.raises(ValueError, match="no window of 50 frames.*longest has 20"):
         KTHDataModule(root=str(tree), frame_len=50, frame_size=(24, 32)).setup("fit")
@@ -151,6 +168,14 @@ def test_generic_folder_and_scenarios(tree: Path, tmp_path: Path) -> None:
     dm.setup("fit")
     assert len(dm.train_set) == 15 * 3 and dm.train_set[0][0].shape == (10, 3, 12, 12)
     assert dm.data_info()["frame_size"] == [12, 12]
+    mixed = tmp_path / "mixed"
+    for name, size in (("a", (16, 16)), ("b", (24, 32))):
+        (mixed / name).mkdir(parents=True)
+        write_video(mixed / name / f"person01_{name}.avi", np.zeros((12, *size, 3), np.uint8))
+    stored = LabelledVideoDataModule(root=str(mixed), split={"train": [1]}, frame_len=4,
+                                     frame_size=None)
+    with pytest.raises(ValueError, match="differ in frame size.*set frame_size"):
+        stored.setup("fit")
     with pytest.raises(ValueError, match="unknown KTH scenario"):
         KTHDataModule(root=str(tree), scenarios=["d5"])
     d4 = KTHDataModule(root=str(tree), scenarios=["d4"])
@@ -174,8 +199,9 @@ def test_prediction_windows_split_by_person(tmp_path: Path) -> None:
         x, y = dm.train_set[0]
         assert torch.equal(torch.cat([x, y]), full) or torch.equal(torch.cat([x, y]),
                                                                     full.flip(-1))
-    info = dm.data_info()
-    assert (info["input_frames"], info["output_frames"], info["frame_size"]) == (10, 20, [16, 16])
+    d = dm.describe()  # what checkpoints store: 10 -> 20 gray frames of 16x16, uint8 / 255
+    assert (d.input_frames, d.output_frames, d.channels, d.frame_size) == (10, 20, 1, (16, 16))
+    assert d.value_scale == 255.0
 
 
 def test_prediction_config_trains_one_step(tmp_path: Path, one_thread) -> None:

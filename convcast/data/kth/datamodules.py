@@ -85,6 +85,10 @@ class VideoFolderData(SequenceDataModule):
                 continue  # decoded once; later epochs and stages reuse it
             videos = self.splits[s]
             frames = [load_video(v.path, hp.channels, hp.frame_size) for v in videos]
+            sizes = {f.shape[-2:] for f in frames}
+            if len(sizes) > 1:
+                raise ValueError(f"the {s} videos of {hp.root} differ in frame size "
+                                 f"({sorted(sizes)}); set frame_size so that they come out alike")
             stride = (hp.stride if s == "train" else hp.eval_stride) or self._window()
             ds = self._dataset(s, frames, [v.label for v in videos], stride)
             if len(ds) == 0 and (s == "train" or videos):

@@ -3,9 +3,9 @@
 `write_synthetic_kth(root)` writes `<root>/<class>/personXX_<class>_dY_uncomp.avi` (MJPG AVI,
 gray-looking RGB like KTH's), one video per class, person and scenario: a bright square on a
 dark, slightly noisy background whose motion tells the class (class 0 stands still, class 1
-moves left-right, class 2 up-down, class 3 diagonally, then again with other speeds, bouncing
-off the borders), starting near the centre. Simple enough that a small ConvLSTM separates the
-classes in a few dozen steps.
+moves left-right, class 2 up-down, classes 3 and 4 along the diagonals, 5 and 6 left-right and
+up-down faster; bouncing off the borders), starting near the centre. Simple enough that a small
+ConvLSTM separates the classes in a few dozen steps.
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DIRECTIONS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (dy, dx) per class, in turn
+# (dy, dx, pixels per frame) of each class in turn: still, left-right, up-down, two diagonals,
+# then left-right and up-down again, faster
+MOTIONS = ((0, 0, 0), (0, 1, 2), (1, 0, 2), (1, 1, 2), (1, -1, 2), (0, 1, 5), (1, 0, 5))
 
 
 def action_frames(label: int, num_frames: int, size: tuple[int, int],
                   rng: np.random.Generator, square: int = 6, jitter: int = 2) -> np.ndarray:
     """uint8 `[T, H, W]` frames of one synthetic action of class `label`."""
+    if not 0 <= label < len(MOTIONS):
+        raise ValueError(f"synthetic actions have {len(MOTIONS)} classes, got label {label}")
     h, w = size
-    dy, dx = DIRECTIONS[label % len(DIRECTIONS)]
-    speed = 2 + label // len(DIRECTIONS)
+    dy, dx, speed = MOTIONS[label]
     # start near the centre (a few pixels apart per video), so the motion, not the place, differs
     y = (h - square) // 2 + int(rng.integers(-jitter, jitter + 1))
     x = (w - square) // 2 + int(rng.integers(-jitter, jitter + 1))
