@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from convcast.data.datamodule import SequenceDataModule
 from convcast.data.loader import resumable_loader
 
 METHODS = ("lucaskanade", "vet", "darts", "proesmans", "farneback")
@@ -188,14 +189,14 @@ def cache_key(datamodule: L.LightningDataModule, split: str, settings: dict) -> 
     return f"{split}-{hashlib.sha1(text.encode()).hexdigest()[:16]}"
 
 
-class MotionDataModule(L.LightningDataModule):
+class MotionDataModule(SequenceDataModule):
     """Any datamodule whose batches also carry each window's motion field.
 
     `data` is a datamodule with `train_set` / `val_set` / `test_set` after `setup()` (every
-    convcast datamodule); its batch size, shuffling and seed are kept, and anything else asked of
-    this module (`normalization`, `data_info()`, ...) is answered by it. `num_workers` worker
-    processes compute the fields (0: in the main process). Validation and test fields are kept in
-    memory; `cache_dir` also keeps every field on disk across runs.
+    convcast datamodule); its batch size, shuffling, seed and description are kept, and anything
+    else asked of this module (`normalization`, `step_minutes`, ...) is answered by it.
+    `num_workers` worker processes compute the fields (0: in the main process). Validation and
+    test fields are kept in memory; `cache_dir` also keeps every field on disk across runs.
 
         data:
           class_path: convcast.data.motion.MotionDataModule
@@ -206,20 +207,25 @@ class MotionDataModule(L.LightningDataModule):
     def __init__(self, data: L.LightningDataModule, motion_frames: int = 3,
                  method: str = "lucaskanade", method_kwargs: dict | None = None,
                  num_workers: int = 1, cache_dir: str | None = None) -> None:
-        super().__init__()
         check_method(method, motion_frames)
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if not hasattr(data, "batch_size"):
+            raise TypeError(f"MotionDataModule needs a datamodule with a batch_size, got "
+                            f"{type(data).__name__}")
+        super().__init__(data.batch_size, num_workers)
         self.data, self.motion_frames, self.method = data, motion_frames, method
-        self.method_kwargs, self.num_workers = dict(method_kwargs or {}), num_workers
-        self.cache_dir = cache_dir
-        self.train_set = self.val_set = self.test_set = None
+        self.method_kwargs, self.cache_dir = dict(method_kwargs or {}), cache_dir
 
     def __getattr__(self, name: str) -> Any:
         inner = self.__dict__.get("data")
         if inner is None or name.startswith("__"):
             raise AttributeError(name)
         return getattr(inner, name)
+
+    def describe(self) -> Any:
+        """The wrapped data's description: motion fields do not change what the frames are."""
+        return self.data.describe() if hasattr(self.data, "describe") else None
 
     def prepare_data(self) -> None:
         self.data.prepare_data()
@@ -238,37 +244,15 @@ class MotionDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.data.trainer = self.trainer
         self.data.setup(stage)
-        if not any(hasattr(self.data, f"{s}_set") for s in ("train", "val", "test")):
+        if all(getattr(self.data, f"{s}_set", None) is None for s in ("train", "val", "test")):
             raise TypeError(f"MotionDataModule needs a datamodule with train_set / val_set / "
                             f"test_set after setup(); {type(self.data).__name__} has none")
         self.train_set = self._wrap("train", fixed=False)
         self.val_set, self.test_set = self._wrap("val", True), self._wrap("test", True)
 
-    @property
-    def batch_size(self) -> int:
-        return self.data.batch_size
-
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             raise RuntimeError(f"{type(self.data).__name__} has no train set; call setup() first")
-        hp = getattr(self.data, "hparams", {}) or {}
+        hp = getattr(self.data, "hparams", {}) or {}  # the wrapped data's order
         return resumable_loader(self, self.train_set, self.batch_size, self.num_workers,
                                 hp.get("shuffle", True), hp.get("seed", 0))
-
-    def _loader(self, ds: Dataset | None, stage: str) -> DataLoader:
-        if ds is None:
-            raise RuntimeError(f"{type(self.data).__name__} has no {stage} set; call setup() "
-                               "first")
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          # spawn, not fork: forked workers can deadlock on OpenCV/OpenMP pools
-                          multiprocessing_context="spawn" if self.num_workers > 0 else None)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, "val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test")
