@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,8 +21,6 @@ from convcast.models.base import Forecaster, check_size
 from convcast.models.registry import register_model
 
 METHODS = ("lucaskanade", "vet", "darts", "proesmans", "farneback")
-MIN_FRAMES = {"darts": 3}  # DARTS fits N_t < T - 1 temporal Fourier modes
-MAX_FRAMES = {"proesmans": 2}  # Proesmans' method compares exactly two frames
 
 
 def import_pysteps() -> SimpleNamespace:
@@ -68,29 +65,11 @@ class OpticalFlow(Forecaster):
         self.last_velocity: np.ndarray | None = None  # [B, C, 2, H, W] (u, v) px/step, last call
 
     def velocity(self, frames: np.ndarray) -> np.ndarray:
-        """Motion `[2, H, W]` (x then y component, px/step) of frames `[T, H, W]`."""
-        need = MIN_FRAMES.get(self.method, 2)
-        if frames.shape[0] < need:
-            if frames.shape[0] >= 2:
-                raise ValueError(f"optical flow method {self.method!r} needs at least {need} "
-                                 f"input frames, got {frames.shape[0]}; use 'lucaskanade' or "
-                                 "more input frames")
-            return np.zeros((2, *frames.shape[1:]))
-        if np.ptp(frames) == 0:  # a constant field has no motion to see
-            return np.zeros((2, *frames.shape[1:]))
-        frames = frames[-MAX_FRAMES.get(self.method, len(frames)):]
-        fn = import_pysteps().motion.get_method(self.method)
-        kwargs = dict(self.method_kwargs)
-        if self.method == "darts":  # pysteps' defaults (N_t=4, N_x=N_y=50) need 6 frames, 100 px
-            kwargs.setdefault("N_t", min(4, frames.shape[0] - 2))
-            kwargs.setdefault("N_y", min(50, frames.shape[1] // 2 - 1))
-            kwargs.setdefault("N_x", min(50, frames.shape[2] // 2 - 1))
-        if self.method in ("lucaskanade", "vet", "darts"):
-            kwargs.setdefault("verbose", False)
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # LK on few vectors: singular matrix, cov
-            v = fn(frames, **kwargs)  # VET and DARTS print progress, hence the redirect
-        return np.nan_to_num(np.asarray(v, dtype=np.float64))
+        """Motion `[2, H, W]` (x then y component, px/step) of frames `[T, H, W]`: the data
+        pipeline's estimate (`convcast.data.motion`), so both always see the same motion."""
+        from convcast.data.motion import estimate_motion
+
+        return estimate_motion(frames, self.method, self.method_kwargs)
 
     def extrapolate(self, last: np.ndarray, velocity: np.ndarray, horizon: int) -> np.ndarray:
         """Semi-Lagrangian extrapolation of `last` `[H, W]` -> `[horizon, H, W]`."""
