@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from convcast.cli.export import FORMATS, export
+from convcast.data.description import DataDescription
+from convcast.data.normalize import Normalization
 from convcast.models import create_model
 from tests.conftest import cli
 
@@ -29,9 +31,8 @@ def checkpoint(path, name: str, **kw):
             {"condition": torch.rand(1, 1, 1, SIZE, SIZE)} if kw.get("condition_channels") else {}))
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "hyper_parameters": {"model_name": name, "model_kwargs": kw},
-                "convcast_data": {"input_frames": T, "output_frames": H, "channels": 1,
-                                  "frame_size": [SIZE, SIZE],
-                                  "normalization": {"kind": "minmax", "min": 0.0, "max": 255.0}}},
+                "convcast_data": DataDescription(
+                    T, H, 1, (SIZE, SIZE), Normalization("minmax", 0.0, 255.0)).to_dict()},
                path)
     return model
 
@@ -45,7 +46,8 @@ def test_every_learned_model_exports_and_matches(name, fmt, tmp_path):
     assert meta["max_abs_diff"] <= 1e-4
     side = json.loads((tmp_path / f"m.{fmt}.json").read_text())
     assert side["inputs"]["x"] == ["batch", T, 1, SIZE, SIZE] and side["horizon"] == H
-    assert side["data"]["normalization"]["kind"] == "minmax"
+    assert side["data"]["normalization"] == {"kind": "minmax", "low": 0.0, "high": 255.0,
+                                             "mean": 0.0, "std": 1.0}
     x = torch.rand(5, T, 1, SIZE, SIZE)  # a batch size the export never saw
     with torch.no_grad():
         want = model(x, H)

@@ -171,7 +171,9 @@ def export(
         from convcast.train.checkpoint import load_forecaster
 
         model, info = load_forecaster(ckpt_path)
-    info = _jsonable(dict(info or {}))
+    info = dict(info or {})
+    description = _jsonable(info.pop("description", None))  # the typed description, if any
+    info = _jsonable(info)
     if next(model.parameters(), None) is None:
         raise ValueError(f"{info.get('model_name', type(model).__name__)} has no weights: "
                          "baselines run as they are and need no export")
@@ -191,7 +193,8 @@ def export(
     meta = {"format": fmt, "horizon": horizon, "input_frames": T,
             "inputs": {n: ["batch", *s] for n, s in zip(_names(args), shape, strict=True)},
             "output": {"y": ["batch", horizon, *shape[0][1:]]}, "dtype": "float32",
-            "dynamic": ["batch"], "torch": torch.__version__, "data": info}
+            "dynamic": ["batch"], "torch": torch.__version__, "data": info,
+            "description": description}
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
     os.close(fd)  # written in the same folder, then renamed: `out` is whole or absent
