@@ -38,8 +38,9 @@ def test_persistence_nowcast_writes_forecast_times_and_animation(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "2021-06-01T11:00:00" in printed and "+18 min" in printed
     gif = iio.imread(tmp_path / "out" / "forecast.gif", index=None)
-    # the input frames then the forecast (the GIF writer merges repeated frames), enlarged
-    assert 5 <= gif.shape[0] <= 8 and gif.shape[1:3] == (256, 256)
+    # the input frames then the forecast, each under its time, enlarged to 256 pixels, in mm/h
+    # beside a colour bar
+    assert gif.shape[0] == 8 and gif.shape[1] == 256 + 18 and gif.shape[2] > 256 + 40
 
 
 def test_optical_flow_nowcast_runs_without_checkpoint(tmp_path):

@@ -2,20 +2,29 @@
 
     convcast nowcast --ckpt_path model.ckpt --input radar/ --out nowcast/ [--horizon 15]
     convcast nowcast --model optical_flow --input radar/ --out nowcast/   (no training needed)
+    convcast nowcast --model optical_flow --importer fmi_pgm --importer_kwargs '{"gzipped": true}'
+        --input fmi/pgm/20160928 --out nowcast/      (an operational archive, via pysteps)
 
-The latest `input_frames` frames of the archive (a folder of images, .npy/.npz, HDF5, NetCDF, or
-any frame source; see `convcast.data.radar.archive`) must be consecutive; they go through the one
-inference path (`convcast.train.inference`): prepared as the model's training data was (units,
-crop, disk filter, resize, masks: stored in the checkpoint, overridable here), the model
-forecasts `horizon` frames, and the forecast is written in the input's units on the model's grid:
-`OUT/forecast.npz` (`forecast` [K, C, H, W] float32, `timestamps` ISO strings, `units`,
-`input_timestamps`, `step_minutes`, `model`) and `OUT/forecast.gif` (the input frames, then the
-forecast). Forecast frame k is valid at the last input time + k·step.
+The latest `input_frames` frames of the archive (a folder of images, .npy/.npz, HDF5, NetCDF, any
+frame source, or with `--importer` any format a pysteps importer reads, the time of each file
+from its name by `--fn_pattern`; see `convcast.data.radar.archive`) must be consecutive; they go
+through the one inference path (`convcast.train.inference`): prepared as the model's training
+data was (units, Z-R, crop, downsampling, disk filter, resize, masks, and the importer: stored in
+the checkpoint, overridable here), the model forecasts `horizon` frames, and the forecast is
+written on the model's grid (the archive's own when nothing crops or resamples it):
+`OUT/forecast.nc` (CF NetCDF: rain rate in mm/h, or for an accumulation archive mm per its
+accumulation time, with the projection, x/y and lat/lon, the valid time of each frame, the model
+and checkpoint), `OUT/forecast.npz` (`forecast` [K, C, H, W] float32 in the input's units,
+`physical` in mm/h or mm, `timestamps` ISO strings, `units`, `input_timestamps`, `step_minutes`,
+`model`) and `OUT/forecast.gif` (the latest input frames, then the forecast, in mm/h with a
+colour scale and each frame's time). NaN marks pixels outside the radar's domain. Forecast frame
+k is valid at the last input time + k·step.
 """
 
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +33,23 @@ from jsonargparse import ArgumentParser
 
 from convcast.atomic import atomic_path
 from convcast.data.radar.archive import UNITS
+from convcast.data.radar.export import write_forecast_netcdf
 from convcast.data.sources import list_sources
 from convcast.models import create_model, is_baseline, list_models
-from convcast.train.inference import forecast
-from convcast.viz import write_animation
+from convcast.train.inference import Forecast, forecast
+from convcast.viz.radar import write_rain_animation
+
+RADAR_OPTIONS = ("format", "units", "variable", "time_variable", "time_format", "time_regex",
+                 "start_time", "step_minutes", "nodata", "crop", "crop_box", "downsample",
+                 "disk_radius", "resize", "zr", "accutime", "importer", "importer_kwargs",
+                 "fn_pattern", "fn_ext")
 
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="convcast nowcast", description=__doc__.split("\n")[0])
     p.add_argument("--input", type=Path, required=True,
-                   help="radar archive: folder of images, .npy, .npz, .h5, .nc or .zarr")
+                   help="radar archive: folder of images, .npy, .npz, .h5, .nc or .zarr, or with "
+                        "--importer a folder of a provider's files")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--ckpt_path", type=Path | None, default=None, help="trained checkpoint")
     p.add_argument("--model", type=str | None, default=None,
@@ -59,9 +75,31 @@ def parser() -> ArgumentParser:
     p.add_argument("--step_minutes", type=float | None, default=None,
                    help="minutes between frames (default: inferred from the timestamps)")
     p.add_argument("--nodata", type=float | None, default=None, help="raw value for missing")
-    p.add_argument("--crop", type=int | None, default=None, help="override the centre crop")
+    p.add_argument("--importer", type=str | None, default=None,
+                   help="read the archive with this pysteps importer: fmi_pgm, knmi_hdf5, "
+                        "bom_rf3, odim_hdf5, opera_hdf5, mch_gif, mch_hdf5, mrms_grib, dwd_hdf5, "
+                        "... (default: the checkpoint's)")
+    p.add_argument("--importer_kwargs", type=dict | None, default=None,
+                   help='JSON keyword arguments of the importer, e.g. \'{"gzipped": true}\'')
+    p.add_argument("--fn_pattern", type=str | None, default=None,
+                   help="file names of the archive, pysteps style: strftime codes and ? for any "
+                        "character, e.g. AQC%%y%%j%%H%%M?_00005.801 (default: pysteps' pattern "
+                        "for the importer)")
+    p.add_argument("--fn_ext", type=str | None, default=None, help="file extension, e.g. h5")
+    p.add_argument("--crop", type=int | list[int] | None, default=None,
+                   help="override the crop: a centre crop h or [h, w], or a pixel window "
+                        "[top, left, bottom, right]")
+    p.add_argument("--crop_box", type=list[float] | None, default=None,
+                   help="crop to [x1, y1, x2, y2] in the archive's projected coordinates (m)")
+    p.add_argument("--downsample", type=int | None, default=None,
+                   help="block-mean factor, e.g. 4: a 1-km grid forecast on 4 km")
     p.add_argument("--disk_radius", type=float | None, default=None)
     p.add_argument("--resize", type=int | None, default=None, help="override the output size")
+    p.add_argument("--zr", type=list[float] | None, default=None,
+                   help="Z-R relation [a, b] of Z = a R^b (default: the checkpoint's, else the "
+                        "archive's own, else Marshall-Palmer [200, 1.6])")
+    p.add_argument("--accutime", type=float | None, default=None,
+                   help="minutes an accumulation sums, where the archive does not say")
     p.add_argument("--fps", type=float, default=4.0, help="animation frames per second")
     return p
 
@@ -92,11 +130,12 @@ def load_model(args) -> torch.nn.Module | Path:
 
 
 def nowcast(args) -> dict:
-    """Run the nowcast; returns what was written (paths, timestamps)."""
-    radar = {k: getattr(args, k) for k in ("format", "units", "variable", "time_variable",
-                                           "time_format", "time_regex", "start_time",
-                                           "step_minutes", "nodata", "crop", "disk_radius",
-                                           "resize")}
+    """Run the nowcast on parsed `args` (see `parser`); returns what was written: the paths
+    (`nc`, None where NetCDF cannot be written here, `npz`, `gif`) and the valid times
+    (`timestamps`, ISO strings)."""
+    radar = {k: getattr(args, k, None) for k in RADAR_OPTIONS}
+    if isinstance(radar["crop"], list) and len(radar["crop"]) == 1:
+        radar["crop"] = radar["crop"][0]
     fc = forecast(load_model(args), args.input, args.horizon, input_frames=args.input_frames,
                   radar=radar)
     for note in fc.notes:
@@ -107,17 +146,47 @@ def nowcast(args) -> dict:
     out = Path(args.out)
     with atomic_path(out / "forecast.npz") as tmp:
         np.savez(tmp, forecast=fc.frames, timestamps=iso, units=np.array(fc.units),
+                 physical=fc.physical, physical_units=np.array(fc.physical_units),
                  step_minutes=np.float64(minutes),
                  input_timestamps=np.datetime_as_string(fc.input_times, unit="s"),
                  model=np.array(fc.model_name))
-    frames = np.concatenate([fc.inputs, np.clip(fc.forecast_data, 0, 1)])  # [T_in + K, C, h, w]
-    scale = max(1, 256 // max(frames.shape[-2:]))
-    write_animation(out / "forecast.gif", frames, fps=args.fps, scale=scale)
+    nc = write_netcdf(out / "forecast.nc", fc, args)
+    write_gif(out / "forecast.gif", fc, args.fps)
     for k, t in enumerate(iso, start=1):
         print(f"+{k * minutes:g} min\t{t}")
-    _say(f"wrote {out / 'forecast.npz'} ({fc.frames.shape}, {fc.units}) and "
-         f"{out / 'forecast.gif'}")
-    return {"npz": out / "forecast.npz", "gif": out / "forecast.gif", "timestamps": list(iso)}
+    _say(f"wrote {out / 'forecast.npz'} ({fc.frames.shape}, {fc.units}), "
+         + (f"{nc} ({fc.physical_units}), " if nc else "") + f"{out / 'forecast.gif'}")
+    return {"nc": nc, "npz": out / "forecast.npz", "gif": out / "forecast.gif",
+            "timestamps": list(iso)}
+
+
+def write_netcdf(path: Path, fc: Forecast, args) -> Path | None:
+    """`forecast.nc` of the first channel (None, said, where xarray or netCDF4 is missing)."""
+    attrs = {"title": f"convcast nowcast by {fc.model_name}", "source": "convcast",
+             "model": fc.model_name,
+             "checkpoint": str(args.ckpt_path) if args.ckpt_path else "none (baseline)",
+             "input": str(args.input), "step_minutes": float(fc.step_minutes),
+             "history": f"{datetime.now().astimezone():%Y-%m-%dT%H:%M:%S%z} convcast nowcast"}
+    try:
+        return write_forecast_netcdf(path, fc.physical[:, 0], fc.valid_times, fc.grid,
+                                     fc.physical_units, fc.accutime, fc.input_times[-1], attrs)
+    except ImportError as err:
+        _say(f"{path.name} not written: {err}")
+        return None
+
+
+def write_gif(path: Path, fc: Forecast, fps: float) -> Path:
+    """The latest input frames, then the forecast, in mm/h, each labelled with its time."""
+    per_hour = 60.0 / fc.accutime if fc.physical_units == "mm" else 1.0  # mm per accutime -> mm/h
+    rain = np.concatenate([fc.input_physical[:, 0], fc.physical[:, 0]]) * per_hour  # [T+K, h, w]
+    labels = [f"observed {_hm(t)}" for t in fc.input_times]
+    labels += [f"+{k * fc.step_minutes:g} min, valid {_hm(t)}"
+               for k, t in enumerate(fc.valid_times, start=1)]
+    return write_rain_animation(path, rain, labels, fps=fps)
+
+
+def _hm(t: np.datetime64) -> str:
+    return np.datetime_as_string(t, unit="m").replace("T", " ")
 
 
 def main(argv: list[str]) -> int:

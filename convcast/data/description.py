@@ -17,13 +17,16 @@ untyped dictionaries of checkpoints written before this description existed.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from convcast.data.normalize import Normalization
 from convcast.data.units import HKO_ZR
+
+if TYPE_CHECKING:
+    from convcast.data.radar.geo import Grid
 
 VERSION = 2
 Pair = tuple[int, int]
@@ -33,50 +36,84 @@ def _pair(v: Any) -> Pair | None:
     return None if v is None else (int(v[0]), int(v[1]))
 
 
+def _ints(v: Any) -> tuple[int, ...] | None:
+    return None if v is None else tuple(int(x) for x in v)
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
 @dataclass(frozen=True)
 class RadarValues:
     """How a radar archive's values become model pixels in [0, 1] (`convcast.data.radar`).
 
-    `units` are the archive's (gray, pixel, dbz, rainrate); `dbz_range` the min-max bounds in
-    dBZ (None: HKO-7's (dBZ + 10) / 70); `zr` the (a, b) of Z = a R^b; `crop` / `resize` /
-    `disk_radius` the paper's preprocessing; `valid` the static mask of valid pixels on the model
-    grid (None: all); `nodata` the raw value that means missing.
+    `units` are the archive's (gray, pixel, dbz, rainrate, mm); `dbz_range` the min-max bounds
+    in dBZ (None: HKO-7's (dBZ + 10) / 70); `zr` the (a, b) of Z = a R^b; `crop` (a centre crop
+    (h, w) or a window (top, left, bottom, right)) / `downsample` (block-mean factor) / `resize`
+    / `disk_radius` the preprocessing; `valid` the static mask of valid pixels on the model grid
+    (None: all); `nodata` the raw value that means missing. From the archive's metadata:
+    `accutime` (minutes summed by an accumulation, units mm), `zerovalue` / `threshold` (no rain,
+    smallest rain), `grid` (the georeference of the archive's raw grid, `convcast.data.radar.geo`)
+    and `reader` (how it was read: importer, importer_kwargs, fn_pattern, fn_ext), so a nowcast
+    reads and places new frames alike. Older checkpoints lack these fields: they take defaults.
     """
 
     units: str
     dbz_range: tuple[float, float] | None = None
     zr: tuple[float, float] = HKO_ZR
-    crop: Pair | None = None
+    crop: tuple[int, ...] | None = None
     disk_radius: float = 0.0
     resize: Pair | None = None
     valid: np.ndarray | None = field(default=None, compare=False, repr=False)
     nodata: float | None = None
+    downsample: int = 1
+    accutime: float | None = None
+    zerovalue: float | None = None
+    threshold: float | None = None
+    grid: Grid | None = field(default=None, repr=False)
+    reader: dict[str, Any] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["valid"] = None if self.valid is None else self.valid.astype(int).tolist()
+        d["grid"] = None if self.grid is None else self.grid.to_dict()
+        d["crop"] = None if self.crop is None else list(self.crop)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RadarValues:
+        from convcast.data.radar.geo import Grid
+
         valid = d.get("valid")
         return cls(units=d["units"],
                    dbz_range=None if d.get("dbz_range") is None else
                    (float(d["dbz_range"][0]), float(d["dbz_range"][1])),
                    zr=tuple(float(v) for v in (d.get("zr") or HKO_ZR)),
-                   crop=_pair(d.get("crop")), disk_radius=float(d.get("disk_radius") or 0.0),
+                   crop=_ints(d.get("crop")), disk_radius=float(d.get("disk_radius") or 0.0),
                    resize=_pair(d.get("resize")),
                    valid=None if valid is None else np.asarray(valid, dtype=bool),
-                   nodata=d.get("nodata"))
+                   nodata=d.get("nodata"), downsample=int(d.get("downsample") or 1),
+                   accutime=_number(d.get("accutime")), zerovalue=_number(d.get("zerovalue")),
+                   threshold=_number(d.get("threshold")), grid=Grid.from_dict(d.get("grid")),
+                   reader=d.get("reader"))
 
     def preprocess(self, units: str | None = None):
         """The `RadarPreprocess` that prepares frames of this archive (or of `units`)."""
         from convcast.data.radar.preprocess import RadarPreprocess
 
-        pre = RadarPreprocess(units or self.units, self.dbz_range, self.crop, self.disk_radius,
-                              self.resize, self.zr)
-        pre.valid = self.valid
-        return pre
+        return RadarPreprocess(units or self.units, self.dbz_range, self.crop, self.disk_radius,
+                               self.resize, self.zr, self.valid, self.downsample, self.accutime,
+                               self.threshold, self.zerovalue)
+
+    @property
+    def physical_units(self) -> str:
+        """The unit of `physical`: mm (per accutime minutes) for accumulations, else mm/h."""
+        return "mm" if self.units == "mm" else "mm/h"
+
+    def output_grid(self) -> Grid | None:
+        """The georeference of the model grid (the archive's grid after crop and resampling)."""
+        return self.preprocess().output_grid(self.grid)
 
 
 @dataclass(frozen=True)

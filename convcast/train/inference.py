@@ -7,7 +7,10 @@ where the frames carry time stamps), prepared exactly as the model's training da
 `DataDescription`: channels, size, unit scale and normalisation; for radar, units, dBZ range,
 crop, disk filter, resize and mask), forecast, and converted back to the input's own values
 (video and images: 0..255 for 8-bit input; radar: the archive's units). The `Forecast` it returns
-also carries the valid time of each frame and what was done, in words, for the command line.
+also carries the valid time of each frame and what was done, in words, for the command line; for
+radar also the forecast as rain rate in mm/h (an accumulation archive: in its mm per accutime
+minutes), NaN outside the radar's domain, and the georeference of its grid, when the archive
+has one (`convcast.data.radar.geo`), so it can be written where a GIS places it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import torch
 import torch.nn as nn
 
 from convcast.data.description import DataDescription, RadarValues
-from convcast.data.radar.archive import RadarSource, open_radar
+from convcast.data.radar.archive import RadarSource, archive_grid, archive_values, open_radar
+from convcast.data.radar.geo import Grid
 from convcast.data.radar.timeline import as_step, latest_window
 from convcast.data.sources import FrameSource, open_source
 from convcast.data.sources.video import VideoSource
@@ -67,6 +71,11 @@ class Forecast:
     input_times: np.ndarray | None = None  # datetime64[s] [T]
     step_minutes: float | None = None
     notes: list[str] = field(default_factory=list)  # what was read and done, for the user
+    physical: np.ndarray | None = None  # [K, C, h, w] radar: mm/h (accumulations: mm), NaN = none
+    input_physical: np.ndarray | None = None  # [T, C, h, w] the inputs alike
+    physical_units: str | None = None  # "mm/h", or "mm" (per `accutime` minutes)
+    accutime: float | None = None  # minutes an accumulation sums (physical_units "mm")
+    grid: Grid | None = None  # georeference of the forecast's grid, where the input has one
 
 
 def _model(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, device: str
@@ -142,8 +151,10 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
         input_frames: how many of the latest frames the model reads (default: as trained).
         reader / reader_kwargs: the frame-source kind and options for a path.
         radar: read the input as a radar archive: `open_radar` options (units, variable,
-            time_format, step_minutes, nodata, ...) and preprocessing overrides (crop, resize,
-            disk_radius); given a radar checkpoint, its settings are the defaults.
+            time_format, step_minutes, nodata, importer, importer_kwargs, fn_pattern, fn_ext,
+            ...) and preprocessing overrides (crop, crop_box, downsample, resize, disk_radius,
+            zr, accutime); given a radar checkpoint, its settings (and the importer it was
+            trained through) are the defaults.
     """
     tm = _model(model_or_ckpt, device)
     d = description or tm.description
@@ -166,8 +177,10 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
     notes.append(f"read the last {need} of {len(source)} frames of {what}"
                  + (" (sorted by name)" if source.kind == "images" and source.timestamps is None
                     else ""))
+    physical = None
     if is_radar:
-        prepared, back, d = _radar_io(source, raw, d, dict(radar or {}), need, k, tm, notes)
+        prepared, back, d, physical = _radar_io(source, raw, d, dict(radar or {}), need, k, tm,
+                                                notes)
         scale = 1.0
     else:
         prepared, back, d, scale = _frames_io(raw, d, need, k, tm, notes)
@@ -182,10 +195,13 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
         step64 = np.timedelta64(int(round(minutes * 60)), "s")
         valid = times[-1] + step64 * np.arange(1, k + 1)
     out, data_pred, data_in = back(pred), d.to_data(pred), d.to_data(prepared)
-    return Forecast(out.astype(np.float32), np.nan_to_num(data_in).astype(np.float32),
-                    np.asarray(data_pred, dtype=np.float32), d, tm.model_name,
-                    tuple(raw.shape[-2:]), scale, source.units if is_radar else None, valid,
-                    None if times is None else times[start:], minutes, notes)
+    fc = Forecast(out.astype(np.float32), np.nan_to_num(data_in).astype(np.float32),
+                  np.asarray(data_pred, dtype=np.float32), d, tm.model_name,
+                  tuple(raw.shape[-2:]), scale, source.units if is_radar else None, valid,
+                  None if times is None else times[start:], minutes, notes)
+    if physical is not None:
+        physical(fc, prepared, pred)
+    return fc
 
 
 def _open(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str,
@@ -197,10 +213,16 @@ def _open(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str
         source = frames
     elif is_radar:
         units = radar.get("units") or (d.radar.units if d is not None and d.radar else "auto")
-        return open_radar(frames, radar.get("format", "auto"), units, radar.get("variable"),
+        fmt = radar.get("format") or "auto"
+        read = {k: radar.get(k) for k in ("importer", "importer_kwargs", "fn_pattern", "fn_ext")}
+        trained = d.radar.reader if d is not None and d.radar is not None else None
+        if read["importer"] is None and fmt == "auto" and trained:
+            read = {**trained, **{k: v for k, v in read.items() if v is not None}}
+            notes.append(f"read with the training archive's importer {read['importer']}")
+        return open_radar(frames, fmt, units, radar.get("variable"),
                           radar.get("time_variable"), radar.get("time_format"),
                           radar.get("time_regex"), radar.get("start_time"),
-                          radar.get("step_minutes"), radar.get("nodata"), reader_kwargs)
+                          radar.get("step_minutes"), radar.get("nodata"), reader_kwargs, **read)
     else:
         if not Path(frames).exists():
             raise FileNotFoundError(f"input {frames} not found")
@@ -258,16 +280,43 @@ def _check_range(model_in: np.ndarray, d: DataDescription, notes: list[str]) -> 
                      "model was trained on; is it the same kind of data (units, value scale)?")
 
 
+def _radar_values(source: FrameSource, d: DataDescription | None, radar: dict,
+                  notes: list[str]) -> tuple[RadarValues, Grid | None]:
+    """How to prepare this input: the checkpoint's settings (else the archive's own), the
+    command's overrides, and the input's own accumulation time, no-rain value and threshold;
+    and the input's georeference."""
+    own = archive_values(source, radar.get("zr") and tuple(radar["zr"]))
+    grid = archive_grid(source)
+    rv = d.radar if d is not None and d.radar is not None else \
+        RadarValues(source.units, zr=own["zr"], grid=grid)
+    over = {key: radar[key] for key in ("crop", "disk_radius", "resize", "downsample") if
+            radar.get(key) is not None}
+    if radar.get("crop_box") is not None:
+        if grid is None:
+            raise ValueError(f"--crop_box needs a georeferenced archive; {source.name} has no "
+                             "projection in its metadata: crop by pixels (--crop) instead")
+        over["crop"] = grid.window_of(tuple(radar["crop_box"]))
+    if rv.grid is not None and grid is not None and not rv.grid.same_as(grid):
+        notes.append("warning: the input's grid differs from the training archive's grid "
+                     f"({grid.shape[0]}x{grid.shape[1]} vs {rv.grid.shape[0]}x"
+                     f"{rv.grid.shape[1]} pixels, or another extent or projection)")
+    regridded = any(key in over for key in ("crop", "resize", "downsample"))
+    pick = {key: own[key] if own[key] is not None else getattr(rv, key)
+            for key in ("accutime", "zerovalue", "threshold")}
+    rv = RadarValues(rv.units, rv.dbz_range, tuple(radar["zr"]) if radar.get("zr") else rv.zr,
+                     over.get("crop", rv.crop), over.get("disk_radius", rv.disk_radius),
+                     over.get("resize", rv.resize), None if regridded else rv.valid,
+                     rv.nodata, over.get("downsample", rv.downsample),
+                     radar.get("accutime") or pick["accutime"], pick["zerovalue"],
+                     pick["threshold"], grid, rv.reader)
+    return rv, grid
+
+
 def _radar_io(source: FrameSource, raw: np.ndarray, d: DataDescription | None, radar: dict,
               need: int, k: int, tm: TrainedModel, notes: list[str]):
     """Radar: the training preprocessing (overridable); back to the archive's units."""
-    rv = d.radar if d is not None and d.radar is not None else RadarValues(source.units)
-    over = {key: radar[key] for key in ("crop", "disk_radius", "resize") if
-            radar.get(key) is not None}
-    pre = RadarValues(rv.units, rv.dbz_range, rv.zr, over.get("crop", rv.crop),
-                      over.get("disk_radius", rv.disk_radius), over.get("resize", rv.resize),
-                      None if "crop" in over or "resize" in over else rv.valid,
-                      rv.nodata).preprocess(source.units)
+    rv, grid = _radar_values(source, d, radar, notes)
+    pre = rv.preprocess(source.units)
     x = pre(raw)  # [T_in, C, h, w] pixels, NaN = invalid
     if d is not None and tuple(x.shape[-2:]) != tuple(d.frame_size):
         raise ValueError(f"the prepared frames are {x.shape[-2]}x{x.shape[-1]} but the model was "
@@ -277,14 +326,25 @@ def _radar_io(source: FrameSource, raw: np.ndarray, d: DataDescription | None, r
     if x.shape[1] != channels:
         raise ValueError(f"the archive has {x.shape[1]} channels, the model reads {channels}")
     if d is None:
-        d = DataDescription(need, k, x.shape[1], tuple(x.shape[-2:]),
-                            radar=RadarValues(source.units, crop=pre.crop,
-                                              disk_radius=pre.disk_radius, resize=pre.resize))
+        d = DataDescription(need, k, x.shape[1], tuple(x.shape[-2:]), radar=rv,
+                            step_minutes=None)
+    missing = ~np.isfinite(x[-1])  # [C, h, w] outside the radar's domain (or masked) now
 
     def back(pred: np.ndarray) -> np.ndarray:
-        return pre.from_pixel(np.clip(pred, 0, 1))  # [K, C, h, w] in the archive's units
+        out = pre.from_pixel(np.clip(pred, 0, 1))  # [K, C, h, w] in the archive's units
+        return np.where(missing, np.nan, out)
 
-    return x.astype(np.float32), back, d
+    def physical(fc: Forecast, prepared: np.ndarray, pred: np.ndarray) -> None:
+        rain, fc.physical_units = pre.physical(np.clip(pred, 0, 1))  # [K, C, h, w]
+        fc.physical = np.where(missing, np.nan, rain).astype(np.float32)
+        fc.input_physical = pre.physical(prepared)[0].astype(np.float32)  # [T, C, h, w]
+        fc.accutime = pre.accutime if fc.physical_units == "mm" else None
+        fc.grid = pre.output_grid(grid)
+        if fc.grid is not None:
+            notes.append(f"grid {fc.grid.shape[0]}x{fc.grid.shape[1]} pixels of "
+                         f"{fc.grid.xpixelsize / 1000:g} km")
+
+    return x.astype(np.float32), back, d, physical
 
 
 def resize_back(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

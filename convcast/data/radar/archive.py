@@ -6,10 +6,15 @@ HDF5, NetCDF, Zarr, or any registered reader) and returns a `RadarSource`: the s
 a radar archive, whose `read(start, stop)` gives float32 `[n, C, H, W]` with NaN where data is
 missing (`nodata`, or NaN in the file), whose time stamps are required and ascending, and whose
 `units` are one of `UNITS`:
-`gray` (0-255 levels, HKO-7 PNG), `pixel` ([0, 1], HKO-7), `dbz`, `rainrate` (mm/h); `auto` reads
-the file's units attribute, else 8-bit data is `gray`. Arrays are time first (`[T, H, W]` or
-`[T, C, H, W]`); image names hold the time (default: the first run of 12 or 14 digits
-YYYYMMDDHHMM[SS]; or a `strptime` `time_format` of the whole stem and/or a `time_regex`).
+`gray` (0-255 levels, HKO-7 PNG), `pixel` ([0, 1], HKO-7), `dbz`, `rainrate` (mm/h), `mm` (an
+accumulation over `accutime` minutes); `auto` reads the file's units attribute, else 8-bit data is
+`gray`. Arrays are time first (`[T, H, W]` or `[T, C, H, W]`); image names hold the time (default:
+the first run of 12 or 14 digits YYYYMMDDHHMM[SS]; or a `strptime` `time_format` of the whole stem
+and/or a `time_regex`). `importer="fmi_pgm"` (any pysteps importer) reads an operational archive,
+one file per frame, with the time from each file name by `fn_pattern`
+(`convcast.data.sources.pysteps_importer`); `archive_values` then gives what its metadata says
+about the values (accumulation time, Z-R, no-rain value and threshold) and `archive_grid` its
+georeference.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ from typing import Any
 import numpy as np
 
 from convcast.atomic import write_bytes
+from convcast.data.radar.geo import Grid
 from convcast.data.sources import FrameSource, detect_kind, get_method, list_sources, open_source
 from convcast.data.sources.times import regular_timestamps, to_datetime64
+from convcast.data.units import HKO_ZR, MARSHALL_PALMER_ZR
 
-UNITS = ("gray", "pixel", "dbz", "rainrate")
+UNITS = ("gray", "pixel", "dbz", "rainrate", "mm")
 UNIT_ALIASES = {"dbz": "dbz", "mm/h": "rainrate", "mmh-1": "rainrate", "mm/hr": "rainrate",
                 "mmhr-1": "rainrate", "mmh^-1": "rainrate", "kgm-2h-1": "rainrate",
-                "gray": "gray", "grey": "gray", "pixel": "pixel", "rainrate": "rainrate"}
+                "gray": "gray", "grey": "gray", "pixel": "pixel", "rainrate": "rainrate",
+                "mm": "mm", "kgm-2": "mm"}
 
 
 def parse_units(text: str | bytes | None) -> str | None:
@@ -108,10 +116,23 @@ def open_radar(path: str | os.PathLike, format: str = "auto", units: str = "auto
                variable: str | None = None, time_variable: str | None = None,
                time_format: str | None = None, time_regex: str | None = None,
                start_time: str | None = None, step_minutes: float | None = None,
-               nodata: float | None = None, reader_kwargs: dict | None = None) -> RadarSource:
+               nodata: float | None = None, reader_kwargs: dict | None = None,
+               importer: str | None = None, importer_kwargs: dict | None = None,
+               fn_pattern: str | None = None, fn_ext: str | None = None) -> RadarSource:
     """Open a radar archive lazily (see the module docstring). `format` is a frame-source kind
-    (`auto`: from the path; `png` is the image-folder reader); `reader_kwargs` go to the reader."""
+    (`auto`: from the path; `png` is the image-folder reader); `reader_kwargs` go to the reader;
+    `importer` (a pysteps importer name) reads the archive with pysteps, `importer_kwargs`
+    going to it and `fn_pattern` / `fn_ext` giving the time of each file from its name."""
     check_units(units)
+    if importer is not None:
+        if format not in ("auto", "pysteps", "importer"):
+            raise ValueError(f"give either format={format!r} or importer={importer!r}, not both "
+                             "(an importer reads the archive itself)")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"radar archive {path} does not exist")
+        source = open_source(path, "pysteps", importer=importer, importer_kwargs=importer_kwargs,
+                             fn_pattern=fn_pattern, fn_ext=fn_ext, **(reader_kwargs or {}))
+        return RadarSource(source, units, nodata)
     if format != "auto":
         try:
             get_method(format)
@@ -124,6 +145,35 @@ def open_radar(path: str | os.PathLike, format: str = "auto", units: str = "auto
                "time_first": True, "require_times": True, "recursive": True, "gray": True}
     source = open_source(path, kind, strict=False, **{**options, **(reader_kwargs or {})})
     return RadarSource(source, units, nodata)
+
+
+def archive_values(source: FrameSource, zr: tuple[float, float] | None = None) -> dict[str, Any]:
+    """What an archive's metadata says about its values: `accutime` (minutes of an accumulation),
+    `zerovalue` and `threshold` (the no-rain value and the smallest rain value, in its units),
+    and the Z-R relation `zr`: the one given, else the metadata's (`zr_a`, `zr_b`), else
+    Marshall-Palmer for physical units and HKO-7's for HKO-7 gray levels and pixels."""
+    meta = source.metadata or {}
+    units = source.units if source.units in UNITS else None
+
+    def number(key: str) -> float | None:
+        v = meta.get(key)
+        try:
+            return None if v is None or not np.isfinite(float(v)) else float(v)
+        except (TypeError, ValueError):
+            return None
+
+    if zr is None:
+        if number("zr_a") is not None and number("zr_b") is not None:
+            zr = (number("zr_a"), number("zr_b"))
+        else:
+            zr = HKO_ZR if units in ("gray", "pixel") else MARSHALL_PALMER_ZR
+    return {"accutime": number("accutime"), "zerovalue": number("zerovalue"),
+            "threshold": number("threshold"), "zr": (float(zr[0]), float(zr[1]))}
+
+
+def archive_grid(source: FrameSource) -> Grid | None:
+    """The georeference of an archive's frames (None where its metadata has none)."""
+    return Grid.from_metadata(source.metadata, source.frame_shape[-2:])
 
 
 def write_image_folder(folder: str | os.PathLike, frames: np.ndarray, timestamps: np.ndarray,

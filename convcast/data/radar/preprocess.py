@@ -4,12 +4,15 @@ The paper: intensities to gray levels by min–max normalisation P = (Z − min 
 crop the central 330×330 region, apply "the disk filter with radius 10" (a pillbox mean over a disk,
 MATLAB's `fspecial('disk', 10)`: it smooths speckle), resize to 100×100, and blank noisy regions
 found from long-term pixel statistics (they used K-means on monthly pixel means).
-Here, in that order: crop (on raw values), units -> dBZ -> pixels in [0, 1] (by default HKO-7's
-(dBZ + 10) / 70, so `convcast.data.units` converts back; or min–max over a `dbz_range`), disk
-filter, resize, then the static masks (a user mask, the circle of radar range, clutter) set
-invalid pixels to NaN. NaN pixels (missing data) stay out of every average: the disk filter and
-the resize are normalised convolutions over valid pixels, and a pixel with less than half valid
-support becomes NaN.
+Here, in that order: crop (on raw values: a centre crop (h, w), or a window (top, left, bottom,
+right) of the grid), units -> dBZ, block-mean downsampling (`downsample` k: k×k blocks averaged
+as rain rate, the linear quantity, e.g. 1 km -> 4 km), dBZ -> pixels in [0, 1] (by default
+HKO-7's (dBZ + 10) / 70, so `convcast.data.units` converts back; or min–max over a `dbz_range`),
+disk filter, resize, then the static masks (a user mask, the circle of radar range, clutter) set
+invalid pixels to NaN. NaN pixels (missing data) stay out of every average: the block mean, the
+disk filter and the resize are normalised over valid pixels, and a pixel with less than half
+valid support becomes NaN. `output_grid` maps the georeference (`convcast.data.radar.geo`) as the
+frames are mapped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from convcast.data.radar.archive import UNITS
+from convcast.data.radar.geo import Grid, Window
 from convcast.data.units import (
     HKO_ZR,
     dbz_to_pixel,
@@ -28,6 +32,7 @@ from convcast.data.units import (
 
 CLUTTER_METHODS = ("none", "frequency", "kmeans")
 Size = int | tuple[int, int] | list[int] | None
+Crop = int | tuple[int, ...] | list[int] | None  # centre (h, w), or (top, left, bottom, right)
 
 
 def _pair(size: Size, name: str) -> tuple[int, int] | None:
@@ -37,6 +42,49 @@ def _pair(size: Size, name: str) -> tuple[int, int] | None:
     if len(hw) != 2 or any(int(v) != v or v < 1 for v in hw):
         raise ValueError(f"{name} must be a positive int or (height, width), got {size!r}")
     return int(hw[0]), int(hw[1])
+
+
+def _crop_spec(crop: Crop) -> tuple[int, ...] | None:
+    """A crop as (h, w) (centre crop) or (top, left, bottom, right) (a window of the grid)."""
+    if crop is None:
+        return None
+    if isinstance(crop, int) or len(crop) == 2:
+        return _pair(crop, "crop")
+    c = tuple(crop)
+    if len(c) != 4 or any(int(v) != v or v < 0 for v in c) or not (c[0] < c[2] and c[1] < c[3]):
+        raise ValueError(f"crop must be a size h or (h, w) (centre crop) or a window (top, left, "
+                         f"bottom, right) of pixels with top < bottom and left < right, got "
+                         f"{crop!r}")
+    return tuple(int(v) for v in c)
+
+
+def crop_window(crop: tuple[int, ...] | None, height: int, width: int) -> Window:
+    """The window (top, left, bottom, right) that `crop` cuts from a `height` x `width` frame."""
+    if crop is None:
+        return 0, 0, height, width
+    if len(crop) == 2:
+        h, w = crop
+        if h > height or w > width:
+            raise ValueError(f"crop {crop} is larger than the frames ({height}, {width})")
+        top, left = (height - h) // 2, (width - w) // 2
+        return top, left, top + h, left + w
+    top, left, bottom, right = crop
+    if bottom > height or right > width:
+        raise ValueError(f"crop window {crop} (top, left, bottom, right) reaches outside the "
+                         f"{height}x{width} frames")
+    return top, left, bottom, right
+
+
+def block_mean(frames: np.ndarray, k: int) -> np.ndarray:
+    """`[N, H, W]` -> `[N, H//k, W//k]`: the mean of each k×k block over its valid (non-NaN)
+    pixels, NaN where under half of the block is valid; a remainder of rows/columns is dropped."""
+    N, H, W = frames.shape
+    a = frames[:, :H - H % k, :W - W % k].reshape(N, H // k, k, W // k, k)
+    valid = np.isfinite(a)
+    count = valid.sum((2, 4))
+    total = np.where(valid, a, 0).sum((2, 4), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count >= k * k / 2, total / count, np.nan).astype(np.float32)
 
 
 def disk_kernel(radius: float) -> np.ndarray:
@@ -67,30 +115,48 @@ class RadarPreprocess:
         units: units of the raw data, one of `UNITS` (see `convcast.data.radar.archive`).
         dbz_range: min–max normalisation bounds in dBZ; None is HKO-7's (-10, 60), which makes
             the pixels exactly `convcast.data.units.dbz_to_pixel`. Values outside are clipped.
-        crop: centre crop (h, w) of the raw frame (Shi et al.: 330).
+        crop: centre crop (h, w) of the raw frame (Shi et al.: 330), or a window (top, left,
+            bottom, right) of its pixels.
+        downsample: k: average k×k blocks (as rain rate) after the crop; 1 keeps the grid.
         disk_radius: radius of the disk mean filter in pixels of the cropped frame (Shi et al.:
             10); 0 disables it.
         resize: output size (h, w) (Shi et al.: 100), area-averaged when shrinking.
         zr: (a, b) of Z = a R^b for rain-rate data and for `to_rainrate`.
         valid: static mask of valid pixels on the output grid (True = valid), or None.
+        accutime: minutes an accumulation (units `mm`) is summed over (mm -> mm/h: × 60/accutime).
+        threshold: raw values below it are no rain (pysteps' rain/no-rain threshold).
+        zerovalue: the raw value of no rain, given back by `from_pixel` (e.g. -32 dBZ).
     """
 
     def __init__(self, units: str, dbz_range: tuple[float, float] | None = None,
-                 crop: Size = None, disk_radius: float = 0.0, resize: Size = None,
-                 zr: tuple[float, float] = HKO_ZR, valid: np.ndarray | None = None) -> None:
+                 crop: Crop = None, disk_radius: float = 0.0, resize: Size = None,
+                 zr: tuple[float, float] = HKO_ZR, valid: np.ndarray | None = None,
+                 downsample: int = 1, accutime: float | None = None,
+                 threshold: float | None = None, zerovalue: float | None = None) -> None:
         if units not in UNITS:
             raise ValueError(f"unknown units {units!r}; valid: {', '.join(UNITS)}")
         if dbz_range is not None and not dbz_range[0] < dbz_range[1]:
             raise ValueError(f"dbz_range must be (low, high) with low < high, got {dbz_range!r}")
         if disk_radius < 0:
             raise ValueError(f"disk_radius must be >= 0, got {disk_radius}")
+        if int(downsample) != downsample or downsample < 1:
+            raise ValueError(f"downsample must be a whole factor >= 1 (e.g. 4: 1 km -> 4 km), got "
+                             f"{downsample!r}")
+        if units == "mm" and not (accutime and accutime > 0):
+            raise ValueError("an accumulation archive (units mm) needs its accumulation time: "
+                             "pass accutime= the minutes each value sums (e.g. 5)")
         self.units, self.dbz_range = units, None if dbz_range is None else tuple(dbz_range)
-        self.crop, self.resize = _pair(crop, "crop"), _pair(resize, "resize")
+        self.crop, self.resize = _crop_spec(crop), _pair(resize, "resize")
         self.disk_radius, self.zr = float(disk_radius), tuple(zr)
-        self.valid = valid
+        self.valid, self.downsample = valid, int(downsample)
+        self.accutime = None if accutime is None else float(accutime)
+        self.threshold, self.zerovalue = threshold, zerovalue
 
     # ---- units -------------------------------------------------------------------------------
     def raw_to_dbz(self, raw: np.ndarray) -> np.ndarray:
+        if self.threshold is not None and self.units in ("dbz", "rainrate", "mm"):
+            no_rain = -np.inf if self.units == "dbz" else 0.0
+            raw = np.where(raw < self.threshold, np.float32(no_rain), raw)  # NaN stays NaN
         with np.errstate(divide="ignore"):  # rain rate 0 is -inf dBZ, clipped to 0 below
             if self.units == "gray":
                 return pixel_to_dbz(raw / 255.0)
@@ -98,6 +164,8 @@ class RadarPreprocess:
                 return pixel_to_dbz(raw)
             if self.units == "rainrate":
                 return rainrate_to_dbz(raw, *self.zr)
+            if self.units == "mm":
+                return rainrate_to_dbz(raw * (60.0 / self.accutime), *self.zr)
             return raw
 
     def dbz_to_model(self, dbz):
@@ -120,26 +188,41 @@ class RadarPreprocess:
         return dbz_to_rainrate(self.to_dbz(pixels), *self.zr)
 
     def from_pixel(self, pixels: np.ndarray) -> np.ndarray:
-        """Model pixels back to the raw data's units (pixel 0 is rain rate 0)."""
+        """Model pixels back to the raw data's units (pixel 0 is rain rate 0, and the archive's
+        `zerovalue` in dBZ where it has one)."""
         dbz = self.to_dbz(pixels)
         if self.units == "gray":
             return dbz_to_pixel(dbz) * 255.0
         if self.units == "pixel":
             return dbz_to_pixel(dbz)
-        if self.units == "rainrate":
-            return np.where(pixels <= 0, 0.0, dbz_to_rainrate(dbz, *self.zr))
+        if self.units in ("rainrate", "mm"):
+            rain = np.where(pixels <= 0, 0.0, dbz_to_rainrate(dbz, *self.zr))
+            return rain * (self.accutime / 60.0) if self.units == "mm" else rain
+        if self.zerovalue is not None:
+            return np.where(pixels <= 0, self.zerovalue, dbz)
         return dbz
+
+    def physical(self, pixels: np.ndarray) -> tuple[np.ndarray, str]:
+        """Model pixels as the archive's physical quantity: its accumulation (mm per accutime
+        minutes) for an accumulation archive, else rain rate (mm/h); and that unit."""
+        if self.units == "mm":
+            return self.from_pixel(pixels), "mm"
+        return np.where(pixels <= 0, 0.0, self.to_rainrate(pixels)), "mm/h"
 
     # ---- geometry ----------------------------------------------------------------------------
     def _crop(self, a: np.ndarray) -> np.ndarray:
         if self.crop is None:
             return a
-        H, W = a.shape[-2:]
-        h, w = self.crop
-        if h > H or w > W:
-            raise ValueError(f"crop {self.crop} is larger than the frames ({H}, {W})")
-        top, left = (H - h) // 2, (W - w) // 2
-        return a[..., top:top + h, left:left + w]
+        top, left, bottom, right = crop_window(self.crop, *a.shape[-2:])
+        return a[..., top:bottom, left:right]
+
+    def _downsample(self, dbz: np.ndarray) -> np.ndarray:
+        """`[N, H, W]` dBZ -> block means, averaged as rain rate (the linear quantity)."""
+        if self.downsample == 1:
+            return dbz
+        rain = block_mean(dbz_to_rainrate(dbz, *self.zr), self.downsample)
+        with np.errstate(divide="ignore"):
+            return rainrate_to_dbz(rain, *self.zr)
 
     def _resize(self, frames: np.ndarray) -> np.ndarray:
         """`[N, H, W]` -> `[N, h, w]` (area average when shrinking, bilinear when growing)."""
@@ -153,12 +236,26 @@ class RadarPreprocess:
     def output_shape(self, frame_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """`(C, h, w)` of processed frames of raw shape `frame_shape` `(C, H, W)`."""
         C, H, W = frame_shape
-        H, W = self.crop or (H, W)
+        top, left, bottom, right = crop_window(self.crop, H, W)
+        H, W = (bottom - top) // self.downsample, (right - left) // self.downsample
+        if H < 1 or W < 1:
+            raise ValueError(f"downsample {self.downsample} leaves no pixel of the "
+                             f"{bottom - top}x{right - left} frames")
         return (C, *(self.resize or (H, W)))
 
+    def output_grid(self, grid: Grid | None) -> Grid | None:
+        """The georeference of processed frames, given the raw frames' `grid` (None: none)."""
+        if grid is None:
+            return None
+        g = grid.window(crop_window(self.crop, *grid.shape)).coarsen(self.downsample)
+        return g.resized(self.resize) if self.resize is not None else g
+
     def regrid_mask(self, mask: np.ndarray) -> np.ndarray:
-        """A static bool mask `[H, W]` on the raw grid, cropped and resized like the frames."""
+        """A static bool mask `[H, W]` on the raw grid, cropped, downsampled and resized like
+        the frames."""
         m = self._crop(np.asarray(mask, dtype=np.float32))[None]  # [1, h, w]
+        if self.downsample > 1:
+            m = block_mean(m, self.downsample)
         if self.resize is not None:
             m = self._resize(m)
         return m[0] >= 0.5
@@ -168,8 +265,9 @@ class RadarPreprocess:
         """Raw `[n, C, H, W]` -> pixels `[n, C, h, w]` float32 in [0, 1], NaN where invalid
         (`static=False` leaves the static mask out, for computing clutter statistics)."""
         n, C = raw.shape[:2]
-        a = self.dbz_to_model(self.raw_to_dbz(self._crop(raw).astype(np.float32)))
-        a = a.reshape(n * C, *a.shape[2:]).astype(np.float32)  # [N, h, w]
+        dbz = self.raw_to_dbz(self._crop(raw).astype(np.float32))  # [n, C, h, w]
+        dbz = self._downsample(dbz.reshape(n * C, *dbz.shape[2:]))  # [N, h/k, w/k]
+        a = self.dbz_to_model(dbz).astype(np.float32)  # [N, h, w] pixels
         if self.disk_radius > 0:
             import cv2
 
@@ -179,9 +277,13 @@ class RadarPreprocess:
         if self.resize is not None:
             a = self._resize(a)
         a = a.reshape(n, C, *a.shape[1:])  # [n, C, h, w]
-        if static and self.valid is not None:
-            a = np.where(self.valid, a, np.nan).astype(np.float32)
-        return a
+        return self.apply_valid(a) if static else a
+
+    def apply_valid(self, pixels: np.ndarray) -> np.ndarray:
+        """Processed frames `[n, C, h, w]` with the static mask's invalid pixels set to NaN."""
+        if self.valid is None:
+            return pixels
+        return np.where(self.valid, pixels, np.nan).astype(np.float32)
 
     __call__ = frames
 

@@ -6,7 +6,8 @@ sequences are 20-frame sliding windows inside a block. A window never spans a bl
 no window leaks across splits, and never spans a gap: two consecutive frames further apart than
 the expected step (plus a tolerance) end one run of windows.
 The draw for a day depends only on `(seed, day)`: adding days to an archive leaves the split of
-the other days unchanged.
+the other days unchanged. `split_by_times` cuts by dates instead (train, then validation, then
+test), for archives of a few events or an operational hold-out period.
 """
 
 from __future__ import annotations
@@ -122,6 +123,31 @@ def split_by_day_blocks(timestamps: np.ndarray, input_frames: int = 5, output_fr
     keys = block_keys(timestamps[starts], block_minutes)
     split = block_splits(keys, block_minutes, ratios, seed)
     return {name: starts[split == i] for i, name in enumerate(SPLITS)}
+
+
+def split_by_times(timestamps: np.ndarray, boundaries: tuple[str, str], input_frames: int = 5,
+                   output_frames: int = 15, step: np.timedelta64 | None = None,
+                   tolerance: float = 0.25, stride: int = 1) -> dict[str, np.ndarray]:
+    """Window start indices per split, cut by time: `boundaries = (val_start, test_start)`
+    (ISO times); training before val_start, validation until test_start, test from then on. A
+    window lies wholly inside one period (and never spans a gap)."""
+    if len(boundaries) != 2:
+        raise ValueError(f"split_times must be (val_start, test_start), got {boundaries!r}")
+    try:
+        edges = np.array([np.datetime64(str(b), "s") for b in boundaries])
+    except ValueError as err:
+        raise ValueError(f"split_times {boundaries!r}: not ISO times such as "
+                         "'2017-05-09T12:00'") from err
+    if edges[1] < edges[0]:
+        raise ValueError(f"split_times must be (val_start, test_start) with val_start <= "
+                         f"test_start, got {boundaries!r}")
+    step = infer_step(timestamps) if step is None else step
+    length = input_frames + output_frames
+    starts = window_starts(timestamps, length, step, tolerance, None, stride)
+    ts = timestamps.astype("datetime64[s]")
+    first = np.searchsorted(edges, ts[starts], side="right")  # period of the first frame
+    last = np.searchsorted(edges, ts[starts + length - 1], side="right")
+    return {name: starts[(first == i) & (last == i)] for i, name in enumerate(SPLITS)}
 
 
 def latest_window(timestamps: np.ndarray, frames: int, step: np.timedelta64,

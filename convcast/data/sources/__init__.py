@@ -5,10 +5,17 @@
     get_method("npz")             a reader class by kind; list_sources() names them all
     register_source("kind", exts) class decorator that adds a reader
 
-Built-in kinds: video, images, npy, npz, hdf5, netcdf, zarr. See `base.FrameSource`.
+Built-in kinds: video, images, npy, npz, hdf5, netcdf, zarr, pysteps (operational radar formats
+through pysteps' importers). See `base.FrameSource`.
 """
 
-from convcast.data.sources import arrays, images, video, xarray  # noqa: F401  (registers readers)
+from convcast.data.sources import (  # noqa: F401  (registers readers)
+    arrays,
+    images,
+    pysteps_importer,
+    video,
+    xarray,
+)
 from convcast.data.sources.base import (
     FrameSource,
     detect_kind,
