@@ -111,17 +111,19 @@ class Forecaster(nn.Module):
                 return p.dtype
         return None
 
-    def __call__(self, x: torch.Tensor, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
-        """Run `forward` in the parameters' dtype: a float64 or bfloat16 input (and its float
-        keyword tensors: teacher, condition, ...) is cast, and the forecast cast back."""
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        """Run `forward` in the parameters' dtype: a float64 or bfloat16 input (and its other
+        float tensors: teacher, condition, ...) is cast, and the forecast cast back."""
+        x = args[0] if args else kwargs.get("x")
         dtype = self.compute_dtype()
         if (dtype is None or not isinstance(x, torch.Tensor) or not x.is_floating_point()
                 or x.dtype == dtype):
-            return super().__call__(x, *args, **kwargs)
+            return super().__call__(*args, **kwargs)
+
         def cast(v: object) -> object:
             return v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-        y = super().__call__(x.to(dtype), *map(cast, args),
-                             **{k: cast(v) for k, v in kwargs.items()})
+
+        y = super().__call__(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
         return y.to(x.dtype)  # [B, horizon, C, H, W]
 
     def cast(self, t: torch.Tensor | None) -> torch.Tensor | None:
