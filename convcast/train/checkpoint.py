@@ -86,6 +86,9 @@ def unreadable_reason(path: Path, err: BaseException) -> str:
     if head[:2] == b"PK" and not zipfile.is_zipfile(path):
         return (f"the file is truncated or damaged ({size} bytes, an incomplete archive): it was "
                 "not written or copied completely; use another checkpoint of the run")
+    if "cuda" in str(err).lower() and "device" in str(err).lower():
+        return ("its tensors cannot be placed on a CUDA device: this machine has none; load it "
+                "on the CPU (map_location='cpu', --device cpu)")
     if "Weights only load failed" in str(err) and head[:2] == b"PK":
         what = re.search(r"GLOBAL (\S+)", str(err))
         what = f" ({what.group(1)})" if what else ""
@@ -95,9 +98,6 @@ def unreadable_reason(path: Path, err: BaseException) -> str:
     if head[:2] != b"PK":
         return "it is not a PyTorch checkpoint (a .ckpt written by convcast fit / Lightning)"
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if "CUDA" in first or "device" in first:
-        return (f"its tensors cannot be placed on this machine's device ({first}); load it on "
-                "the CPU (map_location='cpu', --device cpu)")
     return f"the file is damaged ({first})"
 
 
