@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import convcast
+from convcast.atomic import write_text
 from convcast.models import create_model
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
@@ -234,9 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     if speed:
         print(export_table(speed))
     print(f"machine: {report['machine']}; load {before} -> {report['load_after']}")
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(args.out)  # written whole or not at all
+    write_text(args.out, json.dumps(report, indent=1) + "\n")  # whole or not at all
     return report
 
 

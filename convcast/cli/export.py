@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+
+from convcast.atomic import atomic_path, write_text
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 OPSET = 17
@@ -195,14 +195,7 @@ def export(
             "output": {"y": ["batch", horizon, *shape[0][1:]]}, "dtype": "float32",
             "dynamic": ["batch"], "torch": torch.__version__, "data": info,
             "description": description}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)  # written in the same folder, then renamed: `out` is whole or absent
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # the permissions of a plainly created file
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:  # `out` appears only once the file passed its check
         run = WRITERS[fmt](fn, args, tmp, meta)
         diffs = []
         for i, b in enumerate(CHECK_BATCHES):
@@ -216,13 +209,7 @@ def export(
         if not meta["max_abs_diff"] <= atol:
             raise ValueError(f"the exported {fmt} file differs from the eager model by "
                              f"{meta['max_abs_diff']:.3g} (> --atol {atol}); nothing written")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    side = out.with_name(out.name + ".json")
-    tmp_json = side.with_name(f".{side.name}.tmp")
-    tmp_json.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp_json, side)
+    write_text(out.with_name(out.name + ".json"), json.dumps(meta, indent=1) + "\n")
     return meta
 
 
