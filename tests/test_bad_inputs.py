@@ -109,7 +109,8 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, trained_run: dict) -> SimpleNa
                                        "  model_kwargs: {hiden: 4}\n")
     (d / "bad_model.yaml").write_text("model:\n  model_name: convlstm_xl\n")
     (d / "no_runs").mkdir()
-    return SimpleNamespace(dir=d, good=good, marker=marker, out=d / "out", **{
+    return SimpleNamespace(dir=d, good=good, marker=marker, out=d / "out",
+                           video=trained_run["video"], **{
         p.stem.replace("-", "_") + "_" + p.suffix[1:]: p for p in d.iterdir()})
 
 
@@ -538,6 +539,23 @@ CLI = [
         c, "--model", "persistence", "--input", c.uint8_npy, "--start_time",
         "2021-06-01T00:00", "--step_minutes", 6, "--input_frames", 0), 1,
         ["input_frames", "0"], "nowcast"),
+    ("export/crafted-checkpoint", lambda c: ["export", "--ckpt_path", c.evil_ckpt, "--format",
+                                             "onnx", "--horizon", 2, "--out", c.out / "m.onnx"],
+     1, ["evil.ckpt", "not loaded"], "m.onnx"),
+    ("export/horizon-0", lambda c: ["export", "--ckpt_path", c.good, "--format", "torchscript",
+                                    "--horizon", 0, "--out", c.out / "m.pt"], 1,
+     ["--horizon", "positive", "0"], "m.pt"),
+    ("export/unknown-format", lambda c: ["export", "--ckpt_path", c.good, "--format", "tflite",
+                                         "--horizon", 2, "--out", c.out / "m.tflite"], 2,
+     ["--format", "tflite", "onnx"], "m.tflite"),
+    ("classify/crafted-checkpoint", lambda c: ["classify", "--ckpt_path", c.evil_ckpt,
+                                               "--input", c.video], 1,
+     ["evil.ckpt", "not loaded"], None),
+    ("classify/forecaster-checkpoint", lambda c: ["classify", "--ckpt_path", c.good, "--input",
+                                                  c.video], 1, ["next_frame", "classif"], None),
+    ("classify/not-a-video", lambda c: ["classify", "--ckpt_path", c.good, "--input",
+                                        c.uint8_npy], 1, ["uint8.npy", "not a video", ".mp4"],
+     None),
     pytest.param("demo/missing-init", lambda c: ["demo", "--init", c.dir / "none.pt", "--out",
                                                  c.out / "demo"], 1, ["none.pt", "not found"],
                  "demo", marks=pytest.mark.xfail(strict=True, reason=DEMO + "the output "
@@ -584,7 +602,7 @@ def test_corpus_size() -> None:
     assert len(API) + len(CLI) + 1 >= 100
     areas = {_name(c).split("/")[0] for c in API + CLI}
     assert {"model", "metrics", "skill", "ckpt", "config", "fit", "validate", "test",
-            "predict", "nowcast", "demo"} <= areas
+            "predict", "nowcast", "demo", "export", "classify"} <= areas
 
 
 # ---- numerical faults ------------------------------------------------------------------------
