@@ -61,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
                    help="which learned models to train")
     p.add_argument("--minutes", type=float, default=30.0, help="training minutes per model")
+    p.add_argument("--model_minutes", nargs="*", default=[], metavar="MODEL=MINUTES",
+                   help="another budget for one model, e.g. convlstm=10")
     p.add_argument("--curve_every", type=float, default=5.0, help="minutes between test scores")
     p.add_argument("--max_steps", type=int, default=-1, help="steps per model (-1: the budget)")
     p.add_argument("--test_size", type=int, default=None, help="default: the config's (256)")
@@ -302,14 +304,18 @@ def main() -> None:
 
     models, runs = {}, {}
     for name, cfg in configs.items():
-        print(f"training {name} for {args.minutes:g} min", flush=True)
+        budgets = dict(item.split("=", 1) for item in args.model_minutes)
+        model_args = argparse.Namespace(**{**vars(args),
+                                           "minutes": float(budgets.get(name, args.minutes))})
+        print(f"training {name} for {model_args.minutes:g} min", flush=True)
 
         def score(model: torch.nn.Module, name: str = name) -> dict:
             res = evaluate({name: model}, loader, thresholds=THRESHOLDS,
                            to_physical=pixel_to_rainrate)[name]
             return curve_scores(res)
 
-        models[name], runs[name] = train(name, cfg, args, score)
+        models[name], runs[name] = train(name, cfg, model_args, score)
+        runs[name]["minutes_budget"] = model_args.minutes
         runs[name]["config"] = str(CONFIGS[name].relative_to(ROOT))
         for p in runs[name]["curve"]:
             p["leads_won"] = int(np.sum(np.asarray(p["csi@0.5_per_lead"]) > of_csi))
