@@ -106,6 +106,24 @@ def _radar_pngs_and_model(work: Path) -> dict[str, str]:
     return _model_ckpt("runs/radar-convlstm-cpu-small/**/last.ckpt")(work)
 
 
+FMI_README = "../shared/radar-samples/fmi/pgm/20160928"
+TINY_FMI = ("--data.init_args.path", "tiny_fmi", "--data.init_args.crop", "null",
+            "--data.init_args.downsample", "1", "--data.init_args.input_frames", "2",
+            "--data.init_args.output_frames", "2", "--data.init_args.batch_size", "2")
+
+
+def _tiny_fmi(work: Path) -> dict[str, str]:
+    """`tiny_fmi/`: a small FMI PGM archive on the dates of configs/radar-fmi-cpu-small.yaml,
+    for the README's FMI path too."""
+    from test_radar_archives import fmi_archive
+
+    if not (work / "tiny_fmi").exists():
+        fmi_archive(work / "tiny_fmi" / "20160928", n=8, start="2016-09-28T17:25")
+        fmi_archive(work / "tiny_fmi" / "20170509", n=12, start="2017-05-09T12:00")
+    # the README's '{"gzipped":true}' comes out of the two shlex passes unquoted
+    return {FMI_README: "tiny_fmi/20160928", "{gzipped:true}": '{"gzipped": true}'}
+
+
 def _kth(work: Path) -> dict[str, str]:
     from convcast.data.kth.synthetic import write_synthetic_kth
 
@@ -178,6 +196,16 @@ RECIPES: dict[str, Recipe] = {
     "convcast nowcast --ckpt_path model.ckpt --input radar_pngs/ --out nowcast/":
         Recipe("run", (), _radar_pngs_and_model),
     "convcast nowcast --model optical_flow --input radar_pngs/ --out nowcast/": Recipe("run"),
+    "convcast nowcast --model optical_flow --importer fmi_pgm --importer_kwargs "
+    f"{{\"gzipped\":true}} --input {FMI_README} --out nowcast/":
+        Recipe("run", ("--horizon", "2"), _tiny_fmi),
+    "convcast fit --config configs/radar-fmi-cpu-small.yaml": Recipe("run", (*TINY_FMI, *STEPS),
+                                                                     _tiny_fmi),
+    "convcast test --config configs/radar-fmi-cpu-small.yaml --ckpt_path last --compare "
+    "optical_flow persistence --thresholds 0.5 2 5":
+        Recipe("run", (*TINY_FMI, *QUIET, "--max_batches", "1")),
+    "python benchmarks/real_radar.py": Recipe("elsewhere", why="the shared radar samples: "
+                                              "tests/test_radar_archives.py"),
     "convcast fit --config configs/kth_classifier.yaml --data.root data/kth":
         Recipe("run", KTH, _kth),
     "convcast fit --config configs/kth_classifier-cpu-small.yaml --data.root data/kth":
@@ -257,3 +285,33 @@ def test_a_run_prints_no_known_third_party_noise(tmp_path: Path) -> None:
         "runs/**/last.ckpt")), "--max_batches", "1", *QUIET)
     for noise in ("litlogger", "LeafSpec", "dirpath has changed"):
         assert noise not in printed, f"{noise!r} in:\n{printed}"
+
+
+def test_pictures_are_labelled(tmp_path: Path) -> None:
+    """Strips name their rows and time their frames; animations name their panels and, given
+    the input length, show each frame's time (t-1, t0, +1, ...)."""
+    import imageio.v3 as iio
+    import torch
+
+    from convcast.viz import write_animation, write_strip
+    from convcast.viz.animation import BAND, BAND_GREY, time_label
+
+    assert [time_label(i, 3) for i in range(5)] == ["t-2", "t-1", "t0", "+1", "+2"]
+    x, y = torch.zeros(3, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    write_strip(tmp_path / "s.png", {"input": x, "truth": y, "forecast": y}, scale=4)
+    strip = iio.imread(tmp_path / "s.png")
+    assert strip.shape[0] == 3 * (BAND + 32) + 2 * 2 and strip.shape[1] > 3 * 32
+    label_column = strip[:, : strip.shape[1] - 3 * 32]
+    assert (label_column > BAND_GREY + 60).any()  # the row names are drawn
+    write_animation(tmp_path / "a.gif", {"truth": torch.cat([x, y]), "model": torch.cat([x, y])},
+                    scale=4, input_frames=3)
+    frames = iio.imread(tmp_path / "a.gif", index=None)
+    assert frames.shape[:2] == (5, 2 * BAND + 32)  # narrow panels: name, then time, above them
+    bands = frames[:, : 2 * BAND]
+    assert all((b > BAND_GREY + 60).any() for b in bands)
+    assert not np.array_equal(bands[2], bands[3])  # "t0" then "+1": the time changes
+    write_animation(tmp_path / "wide.gif", {"truth": torch.cat([x, y])}, scale=16,
+                    input_frames=3)
+    assert iio.imread(tmp_path / "wide.gif", index=None).shape[1] == BAND + 128  # one line
+    write_animation(tmp_path / "plain.gif", torch.cat([x, y]), scale=4)
+    assert iio.imread(tmp_path / "plain.gif", index=None).shape[1] == 32  # unnamed: no band
