@@ -285,3 +285,33 @@ def test_a_run_prints_no_known_third_party_noise(tmp_path: Path) -> None:
         "runs/**/last.ckpt")), "--max_batches", "1", *QUIET)
     for noise in ("litlogger", "LeafSpec", "dirpath has changed"):
         assert noise not in printed, f"{noise!r} in:\n{printed}"
+
+
+def test_pictures_are_labelled(tmp_path: Path) -> None:
+    """Strips name their rows and time their frames; animations name their panels and, given
+    the input length, show each frame's time (t-1, t0, +1, ...)."""
+    import imageio.v3 as iio
+    import torch
+
+    from convcast.viz import write_animation, write_strip
+    from convcast.viz.animation import BAND, BAND_GREY, time_label
+
+    assert [time_label(i, 3) for i in range(5)] == ["t-2", "t-1", "t0", "+1", "+2"]
+    x, y = torch.zeros(3, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    write_strip(tmp_path / "s.png", {"input": x, "truth": y, "forecast": y}, scale=4)
+    strip = iio.imread(tmp_path / "s.png")
+    assert strip.shape[0] == 3 * (BAND + 32) + 2 * 2 and strip.shape[1] > 3 * 32
+    label_column = strip[:, : strip.shape[1] - 3 * 32]
+    assert (label_column > BAND_GREY + 60).any()  # the row names are drawn
+    write_animation(tmp_path / "a.gif", {"truth": torch.cat([x, y]), "model": torch.cat([x, y])},
+                    scale=4, input_frames=3)
+    frames = iio.imread(tmp_path / "a.gif", index=None)
+    assert frames.shape[:2] == (5, 2 * BAND + 32)  # narrow panels: name, then time, above them
+    bands = frames[:, : 2 * BAND]
+    assert all((b > BAND_GREY + 60).any() for b in bands)
+    assert not np.array_equal(bands[2], bands[3])  # "t0" then "+1": the time changes
+    write_animation(tmp_path / "wide.gif", {"truth": torch.cat([x, y])}, scale=16,
+                    input_frames=3)
+    assert iio.imread(tmp_path / "wide.gif", index=None).shape[1] == BAND + 128  # one line
+    write_animation(tmp_path / "plain.gif", torch.cat([x, y]), scale=4)
+    assert iio.imread(tmp_path / "plain.gif", index=None).shape[1] == 32  # unnamed: no band

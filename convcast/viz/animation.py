@@ -41,27 +41,38 @@ def _inputs_of(name: str, length: int, input_frames: InputFrames, default: int) 
     return length if name == "input" else default
 
 
+def fits(text: str, width: int) -> bool:
+    """Whether `text` fits `width` pixels at the smallest label size."""
+    return cv2.getTextSize(text, FONT, 0.3, 1)[0][0] <= width - 2
+
+
 def _fit_text(text: str, width: int) -> tuple[str, float]:
     """The text and font scale that fit `width` pixels (shrunk, then cut, as needed)."""
     for scale in (0.4, 0.35, 0.3):
         if cv2.getTextSize(text, FONT, scale, 1)[0][0] <= width - 2:
             return text, scale
-    while len(text) > 1 and cv2.getTextSize(text + "..", FONT, 0.3, 1)[0][0] > width - 2:
+    while len(text) > 1 and not fits(text + "..", width):
         text = text[:-1]
     return text + "..", 0.3
 
 
-def text_band(width: int, spans: Sequence[tuple[int, int, str]], height: int = BAND
+def text_band(width: int, spans: Sequence[tuple[int, int, str]], height: int | None = None
               ) -> np.ndarray:
-    """uint8 `[height, width, 3]` dark band with each text centred in its span `[x0, x1)`."""
+    """uint8 `[height, width, 3]` dark band with each text centred in its span `[x0, x1)`; a
+    text with line breaks takes one line of `BAND` pixels per line (height: enough for all)."""
+    lines = max((t.count("\n") + 1 for *_, t in spans), default=1)
+    height = height or BAND * lines
     band = np.full((height, width, 3), BAND_GREY, np.uint8)
     for x0, x1, text in spans:
         if not text or x1 - x0 < 6:
             continue
-        text, scale = _fit_text(text, x1 - x0)
-        (w, h), _ = cv2.getTextSize(text, FONT, scale, 1)
-        org = (x0 + max(0, (x1 - x0 - w) // 2), (height + h) // 2)
-        cv2.putText(band, text, org, FONT, scale, (235, 235, 235), 1, cv2.LINE_AA)
+        rows = text.split("\n")
+        top = (height - BAND * len(rows)) // 2
+        for i, row in enumerate(rows):
+            row, scale = _fit_text(row, x1 - x0)
+            (w, h), _ = cv2.getTextSize(row, FONT, scale, 1)
+            org = (x0 + max(0, (x1 - x0 - w) // 2), top + i * BAND + (BAND + h) // 2)
+            cv2.putText(band, row, org, FONT, scale, (235, 235, 235), 1, cv2.LINE_AA)
     return band
 
 
@@ -106,15 +117,17 @@ def _panel_rows(panels: Mapping[str, ArrayLike], vmin: float, vmax: float,
     named = any(name for name, *_ in spans)
     if not named and input_frames is None:
         return video
+    timed = input_frames is not None or "input" in panels  # else no time is known
+    # name and time on one line where every panel has room ("truth +3"), else on two
+    narrow = timed and not all(fits(f"{name} t-10", x1 - x0) for x0, x1, name, _ in spans)
     bands = []
     for t in range(T):
         texts = []
         for x0, x1, name, length in spans:
             when = ""
-            if input_frames is not None or name == "input":
-                n_in = _inputs_of(name, length, input_frames, 0)
-                when = time_label(min(t, length - 1), n_in)
-            texts.append((x0, x1, f"{name} {when}".strip()))
+            if timed:
+                when = time_label(min(t, length - 1), _inputs_of(name, length, input_frames, 0))
+            texts.append((x0, x1, f"{name}\n{when}" if narrow else f"{name} {when}".strip()))
         bands.append(text_band(video.shape[2], texts))
     return np.concatenate([np.stack(bands), video], axis=1)
 
@@ -134,7 +147,8 @@ def write_animation(path: str | Path, panels: Mapping[str, ArrayLike] | ArrayLik
     Named panels get a band with their name above them. `input_frames` (the number of input
     frames each panel starts with, or `{name: number}`) adds each frame's time to the band:
     `t-1`, `t0` for inputs, then the lead time `+1`, `+2`, ...; a panel named `input` is all
-    inputs. Without it only the `input` panel is timed."""
+    inputs. Without it, panels beside an `input` panel are taken as forecasts (`+1`, ...), and
+    with no `input` panel no time is shown."""
     path = Path(path)
     if not isinstance(panels, Mapping):
         panels = {"": panels}
