@@ -82,6 +82,9 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, trained_run: dict) -> SimpleNa
     (d / "empty.ckpt").write_bytes(b"")
     (d / "plain.pkl").write_bytes(b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00}\x94.")
     torch.save({"weights": torch.zeros(1)}, d / "nostate.ckpt")
+    torch.save({"state_dict": {}, "hyper_parameters": {"model_name": "convlstm_classifier",
+                                                        "label_smoothing": 0.0}},
+               d / "classifier.ckpt")
     marker = d / "PWNED"
     evil = torch.load(good, weights_only=True)
     evil["hyper_parameters"]["loss"] = Evil(marker)
@@ -325,6 +328,11 @@ API = [
      ValueError, ["weights only", "run code"], None),
     ("ckpt/load_from_checkpoint-good", lambda c: load_system(c.good, map_location="cpu"), OK,
      [], None),
+    ("ckpt/classifier-load_from_checkpoint", lambda c: load_system(c.classifier_ckpt),
+     ValueError, ["classifier.ckpt", "not written by ForecastSystem", "ClassificationSystem"],
+     None),
+    ("ckpt/classifier-load_forecaster", lambda c: load_forecaster(c.classifier_ckpt), ValueError,
+     ["classifier.ckpt", "not a forecaster", "convcast classify"], None),
     ("ckpt/other-architecture", lambda c: load_weights(create_model("seq2seq", nf=4), c.good),
      ValueError, ["'next_frame' model", "'seq2seq' model", "load_forecaster"], None),
     ("ckpt/other-size", lambda c: load_weights(create_model("next_frame", hidden_channels=8),

@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from convcast.data.description import DataDescription
 from convcast.layers import set_checkpointing
-from convcast.models import create_model, get_model_class, resolve
+from convcast.models import create_model, get_model_class, model_kind, resolve
 from convcast.train.checkpoint import (
     DATA_KEY,
     check_architecture,
@@ -295,7 +295,16 @@ class ForecastSystem(L.LightningModule):
                              "(weights_only=False would let the file run code); drop the "
                              "weights_only argument")
         if isinstance(checkpoint_path, (str, os.PathLike)):
-            read_checkpoint(checkpoint_path)  # a clear error for a missing or broken file
+            ckpt = read_checkpoint(checkpoint_path)  # a clear error for a missing/broken file
+            hp = ckpt.get("hyper_parameters") or {}
+            foreign = sorted(set(hp) - set(inspect.signature(cls.__init__).parameters))
+            name = hp.get("model_name")
+            if foreign or (isinstance(name, str) and model_kind(name) != "forecaster"):
+                raise ValueError(
+                    f"{checkpoint_path} was not written by ForecastSystem (it holds "
+                    f"{name!r}{', hyperparameters ' + ', '.join(foreign) if foreign else ''}); "
+                    "load it with the LightningModule that wrote it (a video classifier: "
+                    "convcast.train.classify.ClassificationSystem)")
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location,
                                             hparams_file=hparams_file, strict=strict,
                                             weights_only=True, **kwargs)
