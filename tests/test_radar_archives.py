@@ -334,6 +334,40 @@ def test_nowcast_writes_cf_netcdf_on_the_archive_grid(tmp_path, one_thread):
     assert (out / "forecast.gif").stat().st_size > 0
 
 
+def test_a_synthetic_radar_model_reads_an_archive_in_its_own_units(tmp_path):
+    """A model trained on HKO-7 pixels forecasts a dBZ archive: the importer's units, not the
+    training archive's, prepare the frames; rain rates come back by the model's Z-R."""
+    from convcast.models import create_model
+    from convcast.train.inference import forecast
+
+    fmi_archive(tmp_path / "fmi", n=6)
+    d = DataDescription(5, 2, 1, (24, 20), radar=RadarValues("pixel"), step_minutes=6.0)
+    fc = forecast(create_model("persistence"), tmp_path / "fmi", 2, description=d,
+                  radar={"importer": "fmi_pgm"})
+    assert fc.units == "dbz" and fc.physical_units == "mm/h"
+    np.testing.assert_allclose(np.nanmax(fc.frames), 38.0, atol=1e-4)  # the last frame's dBZ
+    hko = (10 ** 3.8 / 58.53) ** (1 / 1.56)  # 38 dBZ by the model's (HKO-7) Z-R
+    assert np.nanmax(fc.physical) == pytest.approx(hko, rel=1e-4)
+    assert any("trained on 6-minute steps" in n for n in fc.notes)
+
+
+def test_crop_box_in_projected_metres_and_transformed_rain_rates(tmp_path):
+    fmi_archive(tmp_path / "fmi", n=6)
+    dm = RadarDataModule(str(tmp_path / "fmi"), importer="fmi_pgm", input_frames=2,
+                         output_frames=1, split_times=("2100-01-01", "2100-01-01"),
+                         crop_box=(4_000, 8_000, 20_000, 20_000), cache=False)
+    dm.setup()  # x 4..20 km: columns 4..20; y 8..20 km from the bottom: rows 4..16 from the top
+    assert dm.preprocess.crop == (4, 4, 16, 20) and dm.train_set[0][0].shape == (2, 1, 12, 16)
+    g = dm.describe().radar.output_grid()
+    assert (g.x1, g.y1, g.x2, g.y2) == pytest.approx((4_000, 8_000, 20_000, 20_000), abs=1)
+    from convcast.data.sources.pysteps_importer import _untransform
+
+    db = np.array([[10.0, -15.0]])  # 10 log10(R): 10 mm/h, and the no-rain value
+    rain, meta = _untransform(db, {"transform": "dB", "unit": "mm/h", "zerovalue": -15.0,
+                                   "threshold": -10.0})
+    assert rain[0, 0] == pytest.approx(10.0) and rain[0, 1] == 0 and meta["transform"] is None
+
+
 # ---- the real composites of three providers (skipped where absent) -------------------------------
 @pytest.mark.parametrize("provider, folder, importer, options, shape, unit, minutes, centre", [
     ("fmi", ("fmi", "pgm", "20160928"), "fmi_pgm", {"importer_kwargs": {"gzipped": True}},
@@ -372,3 +406,25 @@ def test_shared_fmi_nowcast_keeps_the_archive_grid(tmp_path):
         assert ds["precip_intensity"].shape == (2, 1226, 760)
         assert str(ds["time"].values[0])[:16] == "2016-09-28T18:05"
         assert np.isnan(ds["precip_intensity"].values).mean() == pytest.approx(0.243, abs=0.01)
+
+
+@pytest.mark.slow
+def test_real_radar_benchmark_runs_small(tmp_path, monkeypatch, one_thread):
+    import json
+    import runpy
+    import sys
+
+    samples("fmi", "pgm")
+    monkeypatch.setattr(sys, "argv", [
+        "real_radar.py", "--samples", str(SAMPLES), "--providers", "fmi", "--models", "convlstm",
+        "--minutes", "0.05", "--finetune_minutes", "0.02", "--max_windows", "1",
+        "--out", str(tmp_path / "out"), "--plots", str(tmp_path / "plots"),
+        "--json", str(tmp_path / "real_radar.json")])
+    runpy.run_path(str(ROOT / "benchmarks" / "real_radar.py"), run_name="__main__")
+    out = json.loads((tmp_path / "real_radar.json").read_text())
+    case = out["cases"]["fmi-20160928"]
+    assert case["windows"] == 24 and case["grid"] == [306, 190] and case["pixel_km"] > 3.9
+    assert set(case["metrics"]) == {"persistence", "optical_flow", "convlstm (synthetic)",
+                                    "convlstm (fine-tuned)"}
+    assert len(case["metrics"]["optical_flow"]["csi@0.5"]) == 12
+    assert (tmp_path / "plots" / "fmi-20170509.png").exists()

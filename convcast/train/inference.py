@@ -212,13 +212,15 @@ def _open(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str
     elif isinstance(frames, FrameSource):
         source = frames
     elif is_radar:
-        units = radar.get("units") or (d.radar.units if d is not None and d.radar else "auto")
         fmt = radar.get("format") or "auto"
         read = {k: radar.get(k) for k in ("importer", "importer_kwargs", "fn_pattern", "fn_ext")}
         trained = d.radar.reader if d is not None and d.radar is not None else None
         if read["importer"] is None and fmt == "auto" and trained:
             read = {**trained, **{k: v for k, v in read.items() if v is not None}}
             notes.append(f"read with the training archive's importer {read['importer']}")
+        # an importer says its units; other files may not: then the training archive's
+        units = radar.get("units") or ("auto" if read["importer"] else
+                                       d.radar.units if d is not None and d.radar else "auto")
         return open_radar(frames, fmt, units, radar.get("variable"),
                           radar.get("time_variable"), radar.get("time_format"),
                           radar.get("time_regex"), radar.get("start_time"),

@@ -101,20 +101,21 @@ class Grid:
                        ypixelsize=(self.y2 - self.y1) / h, shape=(h, w))
 
     def window_of(self, box: tuple[float, float, float, float]) -> Window:
-        """The pixel window covering `box` (x1, y1, x2, y2) in the grid's coordinates."""
+        """The pixel window covering `box` (x1, y1, x2, y2) in the grid's coordinates (edges
+        within a thousandth of a pixel of a pixel edge count as on it)."""
         bx1, by1, bx2, by2 = (float(v) for v in box)
         if not (bx1 < bx2 and by1 < by2):
             raise ValueError(f"crop_box must be (x1, y1, x2, y2) with x1 < x2 and y1 < y2, got "
                              f"{box}")
         H, W = self.shape
-        left = max(0, math.floor((bx1 - self.x1) / self.xpixelsize + 1e-9))
-        right = min(W, math.ceil((bx2 - self.x1) / self.xpixelsize - 1e-9))
+        left = max(0, math.floor((bx1 - self.x1) / self.xpixelsize + 1e-3))
+        right = min(W, math.ceil((bx2 - self.x1) / self.xpixelsize - 1e-3))
         if self.yorigin == "upper":
-            top = max(0, math.floor((self.y2 - by2) / self.ypixelsize + 1e-9))
-            bottom = min(H, math.ceil((self.y2 - by1) / self.ypixelsize - 1e-9))
+            top = max(0, math.floor((self.y2 - by2) / self.ypixelsize + 1e-3))
+            bottom = min(H, math.ceil((self.y2 - by1) / self.ypixelsize - 1e-3))
         else:
-            top = max(0, math.floor((by1 - self.y1) / self.ypixelsize + 1e-9))
-            bottom = min(H, math.ceil((by2 - self.y1) / self.ypixelsize - 1e-9))
+            top = max(0, math.floor((by1 - self.y1) / self.ypixelsize + 1e-3))
+            bottom = min(H, math.ceil((by2 - self.y1) / self.ypixelsize - 1e-3))
         if left >= right or top >= bottom:
             raise ValueError(f"crop_box {box} does not overlap the grid ({self.x1:g}, "
                              f"{self.y1:g}, {self.x2:g}, {self.y2:g}) {self.unit}")
