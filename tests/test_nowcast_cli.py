@@ -67,18 +67,23 @@ def test_gap_or_too_few_frames_is_a_clear_error(tmp_path):
         main(["--input", str(tmp_path / "few"), "--out", str(tmp_path / "o"), "--model", "rover"])
 
 
-def test_checkpoint_nowcast_reuses_the_training_preprocessing(tmp_path):
-    """Train 1 step on 32x32 PNGs resized to 16x16; the nowcast resizes new frames the same."""
-    folder(tmp_path / "train", n=60, size=32, start="2021-06-01T00:00")
-    dm = RadarDataModule(str(tmp_path / "train"), resize=16, input_frames=3, output_frames=2,
-                         block_minutes=1440, split_ratios=(1, 0, 0), batch_size=2)
+def tiny_fit(dm: RadarDataModule) -> L.Trainer:
+    """One training step of a tiny ConvLSTM on `dm` (save its checkpoint with the trainer)."""
     system = ForecastSystem("encoder_forecaster", {"hidden_channels": [4], "kernel_size": 3,
                                                    "patch_size": 2}, loss="bce")
     trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu")
     trainer.fit(system, datamodule=dm)
-    trainer.save_checkpoint(tmp_path / "tiny.ckpt")
+    return trainer
+
+
+def test_checkpoint_nowcast_reuses_the_training_preprocessing(tmp_path):
+    """Train 1 step on 32x32 PNGs resized to 16x16; the nowcast resizes new frames the same."""
+    folder(tmp_path / "train", n=60, size=32, start="2021-06-01T00:00")
+    dm = RadarDataModule(str(tmp_path / "train"), resize=16, input_frames=3, output_frames=2,
+                         block_minutes=1440, split_ratios=(1, 0, 0), batch_size=2)
+    tiny_fit(dm).save_checkpoint(tmp_path / "tiny.ckpt")
     folder(tmp_path / "now", n=4, size=32, start="2021-07-01T12:00")
     assert main(["--input", str(tmp_path / "now"), "--out", str(tmp_path / "out"),
                  "--ckpt_path", str(tmp_path / "tiny.ckpt")]) == 0

@@ -12,9 +12,9 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
+from test_nowcast_cli import tiny_fit
 
 from convcast.data.description import DataDescription, RadarValues
 from convcast.data.radar import RadarDataModule, open_radar
@@ -285,7 +285,7 @@ def test_datamodule_trains_on_an_importer_archive_and_caches_prepared_frames(tmp
     assert d.radar.units == "dbz" and d.radar.zr == (223.0, 1.53) and d.radar.downsample == 2
     assert d.radar.reader["importer"] == "fmi_pgm" and d.radar.grid.shape == (24, 20)
     assert d.radar.output_grid().shape == (12, 8) and d.radar.output_grid().xpixelsize == 2000
-    _train_one_step(dm).save_checkpoint(tmp_path / "tiny.ckpt")
+    tiny_fit(dm).save_checkpoint(tmp_path / "tiny.ckpt")
     from convcast.cli.nowcast import main
 
     out = tmp_path / "out"  # the checkpoint's importer, crop and downsampling: nothing to say
@@ -293,18 +293,6 @@ def test_datamodule_trains_on_an_importer_archive_and_caches_prepared_frames(tmp
                  str(tmp_path / "tiny.ckpt")]) == 0
     z = np.load(out / "forecast.npz")
     assert z["forecast"].shape == (2, 1, 12, 8) and str(z["physical_units"]) == "mm/h"
-
-
-def _train_one_step(dm: RadarDataModule) -> L.Trainer:
-    from convcast.train import ForecastSystem
-
-    system = ForecastSystem("encoder_forecaster", {"hidden_channels": [4], "kernel_size": 3,
-                                                   "patch_size": 2}, loss="bce")
-    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu")
-    trainer.fit(system, datamodule=dm)
-    return trainer
 
 
 def test_nowcast_writes_cf_netcdf_on_the_archive_grid(tmp_path, one_thread):
