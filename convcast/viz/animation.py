@@ -150,6 +150,9 @@ def write_animation(path: str | Path, panels: Mapping[str, ArrayLike] | ArrayLik
     inputs. Without it, panels beside an `input` panel are taken as forecasts (`+1`, ...), and
     with no `input` panel no time is shown."""
     path = Path(path)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise ValueError(f"cannot write {path}: fps (frames per second) must be a positive "
+                         f"number, got {fps!r}")
     if not isinstance(panels, Mapping):
         panels = {"": panels}
     video = _panel_rows(panels, vmin, vmax, scale=max(1, scale), input_frames=input_frames)
