@@ -350,6 +350,7 @@ def _name(case: Any) -> str:
 @pytest.mark.parametrize("name, call, error, words, writes", API, ids=[_name(c) for c in API])
 def test_python_api(name: str, call: Any, error: Any, words: list, writes: str | None,
                     ctx: SimpleNamespace, one_thread: None) -> None:
+    ctx.out = ctx.dir / "out" / name.replace("/", "_")  # each case its own output folder
     if error is OK:
         call(ctx)
     else:
@@ -589,6 +590,7 @@ CLI = [
 def test_cli(name: str, argv: Any, code: int, words: list, writes: str | None,
              ctx: SimpleNamespace, capsys: pytest.CaptureFixture, one_thread: None,
              monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx.out = ctx.dir / "out" / name.replace("/", "_")  # each case its own output folder
     monkeypatch.chdir(ctx.dir)  # nothing may land in the working folder either
     before = set(os.listdir(ctx.dir))
     rc = main([str(a) for a in argv(ctx)])
