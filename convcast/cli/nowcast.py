@@ -4,6 +4,8 @@
     convcast nowcast --model optical_flow --input radar/ --out nowcast/   (no training needed)
     convcast nowcast --model optical_flow --importer fmi_pgm --importer_kwargs '{"gzipped": true}'
         --input fmi/pgm/20160928 --out nowcast/      (an operational archive, via pysteps)
+    convcast nowcast --ckpt_path model.ckpt --watch radar/ --out nowcast/
+        (a new forecast for each new file of the folder: `convcast.cli.watch`)
 
 The latest `input_frames` frames of the archive (a folder of images, .npy/.npz, HDF5, NetCDF, any
 frame source, or with `--importer` any format a pysteps importer reads, the time of each file
@@ -47,9 +49,18 @@ RADAR_OPTIONS = ("format", "units", "variable", "time_variable", "time_format", 
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="convcast nowcast", description=__doc__.split("\n")[0])
-    p.add_argument("--input", type=Path, required=True,
+    p.add_argument("--input", type=Path | None, default=None,
                    help="radar archive: folder of images, .npy, .npz, .h5, .nc or .zarr, or with "
                         "--importer a folder of a provider's files")
+    p.add_argument("--watch", type=Path | None, default=None,
+                   help="instead of --input: watch this folder (one file per frame) and forecast "
+                        "again for each new file (convcast.cli.watch)")
+    p.add_argument("--once", action="store_true",
+                   help="--watch: take the files that are there, write the forecast and exit")
+    p.add_argument("--max_files", type=int | None, default=None,
+                   help="--watch: stop after this many new files")
+    p.add_argument("--poll_seconds", type=float, default=10.0,
+                   help="--watch: seconds between looks at the folder")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--ckpt_path", type=Path | None, default=None, help="trained checkpoint")
     p.add_argument("--model", type=str | None, default=None,
@@ -133,29 +144,46 @@ def nowcast(args) -> dict:
     """Run the nowcast on parsed `args` (see `parser`); returns what was written: the paths
     (`nc`, None where NetCDF cannot be written here, `npz`, `gif`) and the valid times
     (`timestamps`, ISO strings)."""
-    radar = {k: getattr(args, k, None) for k in RADAR_OPTIONS}
-    if isinstance(radar["crop"], list) and len(radar["crop"]) == 1:
-        radar["crop"] = radar["crop"][0]
+    if args.input is None:
+        raise ValueError("give --input ARCHIVE (forecast from its latest frames), or --watch "
+                         "FOLDER (a new forecast for each new file)")
     fc = forecast(load_model(args), args.input, args.horizon, input_frames=args.input_frames,
-                  radar=radar)
+                  radar=radar_options(args))
     for note in fc.notes:
         _say(note)
     minutes, iso = fc.step_minutes, np.datetime_as_string(fc.valid_times, unit="s")
     _say(f"{fc.model_name}: {len(fc.input_times)} frames {fc.input_times[0]} .. "
          f"{fc.input_times[-1]} ({minutes:g}-min step) -> {len(iso)} frames")
     out = Path(args.out)
+    written = write_outputs(out, fc, args)
+    for k, t in enumerate(iso, start=1):
+        print(f"+{k * minutes:g} min\t{t}")
+    nc = written["nc"]
+    _say(f"wrote {out / 'forecast.npz'} ({fc.frames.shape}, {fc.units}), "
+         + (f"{nc} ({fc.physical_units}), " if nc else "") + f"{out / 'forecast.gif'}")
+    return written
+
+
+def radar_options(args) -> dict:
+    """The radar reading and preparation options of parsed `args`, for `forecast(radar=...)`."""
+    radar = {k: getattr(args, k, None) for k in RADAR_OPTIONS}
+    if isinstance(radar["crop"], list) and len(radar["crop"]) == 1:
+        radar["crop"] = radar["crop"][0]
+    return radar
+
+
+def write_outputs(out: Path, fc: Forecast, args) -> dict:
+    """Write `fc` as OUT/forecast.npz, forecast.nc and forecast.gif, each atomically; returns
+    the paths (`nc` None where NetCDF cannot be written here) and the valid times."""
+    iso = np.datetime_as_string(fc.valid_times, unit="s")
     with atomic_path(out / "forecast.npz") as tmp:
         np.savez(tmp, forecast=fc.frames, timestamps=iso, units=np.array(fc.units),
                  physical=fc.physical, physical_units=np.array(fc.physical_units),
-                 step_minutes=np.float64(minutes),
+                 step_minutes=np.float64(fc.step_minutes),
                  input_timestamps=np.datetime_as_string(fc.input_times, unit="s"),
                  model=np.array(fc.model_name))
     nc = write_netcdf(out / "forecast.nc", fc, args)
     write_gif(out / "forecast.gif", fc, args.fps)
-    for k, t in enumerate(iso, start=1):
-        print(f"+{k * minutes:g} min\t{t}")
-    _say(f"wrote {out / 'forecast.npz'} ({fc.frames.shape}, {fc.units}), "
-         + (f"{nc} ({fc.physical_units}), " if nc else "") + f"{out / 'forecast.gif'}")
     return {"nc": nc, "npz": out / "forecast.npz", "gif": out / "forecast.gif",
             "timestamps": list(iso)}
 
@@ -190,7 +218,12 @@ def _hm(t: np.datetime64) -> str:
 
 
 def main(argv: list[str]) -> int:
-    nowcast(parser().parse_args(argv))
+    args = parser().parse_args(argv)
+    if args.watch is not None:
+        from convcast.cli.watch import watch
+
+        return watch(args)
+    nowcast(args)
     return 0
 
 

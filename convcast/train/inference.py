@@ -187,18 +187,28 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
     model_in = torch.from_numpy(np.nan_to_num(prepared, nan=0.0))[None].to(device)
     with torch.inference_mode():
         pred = tm.model.to(device).eval()(model_in, k)[0].float().cpu().numpy()  # [K, C, h, w]
+    times = None if source.timestamps is None else source.timestamps[start:]
+    return assemble(pred, prepared, back, physical, d, tm.model_name, tuple(raw.shape[-2:]),
+                    scale, source.units if is_radar else None, times, minutes, notes)
+
+
+def assemble(pred: np.ndarray, prepared: np.ndarray, back, physical, d: DataDescription,
+             model_name: str, input_size: tuple[int, int], scale: float, units: str | None,
+             input_times: np.ndarray | None, minutes: float | None, notes: list[str]
+             ) -> Forecast:
+    """The `Forecast` of the model's output `pred` `[K, C, h, w]` on the prepared input frames
+    `[T, C, h, w]` (model values, NaN = missing), turned back by the preparation's `back` and
+    `physical` (`_radar_io`, `_frames_io`); also for frames prepared one at a time (a stream)."""
     if not np.isfinite(pred).all():
         raise ValueError("the model produced NaN or infinite values; is the checkpoint trained?")
-    times = source.timestamps
     valid = None
-    if times is not None and minutes:
+    if input_times is not None and minutes:
         step64 = np.timedelta64(int(round(minutes * 60)), "s")
-        valid = times[-1] + step64 * np.arange(1, k + 1)
+        valid = input_times[-1] + step64 * np.arange(1, len(pred) + 1)
     out, data_pred, data_in = back(pred), d.to_data(pred), d.to_data(prepared)
     fc = Forecast(out.astype(np.float32), np.nan_to_num(data_in).astype(np.float32),
-                  np.asarray(data_pred, dtype=np.float32), d, tm.model_name,
-                  tuple(raw.shape[-2:]), scale, source.units if is_radar else None, valid,
-                  None if times is None else times[start:], minutes, notes)
+                  np.asarray(data_pred, dtype=np.float32), d, model_name, input_size, scale,
+                  units, valid, input_times, minutes, notes)
     if physical is not None:
         physical(fc, prepared, pred)
     return fc
@@ -213,11 +223,7 @@ def _open(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str
         source = frames
     elif is_radar:
         fmt = radar.get("format") or "auto"
-        read = {k: radar.get(k) for k in ("importer", "importer_kwargs", "fn_pattern", "fn_ext")}
-        trained = d.radar.reader if d is not None and d.radar is not None else None
-        if read["importer"] is None and fmt == "auto" and trained:
-            read = {**trained, **{k: v for k, v in read.items() if v is not None}}
-            notes.append(f"read with the training archive's importer {read['importer']}")
+        read = reader_options(d, radar, notes)
         # an importer says its units; other files may not: then the training archive's
         units = radar.get("units") or ("auto" if read["importer"] else
                                        d.radar.units if d is not None and d.radar else "auto")
@@ -237,6 +243,17 @@ def _open(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str
         units = radar.get("units") or (d.radar.units if d is not None and d.radar else "auto")
         source = RadarSource(source, units, radar.get("nodata"))
     return source
+
+
+def reader_options(d: DataDescription | None, radar: dict, notes: list[str]) -> dict[str, Any]:
+    """How a radar input is read (importer, importer_kwargs, fn_pattern, fn_ext): as given, else
+    (format auto, no importer given) through the importer the checkpoint's archive was read by."""
+    read = {k: radar.get(k) for k in ("importer", "importer_kwargs", "fn_pattern", "fn_ext")}
+    trained = d.radar.reader if d is not None and d.radar is not None else None
+    if read["importer"] is None and (radar.get("format") or "auto") == "auto" and trained:
+        read = {**trained, **{k: v for k, v in read.items() if v is not None}}
+        notes.append(f"read with the training archive's importer {read['importer']}")
+    return read
 
 
 def _frames_io(raw: np.ndarray, d: DataDescription | None, need: int, k: int, tm: TrainedModel,

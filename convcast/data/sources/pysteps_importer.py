@@ -113,6 +113,20 @@ def provider_defaults(importer: str) -> dict[str, Any]:
     return {}
 
 
+def file_pattern(importer: str, fn_pattern: str | None = None, fn_ext: str | None = None
+                 ) -> tuple[str, str | None]:
+    """The file names of an `importer` archive: `(fn_pattern, fn_ext)` as given, else pysteps'
+    defaults for the provider."""
+    if fn_pattern is not None:
+        return fn_pattern, fn_ext
+    rc = provider_defaults(importer)
+    if "fn_pattern" not in rc:
+        raise ValueError(f"pysteps has no default file-name pattern for {importer}; pass "
+                         "fn_pattern, e.g. 'RAD_%Y%m%d%H%M' (strftime codes, ? for any "
+                         "character)")
+    return rc["fn_pattern"], fn_ext or rc.get("fn_ext")
+
+
 def pattern_regex(fn_pattern: str, fn_ext: str | None) -> tuple[re.Pattern, list[str]]:
     """A regex for whole file names of `fn_pattern` (+ `.fn_ext`; any extension if None) and
     the strftime codes its groups hold, in order."""
@@ -194,13 +208,7 @@ class PystepsSource(FrameSource):
         self.importer, self.path = importer, Path(path)
         self.name = self.path.name or str(self.path)
         rc = provider_defaults(importer)
-        if fn_pattern is None:
-            if "fn_pattern" not in rc:
-                raise ValueError(f"pysteps has no default file-name pattern for {importer}; pass "
-                                 "fn_pattern, e.g. 'RAD_%Y%m%d%H%M' (strftime codes, ? for any "
-                                 "character)")
-            fn_pattern, fn_ext = rc["fn_pattern"], fn_ext or rc.get("fn_ext")
-        self.fn_pattern, self.fn_ext = fn_pattern, fn_ext
+        self.fn_pattern, self.fn_ext = file_pattern(importer, fn_pattern, fn_ext)
         self.files, times = self._list(recursive)
         self.timestamps = check_sorted(np.array(times, dtype="datetime64[s]"), str(self.path))
         kwargs = dict(rc.get("importer_kwargs") or {})
