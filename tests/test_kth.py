@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import FIT_QUIET, cli, write_video
 
+import convcast.data.download as net
 import convcast.data.kth.datamodules as dms
 import convcast.data.kth.download as dl
 from convcast.data.kth import (
@@ -223,7 +224,7 @@ def test_download_offline_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(net.urllib.request, "urlopen", offline)
     dm = KTHDataModule(root=str(tmp_path / "kth"), download=True)
     with pytest.raises(OSError, match="are you offline.*by hand"):
         dm.prepare_data()
@@ -233,7 +234,7 @@ def test_download_offline_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
 
 def test_download_checksum_failure_removes_the_file(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dl.urllib.request, "urlopen",
+    monkeypatch.setattr(net.urllib.request, "urlopen",
                         lambda *a, **k: io.BytesIO(b"<html>not the archive</html>"))
     with pytest.raises(OSError, match="SHA-1.*corrupt"):
         dl.fetch_archive("boxing", cache=tmp_path / "cache")
@@ -245,9 +246,9 @@ def test_download_unpacks_a_verified_archive(tmp_path: Path, monkeypatch: pytest
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("person01_boxing_d1_uncomp.avi", b"video bytes")
-    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(buf.getvalue()))
+    monkeypatch.setattr(net.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(buf.getvalue()))
     monkeypatch.setitem(dl.ARCHIVE_SHA1, "boxing", hashlib.sha1(buf.getvalue()).hexdigest())
     root = dl.download_kth(tmp_path / "kth", actions=["boxing"], cache=tmp_path / "cache")
     assert (root / "boxing" / "person01_boxing_d1_uncomp.avi").read_bytes() == b"video bytes"
-    monkeypatch.setattr(dl.urllib.request, "urlopen", None)  # present folders: no download
+    monkeypatch.setattr(net.urllib.request, "urlopen", None)  # present folders: no download
     dl.download_kth(tmp_path / "kth", actions=["boxing"], cache=tmp_path / "cache")

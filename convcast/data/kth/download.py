@@ -1,26 +1,22 @@
 """The official KTH archives (https://www.csc.kth.se/cvap/actions/, one zip per action).
 
 Only on request (`download=True` of the KTH datamodules, online): each archive is streamed into
-the download cache (`convcast.data.download.cache_dir()/kth`) under a temporary name, checked
-against its SHA-1 (KTH publishes no MD5; these SHA-1 digests are the ones dataset packages
-record for the files) and moved into place, then unpacked into `<root>/<action>/` through a
+the download cache (`convcast.data.download.cache_dir()/kth`) by `convcast.data.download`,
+checked against its SHA-1 (KTH publishes no MD5; these SHA-1 digests are the ones dataset
+packages record for the files) before it is kept, then unpacked into `<root>/<action>/` through a
 temporary folder, so an interrupted download or unpacking never leaves a half-written file or
 folder. Offline, or with a corrupt file, the error says so and how to get the files by hand.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from convcast.data.download import cache_dir
+from convcast.data.download import cache_dir, download
 from convcast.data.kth.folder import KTH_ACTIONS
 
 URL = "https://www.csc.kth.se/cvap/actions/{action}.zip"
@@ -36,38 +32,13 @@ BY_HAND = ("download the six zips from https://www.csc.kth.se/cvap/actions/ by h
            "each into <root>/<action>/")
 
 
-def _sha1(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha1").hexdigest()
-
-
 def fetch_archive(action: str, cache: str | Path | None = None) -> Path:
     """The verified archive of one action, downloaded into the cache once."""
     if action not in ARCHIVE_SHA1:
         raise ValueError(f"unknown KTH action {action!r}; valid: {', '.join(KTH_ACTIONS)}")
     folder = Path(cache) if cache is not None else cache_dir() / "kth"
-    path, want = folder / f"{action}.zip", ARCHIVE_SHA1[action]
-    if not path.exists():
-        url = URL.format(action=action)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{action}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                try:
-                    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
-                        shutil.copyfileobj(response, out, 1 << 20)
-                except (urllib.error.URLError, OSError) as err:
-                    raise OSError(f"could not download {url} ({err}); are you offline? "
-                                  f"{BY_HAND}") from err
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    got = _sha1(path)
-    if got != want:
-        path.unlink()
-        raise OSError(f"{path} has SHA-1 {got}, expected {want}: the download is corrupt or "
-                      f"incomplete (the file was removed); try again, or {BY_HAND}")
-    return path
+    return download(URL.format(action=action), f"{action}.zip", ARCHIVE_SHA1[action], folder,
+                    algorithm="sha1", by_hand=BY_HAND)
 
 
 def unpack(archive: Path, folder: Path) -> Path:
