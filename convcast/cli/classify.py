@@ -48,7 +48,8 @@ def classify(ckpt_path: str, input: str, stride: int | None = None,  # noqa: A00
     _say(f"classifier {info['model_name']} from {ckpt_path}: {len(classes)} classes, clips of "
          f"{clip} frames, {channels} channel(s), {size[0]}x{size[1]} px")
     c, h, w = VideoSource(src).frame_shape  # only to report the conversion
-    frames = torch.from_numpy(load_video(src, channels, size)).float().div_(255)  # [T, C, H, W]
+    raw = load_video(src, channels, size, cache=False)  # [T, C, H, W] uint8, not cached
+    frames = torch.from_numpy(raw).float().div_(255)  # [T, C, H, W]
     steps = [f"resized {h}x{w} -> {size[0]}x{size[1]}" if (h, w) != tuple(size)
              else "size as trained"]
     if channels != c:

@@ -9,6 +9,8 @@ fingerprint (file, size, time of change, and which sequence of it) and the setti
 frames, so editing the file or the settings makes a new entry; entries live in
 `$CONVCAST_CACHE/frames` (default `~/.cache/convcast/frames`) or `cache_dir`, and deleting them is
 always safe. A file appears only once complete, so an interrupted fill never leaves a bad entry.
+Frames are stored as float32 (exactly what preparing them gives), or with `store="uint8"` as
+round(255 x) for data in [0, 1] (a quarter of the disk and memory, for 8-bit video).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from convcast.data.transform import Size, as_size, prepare_frames
 
 CACHE_VERSION = 1
 FILL_CHUNK = 256  # frames decoded per read while filling
+STORES = {"float32": np.float32, "uint8": np.uint8}
 
 
 class PreparedFrames:
@@ -41,11 +44,15 @@ class PreparedFrames:
         channels / size: convert to this many channels (1 or 3) / resize to (h, w); None keeps.
         cache: keep the prepared frames in a memory-mapped file (see the module docstring).
         cache_dir: where the cache lives (default `$CONVCAST_CACHE/frames`).
+        store: how the cache keeps the frames: `float32` (exact) or `uint8` (round(255 x)).
     """
 
     def __init__(self, source: FrameSource, channels: int | None = None, size: Size = None,
-                 cache: bool = False, cache_dir: str | os.PathLike | None = None) -> None:
-        self.source, self.channels, self.size = source, channels, as_size(size)
+                 cache: bool = False, cache_dir: str | os.PathLike | None = None,
+                 store: str = "float32") -> None:
+        if store not in STORES:
+            raise ValueError(f"unknown cache store {store!r}; valid: {', '.join(STORES)}")
+        self.source, self.channels, self.size, self.store = source, channels, as_size(size), store
         self.name, self.num_frames = source.name, source.num_frames
         c, h, w = source.frame_shape
         self.frame_shape = (channels or c, *(self.size or (h, w)))
@@ -53,7 +60,8 @@ class PreparedFrames:
         if cache:
             root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "frames"
             key = {"version": CACHE_VERSION, "source": source.fingerprint(),
-                   "channels": channels, "size": self.size, "dtype": str(source.dtype)}
+                   "channels": channels, "size": self.size, "dtype": str(source.dtype),
+                   "store": store}
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
             self.cache_path, self.cache_key = root / f"{digest}.f32", key
 
@@ -71,7 +79,16 @@ class PreparedFrames:
         if not 0 <= start < stop <= self.num_frames:
             raise IndexError(f"frames {start}:{stop} out of range for {self.num_frames} frames "
                              f"in {self.name}")
-        return np.array(self._cached()[start:stop])  # a copy: the map is read-only
+        stored = self._cached()[start:stop]
+        if self.store == "uint8":
+            return stored.astype(np.float32) / 255
+        return np.array(stored)  # a copy: the map is read-only
+
+    def stored(self) -> np.memmap:
+        """The cache's read-only memory map `[T, C, h, w]` in the store's dtype (filled first)."""
+        if self.cache_path is None:
+            raise ValueError(f"{self.name}: no cache (cache=False); use read(start, stop)")
+        return self._cached()
 
     def _cached(self) -> np.memmap:
         """The cache's memory map, filling the cache first if it is not there yet."""
@@ -86,20 +103,22 @@ class PreparedFrames:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one filler; the others wait, then read
                 if not path.exists():
                     self._fill(path, shape)
-        mm = np.memmap(path, dtype=np.float32, mode="r", shape=shape)
+        mm = np.memmap(path, dtype=STORES[self.store], mode="r", shape=shape)
         self._h_map = (mm, os.getpid())
         return mm
 
     def _fill(self, path: Path, shape: tuple[int, ...]) -> None:
-        size = int(np.prod(shape)) * 4
+        size = int(np.prod(shape)) * np.dtype(STORES[self.store]).itemsize
         rank_zero_info(f"caching the prepared frames of {self.name} ({shape[0]} frames, "
                        f"{size / 2**20:.1f} MiB) in {path.parent}: decoded once, read by every "
                        "later epoch and run")
         with atomic_path(path) as tmp:
-            mm = np.memmap(tmp, dtype=np.float32, mode="w+", shape=shape)  # raw, no header
+            mm = np.memmap(tmp, dtype=STORES[self.store], mode="w+", shape=shape)  # no header
             for i in range(0, shape[0], FILL_CHUNK):
                 j = min(i + FILL_CHUNK, shape[0])
-                mm[i:j] = self.prepare(self.source.read(i, j))
+                frames = self.prepare(self.source.read(i, j))  # [n, C, h, w] float32
+                mm[i:j] = frames if self.store == "float32" else \
+                    np.round(np.clip(frames, 0, 1) * 255)
             mm.flush()
             del mm
         write_text(path.with_suffix(".json"), json.dumps(self.cache_key, indent=1) + "\n")

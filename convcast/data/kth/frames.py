@@ -3,10 +3,9 @@
 `load_video` is the one place a video is decoded and prepared (training data and `convcast
 classify` both go through it, so a video is prepared alike at training and inference time): the
 video frame source decodes it and the decoded-frame cache (`convcast.data.cache`) converts the
-channels (RGB -> gray by luma) and resizes (area averaging when shrinking) once, on disk, so
-later runs never decode it again; the frames are kept as uint8 `[T, C, H, W]` (a quarter of
-float32's memory; all of KTH at 60x80 gray is about 1.4 GB). A datamodule loads each video once,
-when its split is first set up, and every later epoch reads the loaded frames.
+channels (RGB -> gray by luma) and resizes (area averaging when shrinking) once, on disk, as uint8
+`[T, C, H, W]` (all of KTH at 60x80 gray is about 1.4 GB), so later runs never decode it again;
+windows are read from the memory-mapped cache on demand, never the whole dataset into memory.
 """
 
 from __future__ import annotations
@@ -24,9 +23,13 @@ from convcast.data.sources.video import VideoSource
 
 def load_video(path: str | Path, channels: int = 1,
                size: int | Sequence[int] | None = None, cache: bool = True) -> np.ndarray:
-    """All frames of a video as uint8 `[T, C, H, W]`: `channels` (1 or 3), resized to `size`
-    (through the decoded-frame cache unless `cache=False`)."""
-    frames = PreparedFrames(VideoSource(path), channels, size, cache=cache)
+    """All frames of a video as uint8 `[T, C, H, W]`: `channels` (1 or 3), resized to `size`.
+
+    Through the decoded-frame cache (unless `cache=False`): a read-only memory map of the cached
+    frames, so windows are read from disk on demand and DataLoader workers share them."""
+    frames = PreparedFrames(VideoSource(path), channels, size, cache=cache, store="uint8")
+    if cache:
+        return frames.stored()  # [T, C, H, W] uint8
     unit = frames.read(0, len(frames))  # [T, C, H, W] float32 in [0, 1]
     return np.round(unit * 255).astype(np.uint8)  # [T, C, H, W]
 
@@ -52,7 +55,7 @@ class VideoWindows(Dataset):
     def clip(self, i: int) -> tuple[torch.Tensor, int]:
         """Window `i` as float32 `[window, C, H, W]` in [0, 1], and its video's index."""
         v, t = self.index[i]
-        clip = torch.from_numpy(self.videos[v][t:t + self.window]).float().div_(255)
+        clip = torch.from_numpy(np.array(self.videos[v][t:t + self.window])).float().div_(255)
         if self.flip and bool(torch.rand(()) < 0.5):
             clip = clip.flip(-1)  # [window, C, H, W], mirrored left-right
         return clip, v
