@@ -118,7 +118,7 @@ def test_flips_only_in_training(tree: Path) -> None:
     assert any(flipped) and not all(flipped)
     assert all(torch.equal(c, plain) for c, f in zip(seen, flipped, strict=True) if not f)
     assert not dm.val_set.flip and not dm.test_set.flip
-    val_plain = torch.from_numpy(dm.val_set.videos[0][:8]).float() / 255
+    val_plain = torch.from_numpy(np.array(dm.val_set.videos[0][:8])).float() / 255
     assert all(torch.equal(dm.val_set[0][0], val_plain) for _ in range(10))
 
 
