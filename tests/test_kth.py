@@ -194,7 +194,7 @@ def test_prediction_windows_split_by_person(tmp_path: Path) -> None:
     assert persons == {"train": {1, 2}, "val": {15}, "test": {17}}  # 1-14 / 15-16 / 17-25
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (2, 10, 1, 16, 16) and y.shape == (2, 20, 1, 16, 16)
-    full = torch.from_numpy(dm.train_set.videos[0][:30]).float() / 255
+    full = torch.from_numpy(np.array(dm.train_set.videos[0][:30])).float() / 255
     torch.manual_seed(1)
     for _ in range(8):  # a flip mirrors input and target together
         x, y = dm.train_set[0]
