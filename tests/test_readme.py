@@ -142,7 +142,7 @@ def _seq2seq_runs(work: Path) -> dict[str, str]:
     return {"runs/other/.../last.ckpt": _newest("runs/next_frame-cpu-small/**/last.ckpt")(work)}
 
 
-RADAR_EXPERIMENT = ("--max_steps", "2", "--minutes", "0.2", "--curve_every", "100",
+RADAR_EXPERIMENT = ("--max_steps", "2", "--minutes", "5", "--curve_every", "100",
                     "--test_size", "8", "--out", "runs/radar_experiment", "--json",
                     "radar_experiment.json")
 RECIPES: dict[str, Recipe] = {
