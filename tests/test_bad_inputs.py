@@ -544,12 +544,9 @@ CLI = [
     ("nowcast/no-timestamps", lambda c: nowcast(c, "--model", "persistence", "--input",
                                                 c.uint8_npy), 1,
      ["uint8.npy", "no timestamps", "start_time", "step_minutes"], "nowcast"),
-    pytest.param("nowcast/fps-0", lambda c: nowcast(
+    ("nowcast/fps-0", lambda c: nowcast(
         c, "--model", "persistence", "--input", c.uint8_npy, "--start_time", "2021-06-01T00:00",
-        "--step_minutes", 6, "--fps", 0), 1, ["fps", "positive"], "nowcast/forecast.npz",
-        marks=pytest.mark.xfail(strict=True, reason="finding not yet fixed (convcast/cli/"
-                                "nowcast.py): --fps 0 fails after forecast.npz and .nc are "
-                                "written (check it before writing anything)")),
+        "--step_minutes", 6, "--fps", 0), 1, ["fps", "positive"], "nowcast/forecast.npz"),
     ("nowcast/horizon-0", lambda c: nowcast(
         c, "--model", "persistence", "--input", c.uint8_npy, "--start_time",
         "2021-06-01T00:00", "--step_minutes", 6, "--horizon", 0), 1, ["horizon", "0"],

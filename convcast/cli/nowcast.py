@@ -147,6 +147,7 @@ def nowcast(args) -> dict:
     if args.input is None:
         raise ValueError("give --input ARCHIVE (forecast from its latest frames), or --watch "
                          "FOLDER (a new forecast for each new file)")
+    check_outputs(args)
     fc = forecast(load_model(args), args.input, args.horizon, input_frames=args.input_frames,
                   radar=radar_options(args))
     for note in fc.notes:
@@ -172,9 +173,17 @@ def radar_options(args) -> dict:
     return radar
 
 
+def check_outputs(args) -> None:
+    """Refuse output settings that would fail once writing has begun."""
+    if not args.fps > 0:
+        raise ValueError(f"--fps must be positive (frames per second of forecast.gif), got "
+                         f"{args.fps:g}")
+
+
 def write_outputs(out: Path, fc: Forecast, args) -> dict:
     """Write `fc` as OUT/forecast.npz, forecast.nc and forecast.gif, each atomically; returns
     the paths (`nc` None where NetCDF cannot be written here) and the valid times."""
+    check_outputs(args)
     iso = np.datetime_as_string(fc.valid_times, unit="s")
     with atomic_path(out / "forecast.npz") as tmp:
         np.savez(tmp, forecast=fc.frames, timestamps=iso, units=np.array(fc.units),
