@@ -97,12 +97,17 @@ def _clip_and_model(work: Path) -> dict[str, str]:
     return _model_ckpt("runs/seq2seq-cpu-small/**/last.ckpt")(work)
 
 
-def _radar_pngs_and_model(work: Path) -> dict[str, str]:
+def _radar_pngs(work: Path) -> dict[str, str]:
     from convcast.data.radar.archive import write_image_folder
 
     times = np.datetime64("2021-06-01T10:00", "s") + np.timedelta64(6, "m") * np.arange(8)
     levels = np.random.default_rng(0).integers(0, 200, (8, 32, 32), dtype=np.uint8)
     write_image_folder(work / "radar_pngs", levels, times)
+    return {}
+
+
+def _radar_pngs_and_model(work: Path) -> dict[str, str]:
+    _radar_pngs(work)
     return _model_ckpt("runs/radar-convlstm-cpu-small/**/last.ckpt")(work)
 
 
@@ -190,6 +195,10 @@ RECIPES: dict[str, Recipe] = {
     "model.pt2": Recipe("run"),
     "convcast export --ckpt_path model.ckpt --format torchscript --horizon 10 --out model.pt "
     "--input_frames 5": Recipe("run"),
+    "convcast nowcast --model optical_flow --watch radar_pngs/ --out live/ --once":
+        Recipe("run", (), _radar_pngs),
+    "convcast nowcast --model optical_flow --watch radar_pngs/ --out live/ --poll_seconds 30":
+        Recipe("run", ("--once",)),
     "pip install -e .[nowcast]": Recipe("install", why="the nowcast extra is in the test extra"),
     "convcast fit --config configs/radar-convlstm-cpu-small.yaml": Recipe("run", (*MNIST, *STEPS)),
     "python benchmarks/radar_experiment.py": Recipe("run", RADAR_EXPERIMENT),

@@ -198,3 +198,20 @@ def test_watch_errors_are_clear(tmp_path):
     (tmp_path / "o" / "stream_state.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a stream state.*delete it"):
         main([*base, "--watch", str(radar), "--once"])
+
+
+def test_a_frame_on_another_grid_is_skipped(tmp_path, capsys):
+    radar = tmp_path / "radar"
+    for i in range(2):
+        drop(radar, i)
+    w = watch.Watcher(parser().parse_args(args("--model", "persistence", "--watch", radar,
+                                               "--out", tmp_path / "o", "--input_frames", 2,
+                                               "--horizon", 1)))
+    w.warm_up()
+    write_image_folder(radar, np.zeros((1, 20, 20), np.uint8), (T0 + STEP * 2)[None])
+    drop(radar, 3)
+    assert w.poll() == 2
+    log = capsys.readouterr().err
+    assert "202106011012.png -> skipped: its frames of C×H×W [1, 20, 20] differ from the " \
+           "stream's [1, 32, 32]" in log
+    assert "202106011018.png -> gap of 12 min" in log

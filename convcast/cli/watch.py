@@ -90,6 +90,10 @@ class OneImage(FrameSource):
         return self._frame[start:stop]
 
 
+class OtherGridError(ValueError):
+    """A frame on another grid, or in other units, than the stream's."""
+
+
 class Watcher:
     """The watch loop's state and its steps (see the module docstring); `run()` is the loop,
     `poll()` one look at the folder."""
@@ -129,7 +133,7 @@ class Watcher:
         self.recent_times: list[np.datetime64] = []
         self.reference: dict[str, Any] | None = None  # raw shape, units and grid of the frames
         self.seen: dict[str, tuple[int, int, bool]] = {}  # path -> size, mtime, retry if changed
-        self.latest: tuple | None = None  # the last frame's (source, raw, back, physical, d)
+        self.latest: tuple | None = None  # the last frame's units, size, back, physical, d
         self.stale = False  # a frame has been taken since the last forecast
         self.noted = False
         self.timing: dict[str, float] = {}
@@ -179,7 +183,11 @@ class Watcher:
             self._mark(path)
             why = "duplicate time" if when == self.last else "out of order"
             return False, f"skipped: {why} (the stream is at {_hm(self.last)})"
-        if path.stat().st_size == 0:
+        try:
+            empty = path.stat().st_size == 0
+        except OSError as err:
+            return False, f"skipped: gone before it was read ({err.strerror})"
+        if empty:
             self._mark(path, retry=True)
             return False, "skipped: empty file (still being written?); tried again once it changes"
         t0 = time.perf_counter()
@@ -192,9 +200,12 @@ class Watcher:
             x, back, d, physical = _radar_io(source, raw, self.d, self.radar, self.need,
                                              self.horizon, self.tm, notes)  # x [1, C, h, w]
             self.reference = self.reference or grid
+        except OtherGridError as err:
+            self._mark(path, retry=True)
+            return False, f"skipped: {err}"
         except Exception as err:  # noqa: BLE001  (any reader's error: the watcher goes on)
             self._mark(path, retry=True)
-            return False, f"skipped: unreadable ({type(err).__name__}: {err})"
+            return False, f"skipped: unreadable ({err})"
         self._mark(path)
         self.timing = {"read": time.perf_counter() - t0}
         what = "stream"
@@ -219,7 +230,8 @@ class Watcher:
         self.timing["update"] = time.perf_counter() - t1
         self.recent, self.recent_times = ([*self.recent, x[0]][-self.need:],
                                           [*self.recent_times, when][-self.need:])
-        self.last, self.latest, self.stale = when, (source, raw, back, physical, d), True
+        self.last, self.stale = when, True
+        self.latest = (source.units, tuple(raw.shape[-2:]), back, physical, d)
         return True, what
 
     def _check_grid(self, source: FrameSource) -> dict[str, Any]:
@@ -233,7 +245,7 @@ class Watcher:
         for key, what in (("shape", "frames of C×H×W"), ("units", "units"),
                           ("grid", "georeference")):
             if json.dumps(mine[key], default=str) != json.dumps(ref[key], default=str):
-                raise ValueError(f"its {what} {mine[key]} differ from the stream's {ref[key]}; "
+                raise OtherGridError(f"its {what} {mine[key]} differ from the stream's {ref[key]}; "
                                  "one watcher follows one grid: watch a changed archive into "
                                  "another --out")
         return mine
@@ -270,14 +282,14 @@ class Watcher:
         t0 = time.perf_counter()
         pred = self.stream.forecast(self.horizon)[0].float().numpy()  # [K, C, h, w]
         self.timing["forecast"] = time.perf_counter() - t0
-        source, raw, back, physical, d = self.latest
+        units, size, back, physical, d = self.latest
         times = np.array(self.recent_times, dtype="datetime64[s]")
         minutes = self._minutes(self.step) if self.step is not None else (
             self.d.step_minutes if self.d else None)
         if not minutes:
             return "no forecast: the time step is unknown from one frame; pass --step_minutes"
         fc = assemble(pred, np.stack(self.recent), back, physical, d, self.tm.model_name,
-                      tuple(raw.shape[-2:]), 1.0, source.units, times, minutes, [])
+                      size, 1.0, units, times, minutes, [])
         t1 = time.perf_counter()
         write_outputs(self.out, fc, self.args)
         self.timing["write"] = time.perf_counter() - t1
@@ -381,11 +393,8 @@ class Watcher:
         if not files:
             _say(f"{self.tm.model_name}: no frames in {self.folder} yet; waiting for them")
             return
-        firsts = [i for i in range(len(files)) if i == 0 or files[i][0] != files[i - 1][0]]
-        for i in sorted(set(range(len(files))) - set(firsts)):  # a time given twice: the first
-            self._mark(files[i][1])
-            _say(f"{_hm(files[i][0])} {files[i][1].name} -> skipped: duplicate time")
-        files = [files[i] for i in firsts]
+        twice = [f for i, f in enumerate(files) if i and f[0] == files[i - 1][0]]
+        files = [f for f in files if f not in twice]  # a time given twice: the first name
         times = np.array([t for t, _ in files], dtype="datetime64[s]")
         if self.step is None:
             if len(times) > 1:
@@ -396,8 +405,10 @@ class Watcher:
         while start > 0 and len(files) - start < self.need and self.step is not None \
                 and not gap_after(times[start - 1:start + 1], self.step)[0]:
             start -= 1
-        for _, path in files[:start]:
-            self._mark(path)  # older than the warm-up: not read
+        for when, path in files[:start] + twice:
+            self._mark(path)  # older than the warm-up, or a time given twice: not read
+            if when >= times[start]:
+                _say(f"{_hm(when)} {path.name} -> skipped: duplicate time")
         _say(f"{self.tm.model_name}: warming up from {len(files) - start} of {len(files)} frames "
              f"in {self.folder}, {_hm(times[start])} .. {_hm(times[-1])}")
         self.handle(files[start:], quiet=True)
