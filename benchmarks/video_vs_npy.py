@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
             npy.append(fit_seconds(tmp / "frames.npy", args.steps, args.size, tmp / "cache"))
     rate = lambda s: args.steps / s  # noqa: E731  steps per second
     result = {
-        "video": str(args.video), "frames": int(arr.shape[0]), "steps": args.steps,
+        "video": args.video.name, "frames": int(arr.shape[0]), "steps": args.steps,
         "frame_size": args.size, "threads": args.threads, "cpu": cpu_info(),
         "torch": torch.__version__, "load_before": load_before, "load_after": os.getloadavg(),
         "cold_video_steps_s": rate(cold), "video_steps_s": [rate(s) for s in video],
