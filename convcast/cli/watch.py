@@ -40,6 +40,7 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -139,7 +140,7 @@ class Watcher:
         self.timing: dict[str, float] = {}
 
     # ---- what is in the folder -----------------------------------------------------------------
-    def _namer(self):
+    def _namer(self) -> Callable[[str], datetime | None]:
         """File name -> its time (datetime), or None where it is not a frame of the archive."""
         if self.importer is None:
             fmt, rx = self.radar.get("time_format"), self.radar.get("time_regex")
@@ -151,22 +152,30 @@ class Watcher:
 
     def scan(self) -> list[tuple[np.datetime64, Path]]:
         """Frame files not handled yet (or changed since they could not be read), by time."""
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"the watched folder {self.folder} is gone")
         found, stack = [], [self.folder]
         while stack:
-            with os.scandir(stack.pop()) as entries:
-                for e in entries:
-                    if e.name.startswith("."):  # hidden: partial files of atomic writers
-                        continue
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except OSError:  # a sub-folder removed meanwhile (e.g. an old day rotated out)
+                continue
+            for e in entries:
+                if e.name.startswith("."):  # hidden: partial files of atomic writers
+                    continue
+                try:
                     if e.is_dir():
                         stack.append(Path(e.path))
                         continue
                     when = self.time_in(e.name) if e.is_file() else None
-                    if when is None:
-                        continue
-                    st = e.stat()
-                    done = self.seen.get(e.path)
-                    if done is None or (done[2] and done[:2] != (st.st_size, st.st_mtime_ns)):
-                        found.append((np.datetime64(when, "s"), Path(e.path)))
+                    st = e.stat() if when is not None else None
+                except OSError:  # removed since it was listed
+                    continue
+                if when is None:
+                    continue
+                done = self.seen.get(e.path)
+                if done is None or (done[2] and done[:2] != (st.st_size, st.st_mtime_ns)):
+                    found.append((np.datetime64(when, "s"), Path(e.path)))
         return sorted(found)
 
     def _mark(self, path: Path, retry: bool = False) -> None:
@@ -205,7 +214,7 @@ class Watcher:
             return False, f"skipped: {err}"
         except Exception as err:  # noqa: BLE001  (any reader's error: the watcher goes on)
             self._mark(path, retry=True)
-            return False, f"skipped: unreadable ({err})"
+            return False, f"skipped: unreadable ({str(err).replace(str(path), path.name)})"
         self._mark(path)
         self.timing = {"read": time.perf_counter() - t0}
         what = "stream"
