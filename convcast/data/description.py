@@ -106,11 +106,6 @@ class RadarValues:
                                self.resize, self.zr, self.valid, self.downsample, self.accutime,
                                self.threshold, self.zerovalue)
 
-    @property
-    def physical_units(self) -> str:
-        """The unit of `physical`: mm (per accutime minutes) for accumulations, else mm/h."""
-        return "mm" if self.units == "mm" else "mm/h"
-
     def output_grid(self) -> Grid | None:
         """The georeference of the model grid (the archive's grid after crop and resampling)."""
         return self.preprocess().output_grid(self.grid)
