@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if blob is not None:
         system.model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
         prior_steps, prior_minutes = blob["trained_steps"], blob["trained_minutes"]
-        print(f"starting from {args.init} weights ({prior_steps} steps, {prior_minutes:.0f} "
-              "min of CPU training); continuing live", file=sys.stderr)
+        log(f"starting from {args.init} weights ({prior_steps} steps, {prior_minutes:.0f} min "
+            "of CPU training); continuing live")
 
     sample = probe_batch(dm, min(8, args.batch_size))
     set_threads(args.threads, system.model, probe_batch(dm, min(4, args.batch_size)))
