@@ -111,7 +111,7 @@ def test_no_person_in_two_splits_and_clips_are_labelled(tree: Path) -> None:
 def test_flips_only_in_training(tree: Path) -> None:
     dm = _module(tree)
     dm.setup()
-    plain = torch.from_numpy(np.array(dm.train_set.videos[0][:8])).float() / 255  # clip 0, unflipped
+    plain = torch.from_numpy(np.array(dm.train_set.videos[0][:8])).float() / 255  # clip 0
     torch.manual_seed(0)
     seen = [dm.train_set[0][0] for _ in range(20)]
     flipped = [torch.equal(c, plain.flip(-1)) for c in seen]
