@@ -90,6 +90,9 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, trained_run: dict) -> SimpleNa
     evil["hyper_parameters"]["loss"] = Evil(marker)
     torch.save(evil, d / "evil.ckpt")
     torch.save({"state_dict": {}, "payload": Evil(marker)}, d / "evil.pt")
+    nan = torch.load(good, weights_only=True)
+    next(iter(nan["state_dict"].values())).fill_(float("nan"))
+    torch.save(nan, d / "nan_weights.ckpt")
     (d / "folder.ckpt").mkdir()
     frames = np.random.default_rng(1).integers(0, 256, (12, 16, 16))
     np.save(d / "uint8.npy", frames.astype(np.uint8))
@@ -455,6 +458,9 @@ CLI = [
      ["trunc.ckpt", "truncated"], None),
     ("test/crafted-checkpoint", lambda c: ["test", "--ckpt_path", c.evil_ckpt], 1,
      ["evil.ckpt", "not loaded"], None),
+    ("test/nan-weights", lambda c: ["test", "--ckpt_path", c.nan_weights_ckpt, "--out",
+                                    c.out / "report", *q(c)], 1,
+     ["test loss is NaN/inf", "weights hold NaN"], "report/metrics.json"),
     ("test/unknown-conversion", lambda c: scoring(c, "--to_physical", "pixel_to_mm"), 1,
      ["--to_physical", "pixel_to_mm", "pixel_to_rainrate"], "report/metrics.json"),
     ("test/unknown-animation", lambda c: scoring(c, "--animation", "avi"), 1,
@@ -492,6 +498,8 @@ CLI = [
                                                           "--device", "cuda:7"), 1,
                  ["device", "cpu"], "fc.npy",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+    ("predict/nan-weights", lambda c: predict(c, "--input", c.uint8_npy,
+                                              ckpt=c.nan_weights_ckpt), 1, ["NaN"], "fc.npy"),
     ("predict/missing-input", lambda c: predict(c, "--input", c.dir / "none.npy"), 1,
      ["none.npy", "not found"], "fc.npy"),
     ("predict/empty-folder", lambda c: predict(c, "--input", c.empty_dir_), 1,
