@@ -61,7 +61,7 @@ def _overrides(config: dict, tmp_path: Path) -> list:
                 "--data.num_workers", 0]
     root, tree = args.get("root"), []
     if root is not None and not Path(root).exists():  # a KTH-layout folder: a tiny synthetic one
-        persons = (1, 2, 3, 4, 5, 13, 15, 17)  # every stage of the seeds and prediction splits
+        persons = (1, 2, 3, 4, 5, 13, 15, 17)  # every stage of the tutorial and prediction splits
         tree = ["--data.init_args.root", write_synthetic_kth(tmp_path / "kth", persons=persons)]
     accepted = _data_parameters(data["class_path"])
     out = tree + [a for k, v in SMALL.items() if k in accepted

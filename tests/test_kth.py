@@ -35,7 +35,7 @@ CLASSES = ["boxing", "handwaving", "walking"]  # the synthetic tree's: still, ho
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 classes x 6 persons (1, 2, 4, 5 train, 3 val, 13 test under `seeds`) x scenario d1,
+    """3 classes x 6 persons (1, 2, 4, 5 train, 3 val, 13 test under `tutorial`) x scenario d1,
     20 frames of 24x32 each."""
     return write_synthetic_kth(tmp_path_factory.mktemp("kth") / "kth")
 
@@ -87,7 +87,7 @@ def test_split_by_groups(tmp_path: Path) -> None:
         split_groups(groups, {"train": [1, 2, 3, 4, 5, "x"]})
     with pytest.raises(ValueError, match="two splits"):
         split_groups([1, 2], {"train": [1, 2], "test": [2]})
-    with pytest.raises(ValueError, match="unknown split 'nope'.*seeds"):
+    with pytest.raises(ValueError, match="unknown split 'nope'.*tutorial"):
         split_groups(groups, "nope")
 
 

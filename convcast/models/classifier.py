@@ -87,6 +87,6 @@ class ConvLSTMClassifier(nn.Module):
 
 register_variant(
     "convlstm_classifier_kth", "convlstm_classifier",
-    "the seeds' KTH action classifier: 2x32 ConvLSTM, 3x3 kernels, max-pool 5/2, linear "
-    "(6 classes, 60x80 gray frames unless the data says otherwise)",
+    "the KTH ConvLSTM tutorial's action classifier: 2x32 ConvLSTM, 3x3 kernels, max-pool 5/2, "
+    "linear (6 classes, 60x80 gray frames unless the data says otherwise)",
     hidden_channels=[32, 32], kernel_size=3, pool_size=5, pool_stride=2)

@@ -1,4 +1,4 @@
-"""The small next-frame model of the moving-squares tutorial in the seeds.
+"""The small next-frame model of a moving-squares ConvLSTM tutorial.
 
 One ConvLSTM layer reads the frames and a 1×1 convolution decodes its hidden state into the next
 frame; the prediction is fed back for as many steps as asked (autoregressive rollout).

@@ -1,4 +1,4 @@
-"""Seq2seq ConvLSTM with a 3D-conv head, after the Moving-MNIST Lightning tutorial in the seeds.
+"""Seq2seq ConvLSTM with a 3D-conv head, after a PyTorch Lightning video-prediction tutorial.
 
 Two ConvLSTM cells encode, two decode, and a 3-D convolution over the decoded sequence (temporal
 extent 1, so it is causal and the model can roll out any number of steps) maps `nf` features to the

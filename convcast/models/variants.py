@@ -20,7 +20,8 @@ register_variant(
     hidden_channels=[64, 64], kernel_size=3, patch_size=2)
 register_variant(
     "seq2seq_tutorial", "seq2seq",
-    "the seeds' Lightning tutorial: nf 64, 3x3 kernels", nf=64, kernel_size=3)
+    "the PyTorch Lightning video-prediction tutorial's size: nf 64, 3x3 kernels", nf=64,
+    kernel_size=3)
 register_variant(
     "predrnn_wang2017", "predrnn",
     "Wang et al. 2017 on Moving MNIST: 4x128 ST-LSTM, 5x5, patch 4 (23.8M)",

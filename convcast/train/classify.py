@@ -11,7 +11,7 @@ Training minimises the cross-entropy of the logits, optionally label-smoothed; v
 `val/loss` and `val/acc`; testing adds the confusion matrix (rows: true class, columns:
 predicted), which `write_classification_report` writes with the accuracy to `metrics.json`.
 The optimizer and schedule are the forecasting system's (`configure_optimization`): by default
-Adam at 3e-3 with a cosine schedule after 200 warm-up steps, as the seeds' tutorial trains.
+Adam at 3e-3 with a cosine schedule after 200 warm-up steps, as the KTH ConvLSTM tutorial trains.
 """
 
 from __future__ import annotations

@@ -2,15 +2,15 @@
 
 - `LabelledVideoDataModule`: any `<root>/<class>/<video>` folder; batches `(clip [B,T,C,H,W],
   label [B])`, one clip per window of `frame_len` frames, labelled with its video's class.
-- `KTHDataModule`: the same with KTH's defaults (person ids from `personXX_`, the `seeds`
-  split, 15-frame clips at 60x80 gray like the seeds' tutorial), a `scenarios` filter and an
+- `KTHDataModule`: the same with KTH's defaults (person ids from `personXX_`, the `tutorial`
+  split, 15-frame clips at 60x80 gray like the KTH ConvLSTM tutorial), a `scenarios` filter and an
   optional download of the official archives.
 - `KTHPredictionDataModule`: KTH as a forecasting dataset, batches `(x [B,T_in,C,H,W],
   y [B,T_out,C,H,W])` (the benchmark's 10 -> 20 frames at 64x64 gray, persons 1-16 / 17-25).
 
 Splits are by group (person), so no person is in two splits. Training windows start every
 `stride` frames, validation/test windows every `eval_stride` (both default to the window length:
-non-overlapping, as the seeds cut them). `flip` mirrors training windows only. Frames are
+non-overlapping, as the tutorial cuts them). `flip` mirrors training windows only. Frames are
 float32 in [0, 1] (uint8 / 255); checkpoints record it (`describe()` for prediction,
 `data_info()` for the classifier's classes and clip length).
 """
@@ -119,7 +119,7 @@ class LabelledVideoDataModule(VideoFolderData):
         classes: class folders, in label order (default: every subfolder with videos, sorted).
         group_pattern: regex whose first group, searched in a file name, is the video's group.
         name_filter: keep only videos whose file name matches this regex.
-        split: `seeds`, `schuldt`, `prediction`, `random` (groups cut by `split_fractions`,
+        split: `tutorial`, `schuldt`, `prediction`, `random` (groups cut by `split_fractions`,
             shuffled by `seed`) or `{train: [...], val: [...], test: [...]}` of groups.
         frame_len: frames per clip; `stride` / `eval_stride`: frames between training /
             evaluation clips (default `frame_len`: non-overlapping).
@@ -169,14 +169,14 @@ class KTHDataModule(LabelledVideoDataModule):
     """KTH action classification: `LabelledVideoDataModule` with KTH's layout and defaults.
 
     Args (beyond `LabelledVideoDataModule`'s):
-        split: `seeds` (default), `schuldt`, `prediction`, `random` or a mapping of persons.
+        split: `tutorial` (default), `schuldt`, `prediction`, `random` or a mapping of persons.
         scenarios: keep only these of d1, d2, d3, d4 (default: all).
         download: fetch the official archives into `root` first if its action folders are
             missing (online only).
     """
 
     def __init__(
-        self, root: str = "data/kth", split: Split = "seeds", scenarios: list[str] | None = None,
+        self, root: str = "data/kth", split: Split = "tutorial", scenarios: list[str] | None = None,
         download: bool = False, classes: list[str] | None = None, frame_len: int = 15,
         stride: int | None = None, eval_stride: int | None = None,
         frame_size: int | tuple[int, int] | None = (60, 80), channels: int = 1,

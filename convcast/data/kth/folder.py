@@ -8,8 +8,8 @@ handclapping d3 is missing). Any folder in this layout works: the group of a vid
 for KTH) is the first capture group of `group_pattern` in its file name, and a split puts every
 group in exactly one of train / val / test, so no person is seen in two splits.
 
-Named splits (`SPLITS`): `seeds` (the seeds' tutorial), `schuldt` (the split of Schuldt et al.,
-as listed with the dataset), `prediction` (the video-prediction benchmark: persons 1-16 train,
+Named splits (`SPLITS`): `tutorial` (a KTH ConvLSTM tutorial's), `schuldt` (that of Schuldt et
+al., as listed with the dataset), `prediction` (the video-prediction benchmark: persons 1-16 train,
 17-25 test; here persons 15 and 16 of the training persons are held out for validation, so
 early stopping never looks at the test persons). `random` shuffles the groups (by `seed`) and
 cuts them by `split_fractions`; a mapping `{"train": [...], "val": [...], "test": [...]}` names
@@ -32,7 +32,7 @@ KTH_GROUP_PATTERN = r"person(\d+)_"
 STAGES = ("train", "val", "test")
 Group = int | str
 SPLITS: dict[str, dict[str, tuple[int, ...]]] = {
-    "seeds": {"train": (1, 2, 4, 5, 6, 7, 9, 11, 12, 15, 17, 18, 20, 21, 22, 23, 24),
+    "tutorial": {"train": (1, 2, 4, 5, 6, 7, 9, 11, 12, 15, 17, 18, 20, 21, 22, 23, 24),
               "val": (3, 8, 10, 19, 25), "test": (13, 14, 16)},
     "schuldt": {"train": (11, 12, 13, 14, 15, 16, 17, 18),
                 "val": (19, 20, 21, 23, 24, 25, 1, 4), "test": (22, 2, 3, 5, 6, 7, 8, 9, 10)},

@@ -48,7 +48,7 @@ def write_synthetic_kth(root: str | Path,
                         seed: int = 0) -> Path:
     """Write the folder (see the module docstring) and return `root`.
 
-    The default persons fill every split of the `seeds` split: 1, 2, 4, 5 train, 3 val, 13 test.
+    The default persons fill every split of the `tutorial` split: 1, 2, 4, 5 train, 3 val, 13 test.
     """
     root, rng = Path(root), np.random.default_rng(seed)
     for label, name in enumerate(classes):

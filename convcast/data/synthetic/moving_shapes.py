@@ -1,4 +1,4 @@
-"""Moving shapes: the moving-squares generator of the ConvLSTM tutorial in the seeds, made clean.
+"""Moving shapes: the moving-squares generator of a ConvLSTM tutorial, made clean.
 
 Each square (side `size`, value 1) starts at a random top-left corner in `[0, frame - size - 1)`
 and moves by an integer step of `min_speed`..`max_speed` pixels per frame along each axis (the
