@@ -87,7 +87,7 @@ def predict(
     zoom = scale or max(1, 128 // max(inputs.shape[-2:]))
     if dst.suffix.lower() in (".gif", ".mp4"):
         write_animation(dst, np.concatenate([inputs, pred]), fps=fps, vmin=lo, vmax=hi,
-                        scale=zoom)
+                        scale=zoom, input_frames=len(inputs))
     if strip is not None:
         write_strip(strip, {"input": inputs, "forecast": pred}, vmin=lo, vmax=hi, scale=zoom)
     k, c, h, w = frames.shape

@@ -39,7 +39,7 @@ def add_test_arguments(parser: ArgumentParser) -> None:
     """The report options of `convcast test`."""
     g = parser.add_argument_group("report", "metrics.json, table, lead-time plots, animation")
     g.add_argument("--out", type=str | None, default=None,
-                   help="folder for the report (default: the test run's log folder)")
+                   help="folder for the report (default: <default_root_dir>/test/<run>)")
     g.add_argument("--compare", type=str, nargs="+", default=[],
                    help="more models scored on the same batches: baseline names "
                         f"({', '.join(b for b in list_models() if is_baseline(b))}) or .ckpt paths")
@@ -159,6 +159,7 @@ def _write_pictures(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
     lo, hi = (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, max(hi, lo + 1e-6))
     panels = {"truth": torch.cat([xs, ys])} | {n: torch.cat([xs, p]) for n, p in preds.items()}
     scale = max(1, 128 // max(xs.shape[-2:]))
-    write_animation(out / f"forecast.{fmt}", panels, vmin=lo, vmax=hi, scale=scale)
+    write_animation(out / f"forecast.{fmt}", panels, vmin=lo, vmax=hi, scale=scale,
+                    input_frames=len(xs))
     write_strip(out / "strip.png", {"input": xs, "truth": ys, **preds}, vmin=lo, vmax=hi,
                 scale=scale)
