@@ -230,9 +230,15 @@ def threshold_table(results: dict) -> str:
     rows = [["model", *[f"{s}@{t:g}" for t in THRESHOLDS for s in ("csi", "pod", "far")]]]
     for model, m in results.items():
         flat = expand_thresholds(m, THRESHOLDS)
-        rows.append([model, *[f"{np.nanmean(flat[f'{s}@{t:g}']):.3f}" for t in THRESHOLDS
+        rows.append([model, *[_nanmean(flat[f"{s}@{t:g}"]) for t in THRESHOLDS
                               for s in ("csi", "pod", "far")]])
     return markdown(rows)
+
+
+def _nanmean(values) -> str:
+    """The mean over lead times where a score is defined; n/a where it never is (no rain)."""
+    v = np.asarray(values, dtype=float)
+    return f"{np.nanmean(v):.3f}" if np.isfinite(v).any() else "n/a"
 
 
 def curve_table(runs: dict) -> str:

@@ -1,7 +1,7 @@
 """Real radar: learned and extrapolation nowcasts on three providers' composites, every window.
 
-The real composites of `../shared/radar-samples` (FMI reflectivity, two events; KNMI 5-minute
-and BoM 10-minute accumulations) are read by pysteps' importers through
+The real composites of pysteps' example data in `--samples` (FMI reflectivity, two events;
+KNMI 5-minute and BoM 10-minute accumulations) are read by pysteps' importers through
 `RadarDataModule(importer=...)` and block-averaged to a coarser grid (FMI and KNMI 1 -> 4 km,
 BoM 0.5 -> 2 km). Every gap-free window of 5 input and 12 output frames is forecast by
 `persistence`, `optical_flow` (pysteps Lucas-Kanade + semi-Lagrangian extrapolation), the
@@ -44,7 +44,7 @@ from convcast.train import ForecastSystem
 from convcast.train.evaluate import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from radar_experiment import build, load_config, markdown  # noqa: E402
+from radar_experiment import build, load_config, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = (0.5, 2.0, 5.0)  # mm/h

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import convcast
+from convcast.atomic import write_text
 from convcast.layers import set_checkpointing, set_compiled_gates
 from convcast.train.precision import (
     cpu_info,
@@ -449,7 +450,7 @@ def case_infer_s(ctx: dict) -> dict:
             try:
                 fns[name] = build()
                 fns[name]()
-            except Exception as err:  # noqa: BLE001  record why, measure the others
+            except Exception as err:  # record why, measure the others
                 fns.pop(name, None)
                 failed[name] = f"{type(err).__name__}: {err}"[:300]
     out = summarise(interleaved_times(fns, ctx["rounds"], ctx["warmup"] + 2, device=dev), "eager")
@@ -635,9 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_after"] = list(os.getloadavg())
     run = {"meta": meta, "results": ctx["results"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(run, indent=1) + "\n")
-    tmp.replace(args.out)  # atomic: a reader never sees half a file
+    write_text(args.out, json.dumps(run, indent=1) + "\n")  # a reader never sees half a file
     print(markdown(run), end="")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from radar_experiment import build, load_config, markdown, plot_curves, train  # noqa: E402
+from radar_experiment import build, load_config, markdown, plot_curves, train
 
-from convcast.metrics.report import atomic_path  # noqa: E402
-from convcast.models import create_model  # noqa: E402
-from convcast.train.evaluate import evaluate  # noqa: E402
-from convcast.viz.plots import plot_lead_time  # noqa: E402
+from convcast.metrics.report import atomic_path
+from convcast.models import create_model
+from convcast.train.evaluate import evaluate
+from convcast.viz.plots import plot_lead_time
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"anchored": ROOT / "configs/video-anchored-cpu-small.yaml"}

@@ -51,7 +51,6 @@ from convcast.viz.plots import plot_lead_time
 OK = None  # "error" of a case that must succeed
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SEQ2SEQ = CONFIGS / "seq2seq-cpu-small.yaml"
-DEMO = "finding not yet fixed (convcast/cli/demo.py): "
 
 
 class Evil:
@@ -580,14 +579,10 @@ CLI = [
     ("classify/not-a-video", lambda c: ["classify", "--ckpt_path", c.good, "--input",
                                         c.uint8_npy], 1, ["uint8.npy", "not a video", ".mp4"],
      None),
-    pytest.param("demo/missing-init", lambda c: ["demo", "--init", c.dir / "none.pt", "--out",
-                                                 c.out / "demo"], 1, ["none.pt", "not found"],
-                 "demo", marks=pytest.mark.xfail(strict=True, reason=DEMO + "the output "
-                                                 "folder is made before --init is read")),
-    pytest.param("demo/crafted-init", lambda c: ["demo", "--init", c.evil_pt, "--out",
-                                                 c.out / "demo2"], 1, ["evil.pt"], "demo2",
-                 marks=pytest.mark.xfail(strict=True, reason=DEMO + "the message passes on "
-                                         "torch's advice to load with weights_only=False")),
+    ("demo/missing-init", lambda c: ["demo", "--init", c.dir / "none.pt", "--out",
+                                     c.out / "demo"], 1, ["none.pt", "not found"], "demo"),
+    ("demo/crafted-init", lambda c: ["demo", "--init", c.evil_pt, "--out", c.out / "demo2"], 1,
+     ["evil.pt", "not loaded"], "demo2"),
 ]
 
 

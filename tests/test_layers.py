@@ -168,6 +168,36 @@ def test_one_conv_over_x_and_h_equals_separate_input_and_recurrent_convs():
     assert torch.allclose(h_got, torch.sigmoid(o) * torch.tanh(c_want), atol=1e-6)
 
 
+
+def test_the_kept_inference_weight_follows_every_change_of_the_weights():
+    """Without autograd the joined W_x|W_h is built once, yet never goes stale: an optimizer
+    step, a loaded state dict or a cast each give the new weights; with autograd it is rebuilt
+    so gradients still reach both convolutions."""
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(2, 4, 3)
+    x, state = torch.randn(1, 2, 6, 6), (torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6))
+
+    def fresh() -> torch.Tensor:  # what the step must use
+        return torch.cat([cell.conv_x.weight, cell.conv_h.weight], dim=1)
+
+    with torch.no_grad():
+        first = cell.conv_weight()
+        assert cell.conv_weight() is first and torch.equal(first, fresh())
+        cell.conv_h.weight.mul_(0.5)  # an in-place update, as an optimizer makes
+        assert torch.equal(cell.conv_weight(), fresh())
+    cell.load_state_dict({k: torch.randn_like(v) for k, v in cell.state_dict().items()})
+    with torch.inference_mode():
+        assert torch.equal(cell.conv_weight(), fresh())
+        h_kept, _ = cell(x, state)
+    cell.double()
+    with torch.no_grad():
+        assert cell.conv_weight().dtype == torch.float64
+    cell.float()
+    h_grad, _ = cell(x, state)  # autograd on: built anew, gradients flow
+    assert torch.equal(h_grad.detach(), h_kept)
+    h_grad.sum().backward()
+    assert cell.conv_x.weight.grad is not None and cell.conv_h.weight.grad is not None
+
 def test_gradients_reach_every_parameter():
     m = ConvLSTM(1, [4, 4], 3, 2, peephole=True)
     (out,), _ = m(torch.randn(2, 4, 1, 6, 6))

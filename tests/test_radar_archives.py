@@ -2,7 +2,8 @@
 crop and block-mean downsampling, training and CF NetCDF nowcasts.
 
 Tiny FMI PGM and ODIM HDF5 files written here always run; the real composites of
-`../shared/radar-samples` (or `$CONVCAST_RADAR_SAMPLES`) are read where they exist.
+`$CONVCAST_RADAR_SAMPLES` (by default the radar-samples folder beside the checkout) are read
+where they exist.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def _radar_pngs_and_model(work: Path) -> dict[str, str]:
     return _model_ckpt("runs/radar-convlstm-cpu-small/**/last.ckpt")(work)
 
 
-FMI_README = "../shared/radar-samples/fmi/pgm/20160928"
+FMI_README = "radar-samples/fmi/pgm/20160928"
 TINY_FMI = ("--data.init_args.path", "tiny_fmi", "--data.init_args.crop", "null",
             "--data.init_args.downsample", "1", "--data.init_args.input_frames", "2",
             "--data.init_args.output_frames", "2", "--data.init_args.batch_size", "2")

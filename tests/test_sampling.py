@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import convcast.models.fc_lstm  # noqa: F401  registers fc_lstm
+import convcast.models.fc_lstm  # registers fc_lstm
 import convcast.models.predrnn  # noqa: F401  registers predrnn, predrnn_v2
 from convcast.models import Forecaster
 from convcast.train import ForecastSystem

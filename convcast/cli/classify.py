@@ -25,7 +25,7 @@ def _say(msg: str) -> None:
     print(f"convcast classify: {msg}", file=sys.stderr)
 
 
-def classify(ckpt_path: str, input: str, stride: int | None = None,  # noqa: A002 - --input
+def classify(ckpt_path: str, input: str, stride: int | None = None,  # `input`: the CLI's --input
              batch_size: int = 32, device: str = "cpu") -> dict[str, float]:
     """Print the class probabilities of a video and, last, `label: NAME`.
 

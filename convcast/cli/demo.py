@@ -26,9 +26,11 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
+from convcast.atomic import atomic_path
 from convcast.data import MovingMNISTDataModule
 from convcast.models import resolve
 from convcast.train import ForecastSystem
+from convcast.train.checkpoint import unreadable_reason
 from convcast.train.precision import choose_precision, choose_threads
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "demo_encoder_forecaster.pt"
@@ -140,9 +142,9 @@ def load_shipped(path: Path = ASSET, expect: dict | None = DEMO_MODEL) -> dict:
         raise FileNotFoundError(f"demo weights {path} not found; {hint}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  torch raises several types for a bad file
-        raise ValueError(f"{path} is not a readable weights file ({err}); give a file written "
-                         "by `convcast demo --save_weights`") from err
+    except Exception as err:  # torch raises several types for a bad file
+        raise ValueError(f"{path} is not a readable weights file: {unreadable_reason(path, err)}"
+                         "; give a file written by `convcast demo --save_weights`") from err
     kwargs = blob.get("model_kwargs") if isinstance(blob, dict) else None
     if (not isinstance(blob, dict) or blob.get("model_name") != "encoder_forecaster"
             or not isinstance(kwargs, dict) or (expect is not None and kwargs != expect)):
@@ -158,9 +160,8 @@ def save_weights(path: Path, system: ForecastSystem, steps: int, minutes: float)
     blob = {"model_name": "encoder_forecaster", "model_kwargs": system.hparams.model_kwargs,
             "state_dict": {k: v.half() for k, v in system.model.state_dict().items()},
             "trained_steps": steps, "trained_minutes": minutes, "command": REPRODUCE}
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
 
 
 def log(message: str) -> None:
@@ -189,14 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     args = parser().parse_args(argv)
     L.seed_everything(args.seed, verbose=False)
+    blob = None  # read before anything is written, so a bad --init leaves no output behind
+    if args.init != "scratch":
+        blob = load_shipped() if args.init == "shipped" else load_shipped(Path(args.init), None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dm = MovingMNISTDataModule(batch_size=args.batch_size, train_size=200_000, val_size=64,
                                test_size=args.test_size, seed=args.seed)
     dm.setup()
-    blob = None
-    if args.init != "scratch":
-        blob = load_shipped() if args.init == "shipped" else load_shipped(Path(args.init), None)
 
     def pick(given, scratch, cont):
         """Defaults: from scratch, the recipe that leaves the blank plateau (stage 1 of the

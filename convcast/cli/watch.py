@@ -58,8 +58,14 @@ from convcast.data.sources.images import IMAGE_EXTS, read_image
 from convcast.data.sources.pysteps_importer import file_pattern, pattern_regex, time_of
 from convcast.data.sources.times import parse_time
 from convcast.train.checkpoint import unreadable_reason
-from convcast.train.inference import _model, _open, _radar_io, assemble, reader_options
-from convcast.train.stream import Stream, _recurrent
+from convcast.train.inference import (
+    assemble,
+    open_input,
+    prepare_radar,
+    reader_options,
+    trained_model,
+)
+from convcast.train.stream import Stream, is_recurrent
 
 STATE_FILE = "stream_state.pt"
 STATE_VERSION = 1
@@ -108,7 +114,7 @@ class Watcher:
             raise FileNotFoundError(f"--watch {folder}: not a folder; give the folder the radar "
                                     "writes its files into")
         self.radar = radar_options(args)
-        self.tm = _model(load_model(args), "cpu")
+        self.tm = trained_model(load_model(args), "cpu")
         self.d = self.tm.description
         self.importer = reader_options(self.d, self.radar, [])["importer"]
         fmt = self.radar.get("format") or "auto"
@@ -126,7 +132,7 @@ class Watcher:
                              f"{self.need}")
         self.time_in = self._namer()
         # a recurrent model advances its state; a stateless one reads the latest input_frames
-        self.stream = Stream(self.tm.model, None if _recurrent(self.tm.model) else self.need)
+        self.stream = Stream(self.tm.model, None if is_recurrent(self.tm.model) else self.need)
         self.fingerprint = self._fingerprint()
         self.step = self._given_step()
         self.last: np.datetime64 | None = None  # time of the stream's last frame
@@ -203,16 +209,16 @@ class Watcher:
         try:
             notes: list[str] = []
             raw_one = OneImage(path, when) if self.importer is None else path
-            source = _open(raw_one, True, self.d, "auto", None, self.radar, notes)
+            source = open_input(raw_one, True, self.d, "auto", None, self.radar, notes)
             raw = source.read(0, 1)  # [1, C, H, W] float32 in the archive's units, NaN = none
             grid = self._check_grid(source)
-            x, back, d, physical = _radar_io(source, raw, self.d, self.radar, self.need,
+            x, back, d, physical = prepare_radar(source, raw, self.d, self.radar, self.need,
                                              self.horizon, self.tm, notes)  # x [1, C, h, w]
             self.reference = self.reference or grid
         except OtherGridError as err:
             self._mark(path, retry=True)
             return False, f"skipped: {err}"
-        except Exception as err:  # noqa: BLE001  (any reader's error: the watcher goes on)
+        except Exception as err:  # any reader's error: the watcher goes on
             self._mark(path, retry=True)
             return False, f"skipped: unreadable ({str(err).replace(str(path), path.name)})"
         self._mark(path)
@@ -343,7 +349,7 @@ class Watcher:
             state = torch.load(path, map_location="cpu", weights_only=True)
             why = None if isinstance(state, dict) and state.get("version") == STATE_VERSION \
                 else "not a stream state of this version"
-        except Exception as err:  # noqa: BLE001  (truncated, foreign, holds code)
+        except Exception as err:  # truncated, foreign, holds code
             why = unreadable_reason(path, err) if zipfile.is_zipfile(path) else \
                 "not a file torch.save wrote, or a truncated one"
         if why:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from convcast.atomic import atomic_write
 from convcast.data.datamodule import SequenceDataModule
 from convcast.data.loader import resumable_loader
 
@@ -159,10 +160,8 @@ class MotionDataset(Dataset):
             v = window_motion(x, self.motion_frames, self.method, self.method_kwargs)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                with open(tmp, "wb") as f:  # np.save would add ".npy" to a bare name
+                with atomic_write(path) as f:  # a reader sees a whole file or none
                     np.save(f, v.numpy(), allow_pickle=False)
-                os.replace(tmp, path)  # atomic: a reader sees a whole file or none
         if self.memory is not None:
             self.memory[index] = v
         return v

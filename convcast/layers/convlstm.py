@@ -36,6 +36,12 @@ State = tuple[torch.Tensor, torch.Tensor]
 GATES = ("i", "f", "o", "g")  # order of the four blocks in the gate convolutions' output channels
 
 
+def _tracing() -> bool:
+    """Inside torch.jit tracing, ONNX export or torch.compile: weights must stay in the graph."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
 def _pair(kernel_size: int | Sequence[int]) -> tuple[int, int]:
     k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
     if len(k) != 2 or any(int(v) != v or v < 1 for v in k):
@@ -102,7 +108,8 @@ class ConvLSTMCell(nn.Module):
                 if b is not None:
                     b.zero_()
             if carrier is not None:
-                carrier[self.hidden_channels:2 * self.hidden_channels] = value  # block 1 = f
+                f = GATES.index("f")
+                carrier[f * self.hidden_channels:(f + 1) * self.hidden_channels] = value
 
     def init_state(self, batch: int, height: int, width: int, like: torch.Tensor) -> State:
         """Zero (h, c) for a batch of frames of the given size, on `like`'s device; h in `like`'s
@@ -114,10 +121,22 @@ class ConvLSTMCell(nn.Module):
 
     def conv_weight(self) -> torch.Tensor | None:
         """W_x and W_h side by side, [4*hid, C_in + hid, kh, kw]: one conv over cat([x, h])
-        (None for an input-less cell). A stack builds it once per sequence, not per step."""
+        (None for an input-less cell). A stack builds it once per sequence, not per step.
+
+        Without autograd (inference, streaming one step at a time) the result is kept and
+        rebuilt only when a weight changes (in-place update, load, move or cast); with autograd
+        it is rebuilt on each call so that gradients reach W_x and W_h."""
         if self.conv_x is None:
             return None
-        return torch.cat([self.conv_x.weight, self.conv_h.weight], dim=1)
+        wx, wh = self.conv_x.weight, self.conv_h.weight
+        if torch.is_grad_enabled() or _tracing():
+            return torch.cat([wx, wh], dim=1)  # [4*hid, C_in + hid, kh, kw]
+        key = (wx._version, wh._version, wx.data_ptr(), wh.data_ptr(), wx.dtype, wx.device)
+        cached = self.__dict__.get("_weight_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, torch.cat([wx, wh], dim=1))  # [4*hid, C_in + hid, kh, kw]
+            self.__dict__["_weight_cache"] = cached
+        return cached[1]
 
     def step(self, x: torch.Tensor | None, state: State,
              weight: torch.Tensor | None = None) -> State:

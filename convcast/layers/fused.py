@@ -61,7 +61,7 @@ class _Compiled:
             if self.fn is None:
                 self.fn = torch.compile(lstm_pointwise, dynamic=False)
             return self.fn(*args)
-        except Exception as err:  # noqa: BLE001  compilers fail in many ways; eager is exact
+        except Exception as err:  # compilers fail in many ways; eager is exact
             warnings.warn(f"compiled ConvLSTM gates unavailable ({type(err).__name__}: "
                           f"{str(err).splitlines()[0] if str(err) else ''}); using the eager "
                           "gate arithmetic, which gives the same values", stacklevel=2)

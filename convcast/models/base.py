@@ -111,7 +111,7 @@ class Forecaster(nn.Module):
                 return p.dtype
         return None
 
-    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+    def __call__(self, *args, **kwargs):
         """Run `forward` in the parameters' dtype: a float64 or bfloat16 input (and its other
         float tensors: teacher, condition, ...) is cast, and the forecast cast back."""
         x = args[0] if args else kwargs.get("x")

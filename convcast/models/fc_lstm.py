@@ -44,7 +44,7 @@ LayerState = tuple[torch.Tensor, torch.Tensor]
 class _MaybeLazy(nn.Module):
     """Loads a state dict into still-uninitialised parameters by sizing them from it first."""
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name, param in self._parameters.items():
             key = prefix + name
             if isinstance(param, UninitializedParameter) and key in state_dict:
@@ -161,7 +161,7 @@ class FCLSTM(RecurrentForecaster, _MaybeLazy):
     def state_frames(self, state: State) -> tuple[int, int, int]:
         return (state["last"].shape[0], *self.frame_size())
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._hw = None  # frame_hw may have changed: read it again
 

@@ -78,8 +78,9 @@ class Forecast:
     grid: Grid | None = None  # georeference of the forecast's grid, where the input has one
 
 
-def _model(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, device: str
-           ) -> TrainedModel:
+def trained_model(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, device: str
+                  ) -> TrainedModel:
+    """A `TrainedModel` from a checkpoint path (loaded weights-only), a module or itself."""
     if isinstance(model_or_ckpt, TrainedModel):
         return model_or_ckpt
     if isinstance(model_or_ckpt, nn.Module):
@@ -156,11 +157,11 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
             zr, accutime); given a radar checkpoint, its settings (and the importer it was
             trained through) are the defaults.
     """
-    tm = _model(model_or_ckpt, device)
+    tm = trained_model(model_or_ckpt, device)
     d = description or tm.description
     notes: list[str] = []
     is_radar = radar is not None or (d is not None and d.radar is not None)
-    source = _open(frames, is_radar, d, reader, reader_kwargs, dict(radar or {}), notes)
+    source = open_input(frames, is_radar, d, reader, reader_kwargs, dict(radar or {}), notes)
     need = input_frames if input_frames is not None else (d.input_frames if d else 5 if
                                                            is_radar else len(source))
     k = horizon if horizon is not None else (d.output_frames if d else 15 if is_radar else 1)
@@ -179,7 +180,7 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
                     else ""))
     physical = None
     if is_radar:
-        prepared, back, d, physical = _radar_io(source, raw, d, dict(radar or {}), need, k, tm,
+        prepared, back, d, physical = prepare_radar(source, raw, d, dict(radar or {}), need, k, tm,
                                                 notes)
         scale = 1.0
     else:
@@ -198,7 +199,8 @@ def assemble(pred: np.ndarray, prepared: np.ndarray, back, physical, d: DataDesc
              ) -> Forecast:
     """The `Forecast` of the model's output `pred` `[K, C, h, w]` on the prepared input frames
     `[T, C, h, w]` (model values, NaN = missing), turned back by the preparation's `back` and
-    `physical` (`_radar_io`, `_frames_io`); also for frames prepared one at a time (a stream)."""
+    `physical` (`prepare_radar`, `_frames_io`); also for frames prepared one at a time (a
+    stream)."""
     if not np.isfinite(pred).all():
         raise ValueError("the model produced NaN or infinite values; is the checkpoint trained?")
     valid = None
@@ -214,8 +216,8 @@ def assemble(pred: np.ndarray, prepared: np.ndarray, back, physical, d: DataDesc
     return fc
 
 
-def _open(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str,
-          reader_kwargs: dict | None, radar: dict, notes: list[str]) -> FrameSource:
+def open_input(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str,
+               reader_kwargs: dict | None, radar: dict, notes: list[str]) -> FrameSource:
     """The input as a frame source (a radar archive where the model is a radar model)."""
     if isinstance(frames, (np.ndarray, torch.Tensor)):
         source = ArrayFrames(frames)
@@ -331,8 +333,8 @@ def _radar_values(source: FrameSource, d: DataDescription | None, radar: dict,
     return rv, grid
 
 
-def _radar_io(source: FrameSource, raw: np.ndarray, d: DataDescription | None, radar: dict,
-              need: int, k: int, tm: TrainedModel, notes: list[str]):
+def prepare_radar(source: FrameSource, raw: np.ndarray, d: DataDescription | None,
+                  radar: dict, need: int, k: int, tm: TrainedModel, notes: list[str]):
     """Radar: the training preprocessing (overridable); back to the archive's units."""
     rv, grid = _radar_values(source, d, radar, notes)
     pre = rv.preprocess(source.units)

@@ -33,7 +33,8 @@ import torch.nn as nn
 KINDS = ("state", "window")
 
 
-def _recurrent(model: nn.Module) -> bool:
+def is_recurrent(model: nn.Module) -> bool:
+    """Whether `model` keeps a state (has `encode` and `decode`); else a stream keeps a window."""
     return callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
 
 
@@ -57,7 +58,7 @@ class Stream:
         if window is not None and (isinstance(window, bool) or not isinstance(window, int)
                                    or window < 1):
             raise ValueError(f"window must be a positive int (frames kept), got {window!r}")
-        if window is None and not _recurrent(model):
+        if window is None and not is_recurrent(model):
             window = getattr(model, "window", None) or (info or {}).get("input_frames")
             if not window:
                 raise ValueError(

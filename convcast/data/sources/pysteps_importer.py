@@ -216,6 +216,7 @@ class PystepsSource(FrameSource):
             kwargs["gzipped"] = self.files[0].name.endswith(".gz")  # follow the file names
         self.importer_kwargs = {**kwargs, **(importer_kwargs or {})}
         first, meta = self._import(0)
+        self._first = first  # [H, W], read again by no later _read
         self.metadata = _plain(meta)
         self.units = self.metadata.get("unit")
         self.num_frames, self.frame_shape = len(self.files), (1, *first.shape)
@@ -253,7 +254,7 @@ class PystepsSource(FrameSource):
         importer = self.__dict__.get("_h_importer") or get_importer(self.importer)
         try:
             field, _, meta = importer(str(path), **self.importer_kwargs)
-        except Exception as err:  # noqa: BLE001  (importers raise all kinds; say which file)
+        except Exception as err:  # importers raise all kinds; say which file
             if isinstance(err, ImportError) or type(err).__name__ == "MissingOptionalDependency":
                 raise ImportError(f"{path}: {err}; pip install 'convcast[nowcast]'") from err
             raise ValueError(f"{path}: the {self.importer} importer could not read it "
@@ -271,7 +272,7 @@ class PystepsSource(FrameSource):
     def _read(self, start: int, stop: int) -> np.ndarray:
         frames = []
         for i in range(start, stop):
-            f, _ = self._import(i)
+            f = self._first if i == 0 else self._import(i)[0]  # [H, W]
             if (1, *f.shape) != self.frame_shape:
                 raise ValueError(f"{self.files[i]} holds a {f.shape[0]}x{f.shape[1]} field but "
                                  f"the archive's first file {self.files[0].name} is "
