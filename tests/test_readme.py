@@ -202,6 +202,12 @@ RECIPES: dict[str, Recipe] = {
     "pip install -e .[nowcast]": Recipe("install", why="the nowcast extra is in the test extra"),
     "convcast fit --config configs/radar-convlstm-cpu-small.yaml": Recipe("run", (*MNIST, *STEPS)),
     "python benchmarks/radar_experiment.py": Recipe("run", RADAR_EXPERIMENT),
+    "python benchmarks/run.py --threads 1 --rounds 5":
+        Recipe("run", ("--quick", "--cases", "peak,reference", "--rounds", "2", "--out",
+                       "run.json")),
+    "python benchmarks/time_to_quality.py":
+        Recipe("run", ("--minutes", "0.02", "--at", "0.01", "--test_size", "8",
+                       "--precision", "32-true", "--json", "time_to_quality.json")),
     "convcast nowcast --ckpt_path model.ckpt --input radar_pngs/ --out nowcast/":
         Recipe("run", (), _radar_pngs_and_model),
     "convcast nowcast --model optical_flow --input radar_pngs/ --out nowcast/": Recipe("run"),
@@ -213,8 +219,8 @@ RECIPES: dict[str, Recipe] = {
     "convcast test --config configs/radar-fmi-cpu-small.yaml --ckpt_path last --compare "
     "optical_flow persistence --thresholds 0.5 2 5":
         Recipe("run", (*TINY_FMI, *QUIET, "--max_batches", "1")),
-    "python benchmarks/real_radar.py": Recipe("elsewhere", why="the shared radar samples: "
-                                              "tests/test_radar_archives.py"),
+    "python benchmarks/real_radar.py --samples radar-samples/":
+        Recipe("elsewhere", why="the real radar samples: tests/test_radar_archives.py"),
     "convcast fit --config configs/kth_classifier.yaml --data.root data/kth":
         Recipe("run", KTH, _kth),
     "convcast fit --config configs/kth_classifier-cpu-small.yaml --data.root data/kth":
