@@ -44,6 +44,7 @@ from convcast.metrics import (
 from convcast.models import create_model
 from convcast.train import ForecastSystem, evaluate, load_forecaster, load_weights
 from convcast.train.checkpoint import read_checkpoint
+from convcast.train.classify import ClassificationSystem
 from convcast.train.evaluate import split_batch
 from convcast.viz import frame_grid, to_uint8_frames, write_animation, write_strip
 from convcast.viz.plots import plot_lead_time
@@ -335,6 +336,12 @@ API = [
     ("ckpt/classifier-load_from_checkpoint", lambda c: load_system(c.classifier_ckpt),
      ValueError, ["classifier.ckpt", "not written by ForecastSystem", "ClassificationSystem"],
      None),
+    ("ckpt/crafted-classifier-load_from_checkpoint",
+     lambda c: ClassificationSystem.load_from_checkpoint(c.evil_ckpt), ValueError,
+     ["evil.ckpt", "not loaded"], None),
+    ("ckpt/classifier-load_from_checkpoint-unsafe",
+     lambda c: ClassificationSystem.load_from_checkpoint(c.classifier_ckpt, weights_only=False),
+     ValueError, ["weights only", "run code"], None),
     ("ckpt/classifier-load_forecaster", lambda c: load_forecaster(c.classifier_ckpt), ValueError,
      ["classifier.ckpt", "not a forecaster", "convcast classify"], None),
     ("ckpt/other-architecture", lambda c: load_weights(create_model("seq2seq", nf=4), c.good),

@@ -57,6 +57,13 @@ def read_description(ckpt: dict, path: str | Path = "checkpoint") -> DataDescrip
 torch.serialization.add_safe_globals([PosixPath, PurePosixPath, WindowsPath, PureWindowsPath])
 
 
+def refuse_unsafe_load(weights_only: bool | None, owner: str) -> None:
+    """The one rule of every `load_from_checkpoint`: weights only, whatever torch's default."""
+    if weights_only is False:
+        raise ValueError(f"{owner}.load_from_checkpoint loads weights only (weights_only=False "
+                         "would let the file run code); drop the weights_only argument")
+
+
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """`torch.load` a checkpoint weights-only (its pickle may rebuild tensors and plain data, never
     run code), with a clear error when it is missing, truncated or not a checkpoint."""

@@ -17,9 +17,10 @@ Adam at 3e-3 with a cosine schedule after 200 warm-up steps, as the KTH ConvLSTM
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lightning as L
 import torch
@@ -34,6 +35,7 @@ from convcast.train.checkpoint import (
     check_architecture,
     checkpoint_model_spec,
     read_checkpoint,
+    refuse_unsafe_load,
 )
 from convcast.train.system import OPTIMIZERS, SCHEDULERS, configure_optimization
 
@@ -107,6 +109,21 @@ class ClassificationSystem(L.LightningModule):
         self.test_confusion = ConfusionMatrix(n)
         hp.data_shape = {"class_names": list(classes), "channels": channels,
                          "frame_size": list(size) if size is not None else None}
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | os.PathLike | IO, map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None, strict: bool | None = None,
+        weights_only: bool | None = True, **kwargs: Any,
+    ) -> ClassificationSystem:
+        """Lightning's `load_from_checkpoint`, always weights-only (no code in the file can run,
+        whatever torch's default); a missing, truncated or foreign file is an error naming it."""
+        refuse_unsafe_load(weights_only, "ClassificationSystem")
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            read_checkpoint(checkpoint_path)  # a clear error for a missing or broken file
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location,
+                                            hparams_file=hparams_file, strict=strict,
+                                            weights_only=True, **kwargs)
 
     def configure_model(self) -> None:
         try:

@@ -33,6 +33,7 @@ from convcast.train.checkpoint import (
     describe_data,
     read_checkpoint,
     read_description,
+    refuse_unsafe_load,
 )
 from convcast.train.evaluate import split_batch as _split_batch
 from convcast.train.losses import get_loss
@@ -290,10 +291,7 @@ class ForecastSystem(L.LightningModule):
         """Lightning's `load_from_checkpoint`, always weights-only: the file's pickle may rebuild
         tensors and plain data but never run code, whatever torch's default. A missing,
         truncated or foreign file is a ValueError / FileNotFoundError naming it."""
-        if weights_only is False:
-            raise ValueError("ForecastSystem.load_from_checkpoint loads weights only "
-                             "(weights_only=False would let the file run code); drop the "
-                             "weights_only argument")
+        refuse_unsafe_load(weights_only, "ForecastSystem")
         if isinstance(checkpoint_path, (str, os.PathLike)):
             ckpt = read_checkpoint(checkpoint_path)  # a clear error for a missing/broken file
             hp = ckpt.get("hyper_parameters") or {}
