@@ -6,6 +6,8 @@ new frame only and decodes from it (A). Timed for each model:
 
     update:   A = stream.update(one frame)           B = model.encode(last T_in frames)
     forecast: A = update(one frame) + forecast(K)    B = model(last T_in frames, K)
+    cache:    A = the encoder's convolutions in an update's order (layers alternating)
+              B = the same convolutions in a re-encode's order (each layer T_in times in a row)
 
 A and B alternate (ABAB...) after a warm-up, so a busy machine slows both alike; each round
 gives one ratio A / B and the table shows their min / median / max. The goal for the update is
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import convcast
 from convcast.atomic import write_text
@@ -89,6 +92,37 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int,
             "ratio_max": max(ratios), "reps": reps}
 
 
+def weight_reuse(model: torch.nn.Module, state: dict, t_in: int, rounds: int,
+                 min_seconds: float) -> dict | None:
+    """The encoder's gate convolutions in an update's order (layers alternate, each weight used
+    once in turn) against a re-encode's (each layer's weight T_in times in a row): A / B per
+    round. Shows what the cache costs an update; None for a model without a ConvLSTM encoder."""
+    cells = list(getattr(getattr(model, "encoder", None), "cells", []))
+    if not cells or any(c.conv_x is None for c in cells):
+        return None
+    with torch.inference_mode():
+        ws = [c.conv_weight() for c in cells]  # [4*hid, C_l + hid, kh, kw] each
+        xs = [torch.rand(1, w.shape[1], *state[f"h{i}"].shape[-2:]) for i, w in enumerate(ws)]
+    pads = [c.conv_h.padding for c in cells]
+    calls = list(zip(xs, ws, pads, strict=True))
+
+    def alternating() -> None:
+        with torch.inference_mode():
+            for _ in range(t_in):
+                for x, w, pad in calls:
+                    F.conv2d(x, w, padding=pad)
+
+    def in_a_row() -> None:
+        with torch.inference_mode():
+            for x, w, pad in calls:
+                for _ in range(t_in):
+                    F.conv2d(x, w, padding=pad)
+
+    out = interleaved(alternating, in_a_row, rounds, min_seconds)
+    out["weight_mb"] = [round(w.numel() * w.element_size() / 2**20, 2) for w in ws]
+    return out
+
+
 def run_case(name: str, spec: tuple, rounds: int, min_seconds: float) -> dict:
     arch, kwargs, t_in, horizon, size, batch = spec
     torch.manual_seed(0)
@@ -110,11 +144,13 @@ def run_case(name: str, spec: tuple, rounds: int, min_seconds: float) -> dict:
         err = (check - model(window, horizon)).abs().max().item()
     update = interleaved(lambda: stream.update(new), reencode, rounds, min_seconds)
     fc = interleaved(lambda: stream.update(new).forecast(horizon), whole, rounds, min_seconds)
+    reuse = weight_reuse(model, stream.state_dict().get("state", {}), t_in, rounds, min_seconds)
     return {"case": name, "model": arch, "kwargs": kwargs, "input_frames": t_in,
             "horizon": horizon, "frame_size": size, "batch": batch,
             "weights": sum(p.numel() for p in model.parameters()),
             "max_abs_diff_stream_vs_model": err, "goal_update_ratio": 1 / t_in,
-            "update_vs_reencode": update, "forecast_vs_whole": fc}
+            "update_vs_reencode": update, "forecast_vs_whole": fc,
+            "convs_alternating_vs_in_a_row": reuse}
 
 
 def export_speed(rounds: int, threads: int, min_seconds: float, quick: bool) -> list[dict]:
@@ -182,15 +218,19 @@ def export_speed(rounds: int, threads: int, min_seconds: float, quick: bool) -> 
 
 def table(results: list[dict]) -> str:
     lines = ["| case | update / re-encode (min / median / max) | goal | update ms | re-encode ms "
-             "| update+forecast / whole forecast (min / median / max) |",
-             "|---|---|---|---|---|---|"]
+             "| update+forecast / whole forecast (min / median / max) "
+             "| convs alternating / in a row (min / median / max) |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         u, f = r["update_vs_reencode"], r["forecast_vs_whole"]
+        c = r.get("convs_alternating_vs_in_a_row")
+        reuse = (f"{c['ratio_min']:.3f} / {c['ratio_median']:.3f} / {c['ratio_max']:.3f}" if c
+                 else "n/a")
         lines.append(
             f"| {r['case']} | {u['ratio_min']:.3f} / {u['ratio_median']:.3f} / "
             f"{u['ratio_max']:.3f} | {r['goal_update_ratio']:.3f} | "
             f"{statistics.median(u['a_ms']):.2f} | {statistics.median(u['b_ms']):.2f} | "
-            f"{f['ratio_min']:.3f} / {f['ratio_median']:.3f} / {f['ratio_max']:.3f} |")
+            f"{f['ratio_min']:.3f} / {f['ratio_median']:.3f} / {f['ratio_max']:.3f} | {reuse} |")
     return "\n".join(lines)
 
 
@@ -210,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--min_seconds", type=float, default=0.2,
+    parser.add_argument("--min_seconds", type=float, default=1.0,
                         help="each timing sample repeats the call for at least this long")
     parser.add_argument("--quick", action="store_true", help="one tiny case (a smoke run)")
     parser.add_argument("--parts", nargs="+", default=["stream", "export"],
