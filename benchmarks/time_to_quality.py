@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from convcast.data import MovingMNISTDataModule
 from convcast.models import resolve
 from convcast.train import ForecastSystem
 from convcast.train.evaluate import evaluate
-from convcast.train.precision import choose_precision
+from convcast.train.precision import choose_precision, cpu_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES: dict[str, dict[str, Any]] = {  # name: ForecastSystem settings + batch size
@@ -119,21 +118,6 @@ def run_one(args: argparse.Namespace, name: str) -> dict[str, Any]:
             "curve": curve.points}
 
 
-def machine() -> dict[str, Any]:
-    flags: list[str] = []
-    cpu = platform.processor() or platform.machine()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = next(ln.split(":", 1)[1].strip() for ln in info.splitlines()
-                   if ln.startswith("model name"))
-        have = set(next(ln for ln in info.splitlines() if ln.startswith("flags")).split())
-        flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in have]
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "flags": flags, "logical_cores": os.cpu_count(),
-            "torch": torch.__version__}
-
-
 def markdown(report: dict[str, Any]) -> str:
     runs = report["runs"]
     head = "| training time | " + " | ".join(f"{r['recipe']} (steps)" for r in runs) + " |\n"
@@ -166,8 +150,9 @@ def main(argv: list[str] | None = None) -> None:
         if proc.returncode:
             raise SystemExit(f"recipe {name} failed (exit {proc.returncode})")
         runs.append(json.loads(out.strip().splitlines()[-1]))
-    report = {"machine": machine(), "load_before": load_before, "load_after": os.getloadavg(),
-              "minutes": args.minutes, "test_size": args.test_size, "runs": runs}
+    report = {"machine": {**cpu_info(), "torch": torch.__version__}, "load_before": load_before,
+              "load_after": os.getloadavg(), "minutes": args.minutes,
+              "test_size": args.test_size, "runs": runs}
     write_text(args.json, json.dumps(report, indent=1) + "\n")
     print(markdown(report), end="")
     print(f"wrote {args.json}", file=sys.stderr)

@@ -182,8 +182,8 @@ def check_outputs(args) -> None:
 
 def write_outputs(out: Path, fc: Forecast, args) -> dict:
     """Write `fc` as OUT/forecast.npz, forecast.nc and forecast.gif, each atomically; returns
-    the paths (`nc` None where NetCDF cannot be written here) and the valid times."""
-    check_outputs(args)
+    the paths (`nc` None where NetCDF cannot be written here) and the valid times. The
+    settings are checked beforehand (`check_outputs`), before any work is done."""
     iso = np.datetime_as_string(fc.valid_times, unit="s")
     with atomic_path(out / "forecast.npz") as tmp:
         np.savez(tmp, forecast=fc.frames, timestamps=iso, units=np.array(fc.units),

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from convcast.atomic import atomic_path
-from convcast.cli.nowcast import _say, load_model, radar_options, write_outputs
+from convcast.cli.nowcast import _say, check_outputs, load_model, radar_options, write_outputs
 from convcast.data.radar.archive import archive_grid
 from convcast.data.radar.timeline import gap_after, infer_step
 from convcast.data.sources import FrameSource
@@ -113,6 +113,7 @@ class Watcher:
         if not folder.is_dir():
             raise FileNotFoundError(f"--watch {folder}: not a folder; give the folder the radar "
                                     "writes its files into")
+        check_outputs(args)
         self.radar = radar_options(args)
         self.tm = trained_model(load_model(args), "cpu")
         self.d = self.tm.description
@@ -213,7 +214,7 @@ class Watcher:
             raw = source.read(0, 1)  # [1, C, H, W] float32 in the archive's units, NaN = none
             grid = self._check_grid(source)
             x, back, d, physical = prepare_radar(source, raw, self.d, self.radar, self.need,
-                                             self.horizon, self.tm, notes)  # x [1, C, h, w]
+                                                 self.horizon, self.tm, notes)  # x [1, C, h, w]
             self.reference = self.reference or grid
         except OtherGridError as err:
             self._mark(path, retry=True)
@@ -260,9 +261,9 @@ class Watcher:
         for key, what in (("shape", "frames of C×H×W"), ("units", "units"),
                           ("grid", "georeference")):
             if json.dumps(mine[key], default=str) != json.dumps(ref[key], default=str):
-                raise OtherGridError(f"its {what} {mine[key]} differ from the stream's {ref[key]}; "
-                                 "one watcher follows one grid: watch a changed archive into "
-                                 "another --out")
+                raise OtherGridError(f"its {what} {mine[key]} differ from the stream's "
+                                     f"{ref[key]}; one watcher follows one grid: watch a changed "
+                                     "archive into another --out")
         return mine
 
     def _check_step(self) -> None:

@@ -180,8 +180,8 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
                     else ""))
     physical = None
     if is_radar:
-        prepared, back, d, physical = prepare_radar(source, raw, d, dict(radar or {}), need, k, tm,
-                                                notes)
+        prepared, back, d, physical = prepare_radar(source, raw, d, dict(radar or {}), need, k,
+                                                    tm, notes)
         scale = 1.0
     else:
         prepared, back, d, scale = _frames_io(raw, d, need, k, tm, notes)
