@@ -35,6 +35,7 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
+from lightning.pytorch.callbacks import WeightAveraging
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -144,10 +145,15 @@ class Budget(L.Callback):
 
     def record(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         t, start = self.train_minutes(), time.monotonic()
+        averaging = [c for c in trainer.callbacks if isinstance(c, WeightAveraging)]
+        for c in averaging:  # score the averaged weights, as validation would
+            c.on_validation_epoch_start(trainer, pl_module)
         pl_module.eval()
         point = {"minutes": round(t, 2), "steps": trainer.global_step,
                  **self.score(pl_module.model)}
         pl_module.train()
+        for c in averaging:
+            c.on_validation_epoch_end(trainer, pl_module)
         self.curve.append(point)
         print(f"  {t:5.1f} min, step {trainer.global_step}: " + ", ".join(
             f"{k} {v:.3f}" for k, v in point.items() if isinstance(v, float) and k != "minutes"),
@@ -181,10 +187,11 @@ def train(name: str, cfg: dict, args: argparse.Namespace,
     dm = build(cfg["data"])
     system = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()})
     budget = Budget(args.minutes, args.curve_every, score)
+    extra = [build(c) for c in cfg.get("trainer", {}).get("callbacks") or []]  # e.g. EMA
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.max_steps, max_epochs=-1,
                         limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False,
-                        callbacks=[budget])
+                        callbacks=[budget, *extra])
     cpu0 = cpu_seconds()
     trainer.fit(system, datamodule=dm)
     wall = budget.train_minutes()

@@ -117,11 +117,11 @@ class RandomCrops(Dataset):
 
 
 # ---- models --------------------------------------------------------------------------------------
-def trainer(minutes: float) -> L.Trainer:
+def trainer(minutes: float, callbacks: list | None = None) -> L.Trainer:
     return L.Trainer(accelerator="cpu", devices=1, max_time={"seconds": round(minutes * 60)},
                      max_epochs=-1, limit_val_batches=0, logger=False,
                      enable_checkpointing=False, enable_model_summary=False,
-                     enable_progress_bar=False)
+                     enable_progress_bar=False, callbacks=callbacks)
 
 
 def synthetic(name: str, args: argparse.Namespace) -> tuple[ForecastSystem, dict]:
@@ -133,7 +133,8 @@ def synthetic(name: str, args: argparse.Namespace) -> tuple[ForecastSystem, dict
         return system, {"checkpoint": str(ckpt), "reused": True}
     L.seed_everything(cfg.get("seed_everything", 0), verbose=False)
     system = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()})
-    t0, tr = time.monotonic(), trainer(args.minutes)
+    callbacks = [build(c) for c in cfg.get("trainer", {}).get("callbacks") or []]  # e.g. EMA
+    t0, tr = time.monotonic(), trainer(args.minutes, callbacks)
     tr.fit(system, datamodule=build(cfg["data"]))
     args.out.mkdir(parents=True, exist_ok=True)
     tr.save_checkpoint(ckpt)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from convcast.layers import ConvLSTM, ConvLSTMCell, depth_to_space, space_to_depth
+from convcast.layers import ConvLSTM, ConvLSTMCell, depth_to_space, keep_weights, space_to_depth
 
 
 def _sig(v: float) -> float:
@@ -170,9 +170,10 @@ def test_one_conv_over_x_and_h_equals_separate_input_and_recurrent_convs():
 
 
 def test_the_kept_inference_weight_follows_every_change_of_the_weights():
-    """Without autograd the joined W_x|W_h is built once, yet never goes stale: an optimizer
-    step, a loaded state dict or a cast each give the new weights; with autograd it is rebuilt
-    so gradients still reach both convolutions."""
+    """Inside `keep_weights()` without autograd the joined W_x|W_h is built once, yet never goes
+    stale: an optimizer step, a loaded state dict or a cast each give the new weights; outside
+    the scope it is built on every call, so even a write through `.data` (as weight-averaging
+    callbacks swap weights) is seen; with autograd gradients still reach both convolutions."""
     torch.manual_seed(0)
     cell = ConvLSTMCell(2, 4, 3)
     x, state = torch.randn(1, 2, 6, 6), (torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6))
@@ -180,19 +181,24 @@ def test_the_kept_inference_weight_follows_every_change_of_the_weights():
     def fresh() -> torch.Tensor:  # what the step must use
         return torch.cat([cell.conv_x.weight, cell.conv_h.weight], dim=1)
 
-    with torch.no_grad():
+    with torch.no_grad(), keep_weights():
         first = cell.conv_weight()
         assert cell.conv_weight() is first and torch.equal(first, fresh())
         cell.conv_h.weight.mul_(0.5)  # an in-place update, as an optimizer makes
         assert torch.equal(cell.conv_weight(), fresh())
     cell.load_state_dict({k: torch.randn_like(v) for k, v in cell.state_dict().items()})
-    with torch.inference_mode():
+    with torch.inference_mode(), keep_weights():
         assert torch.equal(cell.conv_weight(), fresh())
         h_kept, _ = cell(x, state)
     cell.double()
-    with torch.no_grad():
+    with torch.no_grad(), keep_weights():
         assert cell.conv_weight().dtype == torch.float64
     cell.float()
+    with torch.no_grad():
+        kept = cell.conv_weight()
+        cell.conv_x.weight.data.copy_(torch.randn_like(cell.conv_x.weight))  # no version bump
+        assert cell.conv_weight() is not kept and torch.equal(cell.conv_weight(), fresh())
+        cell.conv_x.weight.data.copy_(kept[:, :2])  # back to the weights h_kept was made with
     h_grad, _ = cell(x, state)  # autograd on: built anew, gradients flow
     assert torch.equal(h_grad.detach(), h_kept)
     h_grad.sum().backward()

@@ -23,7 +23,9 @@ the memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,6 +36,28 @@ from convcast.layers.fused import compiled_pointwise, lstm_pointwise
 
 State = tuple[torch.Tensor, torch.Tensor]
 GATES = ("i", "f", "o", "g")  # order of the four blocks in the gate convolutions' output channels
+
+
+_KEPT = threading.local()  # how deep this thread is inside `keep_weights()`
+
+
+@contextlib.contextmanager
+def keep_weights() -> Iterator[None]:
+    """Inside this scope, without autograd, each cell keeps its joined W_x|W_h between calls
+    (one frame at a time, as a stream runs, would otherwise join them on every frame). The kept
+    copy follows in-place updates, loads, moves and casts, but not writes through `.data`
+    (as weight-averaging callbacks swap weights), which leave no trace to see: so it is used
+    only while a caller asks for it (`convcast.train.Stream` does) and dropped by the next call
+    outside the scope. Change no weight through `.data` while a stream runs on the model."""
+    _KEPT.depth = getattr(_KEPT, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _KEPT.depth -= 1
+
+
+def _keeping() -> bool:
+    return getattr(_KEPT, "depth", 0) > 0
 
 
 def _tracing() -> bool:
@@ -123,13 +147,15 @@ class ConvLSTMCell(nn.Module):
         """W_x and W_h side by side, [4*hid, C_in + hid, kh, kw]: one conv over cat([x, h])
         (None for an input-less cell). A stack builds it once per sequence, not per step.
 
-        Without autograd (inference, streaming one step at a time) the result is kept and
-        rebuilt only when a weight changes (in-place update, load, move or cast); with autograd
-        it is rebuilt on each call so that gradients reach W_x and W_h."""
+        Inside `keep_weights()` without autograd (a stream, one frame at a time) the result is
+        kept and rebuilt only when a weight changes (in-place update, load, move or cast);
+        elsewhere it is built on each call, so gradients reach W_x and W_h and no write to the
+        weights can be missed."""
         if self.conv_x is None:
             return None
         wx, wh = self.conv_x.weight, self.conv_h.weight
-        if torch.is_grad_enabled() or _tracing():
+        if torch.is_grad_enabled() or _tracing() or not _keeping():
+            self.__dict__.pop("_weight_cache", None)
             return torch.cat([wx, wh], dim=1)  # [4*hid, C_in + hid, kh, kw]
         key = (wx._version, wh._version, wx.data_ptr(), wh.data_ptr(), wx.dtype, wx.device)
         cached = self.__dict__.get("_weight_cache")

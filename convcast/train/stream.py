@@ -30,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from convcast.layers import keep_weights
+
 KINDS = ("state", "window")
 
 
@@ -141,7 +143,8 @@ class Stream:
         """Advance every stream by new frames `[B, k, C, H, W]` (or one frame `[C, H, W]`)."""
         x = self._as_sequence(frames)  # [B, k, C, H, W]
         if self.kind == "state":
-            self._state = self.model.encode(x, self._state)
+            with keep_weights():  # joined gate weights reused from frame to frame
+                self._state = self.model.encode(x, self._state)
         else:
             seq = x if self._frames is None else torch.cat([self._frames, x], dim=1)
             if hasattr(self.model, "check_frames"):
@@ -160,7 +163,8 @@ class Stream:
                              "frame before forecasting")
         kwargs = {} if condition is None else {"condition": condition}
         if self.kind == "state":
-            y = self.model.decode(self._state, horizon, **kwargs)
+            with keep_weights():
+                y = self.model.decode(self._state, horizon, **kwargs)
         else:
             y = self.model(self._frames, horizon, **kwargs)
         return y.to(self._dtype)  # [B, horizon, C, H, W]
