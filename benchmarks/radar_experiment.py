@@ -104,6 +104,11 @@ def build(spec: Any) -> Any:
     return spec
 
 
+def config_callbacks(cfg: dict) -> list[L.Callback]:
+    """The config's `trainer.callbacks` (e.g. the EMA of the weights), built."""
+    return [build(c) for c in (cfg.get("trainer") or {}).get("callbacks") or []]
+
+
 def set_test_size(cfg: dict, test_size: int | None) -> None:
     """Set the test size of the (possibly wrapped) synthetic radar data in place."""
     args = cfg["data"]["init_args"]
@@ -187,7 +192,7 @@ def train(name: str, cfg: dict, args: argparse.Namespace,
     dm = build(cfg["data"])
     system = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()})
     budget = Budget(args.minutes, args.curve_every, score)
-    extra = [build(c) for c in cfg.get("trainer", {}).get("callbacks") or []]  # e.g. EMA
+    extra = config_callbacks(cfg)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.max_steps, max_epochs=-1,
                         limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False,

@@ -44,7 +44,7 @@ from convcast.train import ForecastSystem
 from convcast.train.evaluate import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from radar_experiment import build, load_config, markdown
+from radar_experiment import build, config_callbacks, load_config, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = (0.5, 2.0, 5.0)  # mm/h
@@ -133,8 +133,7 @@ def synthetic(name: str, args: argparse.Namespace) -> tuple[ForecastSystem, dict
         return system, {"checkpoint": str(ckpt), "reused": True}
     L.seed_everything(cfg.get("seed_everything", 0), verbose=False)
     system = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()})
-    callbacks = [build(c) for c in cfg.get("trainer", {}).get("callbacks") or []]  # e.g. EMA
-    t0, tr = time.monotonic(), trainer(args.minutes, callbacks)
+    t0, tr = time.monotonic(), trainer(args.minutes, config_callbacks(cfg))
     tr.fit(system, datamodule=build(cfg["data"]))
     args.out.mkdir(parents=True, exist_ok=True)
     tr.save_checkpoint(ckpt)

@@ -61,7 +61,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convcast.models.base import Forecaster
+from convcast.models.base import Forecaster, check_size
 from convcast.models.extrapolation import advect
 from convcast.models.registry import create_model, get_model_class, is_baseline, register_model
 
@@ -176,20 +176,14 @@ class Anchored(Forecaster):
         self.in_channels, self.anchor, self.value_range = in_channels, anchor, value_range
         self.motion_frames, self.method = motion_frames, method
         self.method_kwargs, self.outval = dict(method_kwargs or {}), outval
-        if isinstance(motion_hidden, bool) or not isinstance(motion_hidden, int) or \
-                motion_hidden < 0:
-            raise ValueError(f"anchored: motion_hidden must be an int >= 0 (0: no learned motion "
-                             f"correction), got {motion_hidden!r}")
+        check_size("anchored", "motion_hidden", motion_hidden, minimum=0)  # 0: none
         if motion_hidden and anchor != "optical_flow":
             raise ValueError(f"anchored: motion_hidden={motion_hidden} corrects the motion of the "
                              f"optical_flow anchor; anchor {anchor!r} has none (use "
                              "anchor='optical_flow' or motion_hidden=0)")
         self.motion_net = (MotionCorrection(motion_frames * in_channels, motion_hidden)
                            if motion_hidden else None)
-        if isinstance(calibrate_leads, bool) or not isinstance(calibrate_leads, int) or \
-                calibrate_leads < 0:
-            raise ValueError(f"anchored: calibrate_leads must be an int >= 0 (0: no intensity "
-                             f"map), got {calibrate_leads!r}")
+        check_size("anchored", "calibrate_leads", calibrate_leads, minimum=0)  # 0: none
         if calibrate_leads and (anchor == "none" or value_range is None):
             raise ValueError("anchored: calibrate_leads maps values over value_range on top of an "
                              "anchor; give value_range=(low, high) and an anchor, or "
