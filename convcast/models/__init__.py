@@ -1,21 +1,16 @@
 """Forecasters (each `forward(x [B,T_in,C,H,W], horizon) -> [B,horizon,C,H,W]`), video
 classifiers (`forward(x [B,T,C,H,W]) -> logits`) and their registry.
 
-Importing this package registers every built-in model.
+Importing this package registers every built-in model: each module of this folder is imported,
+so a new model is one new file here whose class carries `@register_model(...)` (see
+`convcast/models/registry.py` for a worked example).
 """
 
-from convcast.models import (  # noqa: F401  (importing registers the models)
-    anchored,
-    baselines,
-    classifier,
-    encoder_forecaster,
-    fc_lstm,
-    next_frame,
-    optical_flow,
-    predrnn,
-    seq2seq,
-    variants,
-)
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")  # importing registers the models
 from convcast.models.base import Forecaster
 from convcast.models.registry import (
     create_model,

@@ -129,7 +129,11 @@ class _StraightThroughClip(torch.autograd.Function):
         return grad, None, None
 
 
-@register_model("anchored")
+@register_model("anchored", inputs=("motion",), export=(),
+                export_note="its optical-flow anchor is computed by pysteps outside torch and its "
+                "advection samples with grid_sample; export the base model instead",
+                tiny={"base_kwargs": {"hidden_channels": [4, 4], "kernel_size": 3,
+                                      "patch_size": 2}})
 class Anchored(Forecaster):
     """A registered learned forecaster trained as a correction on top of a baseline.
 

@@ -1,6 +1,11 @@
 """The one contract every forecaster keeps, and helpers shared by them.
 
-`forward(x, horizon)` takes `[B, T_in, C, H, W]` and returns `[B, horizon, C, H, W]`.
+`forward(x, horizon)` takes `[B, T_in, C, H, W]` and returns `[B, horizon, C, H, W]`. Every
+forecaster is called the same way, `model(x, horizon, **inputs)`, with optional inputs from
+`convcast.models.registry.INPUTS` (condition, teacher, teacher_mask, input_mask, motion); its
+registry entry says which it reads, and giving one it does not read is an error. Ensembles:
+`model.sample(x, horizon, members=M)` -> `[B, M, horizon, C, H, W]` (a deterministic forecaster
+is an ensemble of one, `M = 1`).
 Autoregressive forecasters (`autoregressive = True`) feed each prediction back as the next input
 and also accept `teacher` (the true future `[B, horizon, C, H, W]`) and `teacher_mask`
 (`[B, horizon - 1]`, True where true frame k replaces predicted frame k as the input that produces
@@ -33,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from convcast.layers.patch import space_to_depth
+from convcast.models.registry import INPUTS
 
 ACTIVATIONS = ("sigmoid", "identity")
 NONFINITE = ("raise", "warn", "ignore")
@@ -112,8 +118,12 @@ class Forecaster(nn.Module):
         return None
 
     def __call__(self, *args, **kwargs):
-        """Run `forward` in the parameters' dtype: a float64 or bfloat16 input (and its other
-        float tensors: teacher, condition, ...) is cast, and the forecast cast back."""
+        """The one forecaster call, `model(x, horizon, **inputs)` with `inputs` from
+        `registry.INPUTS`: an input the model does not read (its registry entry's `inputs`) is an
+        error when given, and dropped when None. `forward` runs in the parameters' dtype: a
+        float64 or bfloat16 input (and its other float tensors: teacher, condition, ...) is
+        cast, and the forecast cast back."""
+        kwargs = self._read_inputs(kwargs)
         x = args[0] if args else kwargs.get("x")
         dtype = self.compute_dtype()
         if (dtype is None or not isinstance(x, torch.Tensor) or not x.is_floating_point()
@@ -125,6 +135,39 @@ class Forecaster(nn.Module):
 
         y = super().__call__(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
         return y.to(x.dtype)  # [B, horizon, C, H, W]
+
+    def sample(self, x: torch.Tensor, horizon: int, members: int = 1,
+               **inputs: torch.Tensor | None) -> torch.Tensor:
+        """The ensemble contract: `members` forecasts `[B, members, horizon, C, H, W]`.
+
+        A deterministic forecaster is an ensemble of one: its forecast, once (`[B, 1, ...]`,
+        whatever `members` asks). A model that draws members itself (registry entry
+        `ensemble=True`) overrides this; its `forward` stays the one deterministic call (e.g.
+        its ensemble mean or its unperturbed member).
+        """
+        check_size(type(self).__name__, "members", members)
+        return self(x, horizon, **inputs).unsqueeze(1)  # [B, 1, horizon, C, H, W]
+
+    def _read_inputs(self, kwargs: dict) -> dict:
+        """Check the optional inputs of one call against what the model reads; drop unread Nones."""
+        reads = getattr(self, "inputs", frozenset())
+        name = type(self).__name__
+        for key in list(kwargs):
+            if key in ("x", "horizon") or key in reads:
+                continue
+            if key not in INPUTS:
+                raise TypeError(f"{name}: unknown input {key!r}; a forecaster is called as "
+                                f"model(x, horizon, **inputs) with inputs from {', '.join(INPUTS)}")
+            if kwargs[key] is None:
+                del kwargs[key]
+            elif key == "condition":
+                raise ValueError(f"{name} reads no condition frames (condition_channels=0) but "
+                                 "got a condition; build a learned model with "
+                                 "condition_channels=Cc or drop the condition")
+            else:
+                raise ValueError(f"{name} reads no {key!r} (it reads: "
+                                 f"{', '.join(sorted(reads)) or 'x and horizon only'}); drop it")
+        return kwargs
 
     def cast(self, t: torch.Tensor | None) -> torch.Tensor | None:
         """`t` in the model's compute dtype (unchanged when it has none or already is)."""

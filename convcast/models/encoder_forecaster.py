@@ -33,7 +33,8 @@ from convcast.models.base import (
 from convcast.models.registry import register_model
 
 
-@register_model("encoder_forecaster")
+@register_model("encoder_forecaster", inputs=("condition", "teacher", "teacher_mask"),
+                tiny={"hidden_channels": [4, 4], "kernel_size": 3, "patch_size": 2})
 class EncoderForecaster(RecurrentForecaster):
     def __init__(
         self,

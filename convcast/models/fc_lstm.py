@@ -101,7 +101,8 @@ class FCLSTMLayer(_MaybeLazy):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-@register_model("fc_lstm")
+@register_model("fc_lstm", inputs=("condition", "teacher", "teacher_mask"),
+                tiny={"hidden_sizes": [8]})
 class FCLSTM(RecurrentForecaster, _MaybeLazy):
     """FC-LSTM encoder–predictor: `hidden_sizes` per layer, frames of `frame_size=(H, W)`."""
 

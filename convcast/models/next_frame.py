@@ -30,7 +30,8 @@ from convcast.models.base import (
 from convcast.models.registry import register_model
 
 
-@register_model("next_frame")
+@register_model("next_frame", inputs=("condition", "teacher", "teacher_mask"),
+                tiny={"hidden_channels": 4})
 class NextFrame(RecurrentForecaster):
     autoregressive = True
 

@@ -56,7 +56,8 @@ def decoupling_loss(delta_c: torch.Tensor, delta_m: torch.Tensor) -> torch.Tenso
     return cos.abs().mean()
 
 
-@register_model("predrnn")
+@register_model("predrnn", inputs=("condition", "teacher", "teacher_mask", "input_mask"),
+                tiny={"hidden_channels": 4, "num_layers": 2, "kernel_size": 3, "patch_size": 2})
 class PredRNN(RecurrentForecaster):
     """Stacked ST-LSTM forecaster (PredRNN). Defaults are small; the paper uses 4×128, kernel 5."""
 
@@ -230,7 +231,8 @@ class PredRNN(RecurrentForecaster):
         return y.to(x.dtype)  # [B, horizon, C, H, W]
 
 
-@register_model("predrnn_v2")
+@register_model("predrnn_v2", inputs=("condition", "teacher", "teacher_mask", "input_mask"),
+                tiny={"hidden_channels": 4, "num_layers": 2, "kernel_size": 3, "patch_size": 2})
 class PredRNNv2(PredRNN):
     """PredRNN with the memory-decoupling loss (`decouple_beta`, 0.1 in the paper).
 

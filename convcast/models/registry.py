@@ -13,11 +13,25 @@ Each architecture has a *kind*: `forecaster` (`forward(x [B,T_in,C,H,W], horizon
 [B,num_classes]`). Listings show forecasters unless asked for another kind (`kind="classifier"`,
 or `kind=None` for all), so code that forecasts with every listed model never meets a classifier;
 `create_model` builds either.
+
+What a model *is* lives in its registry entry (`model_info(name) -> ModelInfo`): its kind, whether
+it is a baseline, which optional inputs of the one forecaster call it reads (`INPUTS`), whether it
+is recurrent (streams by state), which export formats it supports, and a tiny configuration that
+the generic tests build it with. Adding a model is one new file in `convcast/models/`:
+
+    @register_model("my_gru", inputs=("condition", "teacher", "teacher_mask"),
+                    tiny={"hidden_channels": 4})
+    class MyGRU(RecurrentForecaster):
+        ...  # encode(x, state) -> state, decode(state, horizon, ...) -> [B, horizon, C, H, W]
+
+and every generic test (shapes, gradients, streaming, export, condition frames, checkpoints)
+takes it from the registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn as nn
@@ -26,13 +40,68 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _BASELINES: set[str] = set()
 _VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {}  # name -> (architecture, kwargs, doc)
 _KINDS: dict[str, str] = {}  # architecture -> kind
+_INFO: dict[str, ModelInfo] = {}
 KINDS = ("forecaster", "classifier")
+# the optional keyword inputs of the one forecaster call, `model(x, horizon, **inputs)`:
+#   condition    [B, horizon, Cc, H, W]  frames known per lead time (a baseline's forecast, ...)
+#   teacher      [B, horizon, C, H, W]   true future frames, for teacher forcing while training
+#   teacher_mask [B, horizon - 1]        where teacher frame k replaces predicted frame k
+#   input_mask   [B, T_in - 1]           reverse scheduled sampling over the input frames
+#   motion       [B, 2, H, W]            a motion field (pixels per step) computed outside
+INPUTS = ("condition", "teacher", "teacher_mask", "input_mask", "motion")
+EXPORT_FORMATS = ("onnx", "torchscript", "exported-program")
 
 
-def register_model(name: str, baseline: bool = False, kind: str = "forecaster") -> Callable:
-    """Class decorator adding a model of `kind` (see `KINDS`) to the registry under `name`."""
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a registered architecture is and can do (see the module docstring).
+
+    `inputs`: the optional inputs of `INPUTS` it reads (giving it another one is an error);
+    `recurrent`: it has `encode`/`decode` (a stream keeps its state, not a window of frames);
+    `export`: the formats of `convcast export` it supports (empty: none, with `export_note` saying
+    why); `tiny`: keyword arguments of a small configuration for tests; `ensemble`: it draws
+    `members` itself (others are an ensemble of one).
+    """
+
+    name: str
+    kind: str
+    baseline: bool
+    inputs: frozenset[str]
+    recurrent: bool
+    export: tuple[str, ...]
+    export_note: str
+    tiny: dict[str, Any] = field(default_factory=dict)
+    ensemble: bool = False
+
+    @property
+    def conditionable(self) -> bool:
+        """It can be built with `condition_channels > 0` and then reads condition frames."""
+        return "condition" in self.inputs
+
+
+def register_model(
+    name: str, baseline: bool = False, kind: str = "forecaster", *,
+    inputs: Iterable[str] = (), tiny: dict[str, Any] | None = None,
+    export: Iterable[str] | None = None, export_note: str = "", ensemble: bool = False,
+) -> Callable:
+    """Class decorator adding a model of `kind` (see `KINDS`) to the registry under `name`.
+
+    `inputs` names the optional inputs (of `INPUTS`) its forward reads, `tiny` a small
+    configuration for tests, `export` the formats it exports to (default: every format for a
+    learned forecaster, none for a baseline or classifier; say why in `export_note`).
+    """
     if kind not in KINDS:
         raise ValueError(f"model {name!r}: unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+    inputs = frozenset(inputs)
+    if inputs - set(INPUTS):
+        raise ValueError(f"model {name!r}: unknown inputs {sorted(inputs - set(INPUTS))}; "
+                         f"valid: {', '.join(INPUTS)}")
+    if export is None:
+        export = EXPORT_FORMATS if kind == "forecaster" and not baseline else ()
+    export = tuple(export)
+    if set(export) - set(EXPORT_FORMATS):
+        raise ValueError(f"model {name!r}: unknown export formats {export}; valid: "
+                         f"{', '.join(EXPORT_FORMATS)}")
 
     def wrap(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS or name in _VARIANTS:
@@ -42,9 +111,20 @@ def register_model(name: str, baseline: bool = False, kind: str = "forecaster") 
         if baseline:
             _BASELINES.add(name)
         cls.model_name = name
+        cls.inputs = inputs
+        _INFO[name] = ModelInfo(
+            name=name, kind=kind, baseline=baseline, inputs=inputs,
+            recurrent=callable(getattr(cls, "encode", None)) and callable(
+                getattr(cls, "decode", None)) and not getattr(cls, "stateless", False),
+            export=export, export_note=export_note, tiny=dict(tiny or {}), ensemble=ensemble)
         return cls
 
     return wrap
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry of the architecture behind a model or variant name."""
+    return _INFO[resolve(name)[0]]
 
 
 def register_variant(name: str, architecture: str, doc: str = "", **kwargs: Any) -> None:

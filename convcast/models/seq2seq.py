@@ -31,7 +31,7 @@ from convcast.models.registry import register_model
 CELLS = ("e1", "e2")  # the encoder cells, whose states the encoded state holds
 
 
-@register_model("seq2seq")
+@register_model("seq2seq", inputs=("condition", "teacher", "teacher_mask"), tiny={"nf": 4})
 class Seq2Seq(RecurrentForecaster):
     autoregressive = True
 
