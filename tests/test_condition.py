@@ -1,33 +1,25 @@
 """Condition frames per lead time: every learned forecaster reads `condition[:, k]` for frame k."""
 
-import inspect
-
 import pytest
 import torch
 
-from convcast.models import create_model, get_model_class, is_baseline, list_models
+from convcast.models import create_model, is_baseline, list_models, model_info
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 T_IN, SIZE, H = 3, 16, 4
 # every learned forecaster that is built from its own layers (a wrapper may make its own condition)
-LEARNED = [n for n in list_models(baselines=False)
-           if "condition_channels" in inspect.signature(get_model_class(n)).parameters]
+LEARNED = [n for n in list_models(baselines=False) if model_info(n).conditionable]
 BASELINES = [n for n in list_models() if is_baseline(n)]
-TINY = {"encoder_forecaster": {"hidden_channels": [8, 8], "kernel_size": 3},
-        "seq2seq": {"nf": 8}, "next_frame": {"hidden_channels": 8},
-        "predrnn": {"hidden_channels": 8, "num_layers": 2, "kernel_size": 3},
-        "predrnn_v2": {"hidden_channels": 8, "num_layers": 2, "kernel_size": 3},
-        "fc_lstm": {"hidden_sizes": (16,)}}
 
 
 def test_the_core_models_take_condition_frames():
-    assert set(TINY) <= set(LEARNED)
+    assert {"encoder_forecaster", "seq2seq", "next_frame", "predrnn", "fc_lstm"} <= set(LEARNED)
 
 
 def _build(name: str, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model(name, **{**TINY.get(name, {}), "condition_channels": 1, **kw}).eval()
+    return create_model(name, **{**model_info(name).tiny, "condition_channels": 1, **kw}).eval()
 
 
 def _rand(*shape: int, seed: int = 1) -> torch.Tensor:
@@ -71,7 +63,7 @@ def test_condition_errors_are_clear(name):
         model(x, H, condition=_rand(2, H, 1, SIZE // 2, SIZE // 2))  # wrong frame size
     with pytest.raises(ValueError, match="condition_channels must be an int >= 0"):
         create_model(name, condition_channels=-1)
-    plain = create_model(name, **TINY.get(name, {})).eval()
+    plain = create_model(name, **model_info(name).tiny).eval()
     assert plain.condition_channels == 0
     with pytest.raises(ValueError, match="condition_channels=0"):
         plain(x, H, condition=_rand(2, H, 1, SIZE, SIZE))
@@ -97,9 +89,10 @@ def test_shared_cell_models_need_as_many_condition_channels_as_frames(name):
 
 
 def test_encoder_forecaster_without_feedback_reads_only_the_condition():
-    model = _build("encoder_forecaster")
+    model = _build("encoder_forecaster", patch_size=4)
     assert model.forecaster[0].in_channels == 16  # 1 condition channel × patch 4²
-    fed = _build("encoder_forecaster", feedback=True, condition_channels=3, in_channels=2)
+    fed = _build("encoder_forecaster", feedback=True, condition_channels=3, in_channels=2,
+                 patch_size=4)
     assert fed.forecaster[0].in_channels == (2 + 3) * 16
     y = fed(_rand(1, T_IN, 2, SIZE, SIZE), 2, condition=_rand(1, 2, 3, SIZE, SIZE))
     assert y.shape == (1, 2, 2, SIZE, SIZE)

@@ -8,23 +8,22 @@ import torch
 from convcast.cli.export import FORMATS, export
 from convcast.data.description import DataDescription
 from convcast.data.normalize import Normalization
-from convcast.models import create_model
+from convcast.models import create_model, list_models, model_info
 from tests.conftest import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 T, H, SIZE = 3, 2, 8
-TINY = {"encoder_forecaster": {"hidden_channels": [4, 4], "kernel_size": 3, "patch_size": 2},
-        "seq2seq": {"nf": 4}, "next_frame": {"hidden_channels": 4},
-        "predrnn": {"hidden_channels": 4, "num_layers": 2, "kernel_size": 3, "patch_size": 2},
-        "predrnn_v2": {"hidden_channels": 4, "num_layers": 2, "kernel_size": 3, "patch_size": 2},
-        "fc_lstm": {"hidden_sizes": [8]}}
+FORECASTERS = list_models()
+EXPORTABLE = {fmt: [n for n in FORECASTERS if fmt in model_info(n).export] for fmt in FORMATS}
+REFUSED = [(n, fmt) for n in FORECASTERS for fmt in FORMATS if fmt not in model_info(n).export]
 
 
 def checkpoint(path, name: str, **kw):
-    """A checkpoint as `convcast fit` writes it (weights, model spec, data description)."""
+    """A checkpoint as `convcast fit` writes it (weights, model spec, data description) of the
+    registry's tiny configuration of `name`."""
     torch.manual_seed(0)
-    kw = {**TINY[name], **kw}
+    kw = {**model_info(name).tiny, **kw}
     model = create_model(name, **kw).eval()
     with torch.no_grad():  # sizes fc_lstm's lazy layers
         model(torch.rand(1, T, 1, SIZE, SIZE), 1, **(
@@ -37,8 +36,24 @@ def checkpoint(path, name: str, **kw):
     return model
 
 
-@pytest.mark.parametrize("name", list(TINY))
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_every_learned_recurrent_model_exports():
+    """A new learned model is exported by default; one that cannot be says why in its entry."""
+    for name in list_models(baselines=False):
+        entry = model_info(name)
+        assert set(entry.export) == set(FORMATS) or entry.export_note, name
+
+
+@pytest.mark.parametrize(("name", "fmt"), REFUSED)
+def test_models_that_cannot_export_are_refused_by_name(name, fmt, tmp_path):
+    model = create_model(name, **model_info(name).tiny).eval()
+    info = {"input_frames": T, "channels": 1, "frame_size": [SIZE, SIZE], "model_name": name}
+    with pytest.raises(ValueError, match=f"model '{name}' cannot be exported as {fmt}"):
+        export(None, fmt, H, tmp_path / "m.pt2", model=model, info=info)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("name", "fmt"), [(n, f) for f in ("onnx", "torchscript")
+                                           for n in EXPORTABLE[f]])
 def test_every_learned_model_exports_and_matches(name, fmt, tmp_path):
     model = checkpoint(tmp_path / "m.ckpt", name)
     out = tmp_path / f"m.{fmt}"

@@ -4,26 +4,20 @@ import pytest
 import torch
 
 import convcast
-from convcast.models import create_model, is_baseline, list_models
+from convcast.models import create_model, is_baseline, list_models, model_info
 from convcast.train.stream import Stream, stream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 T, SIZE, H = 5, 16, 3
-TINY = {"encoder_forecaster": {"hidden_channels": [8, 6], "kernel_size": 3},
-        "seq2seq": {"nf": 8}, "next_frame": {"hidden_channels": [8, 4], "num_layers": 2},
-        "predrnn": {"hidden_channels": 8, "num_layers": 2, "kernel_size": 3},
-        "predrnn_v2": {"hidden_channels": 8, "num_layers": 2, "kernel_size": 3},
-        "fc_lstm": {"hidden_sizes": (16, 8)}}
 CASES = [(n, {}) for n in list_models(baselines=False)] + [
     ("encoder_forecaster", {"feedback": True}), ("fc_lstm", {"conditional": True})]
-RECURRENT = [(n, kw) for n, kw in CASES
-             if hasattr(create_model(n, **{**TINY.get(n, {}), **kw}), "encode")]
+RECURRENT = [(n, kw) for n, kw in CASES if model_info(n).recurrent]
 
 
 def _model(name: str, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model(name, **{**TINY.get(name, {}), **kw}).eval()
+    return create_model(name, **{**model_info(name).tiny, **kw}).eval()
 
 
 def _x(b: int = 2, t: int = T, seed: int = 1) -> torch.Tensor:
@@ -31,7 +25,10 @@ def _x(b: int = 2, t: int = T, seed: int = 1) -> torch.Tensor:
 
 
 def test_the_recurrent_models_stream_from_their_state():
-    assert set(TINY) <= {n for n, _ in RECURRENT}
+    """The registry says which models are recurrent; each of them has encode and decode."""
+    assert {"encoder_forecaster", "predrnn", "fc_lstm"} <= {n for n, _ in RECURRENT}
+    for name, kw in RECURRENT:
+        assert hasattr(_model(name, **kw), "encode")
 
 
 @pytest.mark.parametrize(("name", "kw"), RECURRENT)
@@ -137,7 +134,7 @@ def test_stream_from_a_checkpoint_and_the_package_export(tmp_path):
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "hyper_parameters": {"model_name": "encoder_forecaster",
-                                     "model_kwargs": TINY["encoder_forecaster"]},
+                                     "model_kwargs": model_info("encoder_forecaster").tiny},
                 "convcast_data": {"input_frames": T, "output_frames": H}}, path)
     s = convcast.stream(path)
     assert isinstance(s, Stream) and s.info["input_frames"] == T

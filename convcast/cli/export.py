@@ -156,8 +156,25 @@ WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript,
            "exported-program": _write_exported_program}
 
 
+def check_exportable(model: nn.Module, fmt: str) -> None:
+    """Refuse, naming the model, the format and why, a model whose registry entry does not list
+    `fmt` among its export formats."""
+    from convcast.models.registry import model_info
+
+    name = getattr(model, "model_name", None)
+    if name is None:
+        return  # not a registered model: try it
+    entry = model_info(name)
+    if fmt not in entry.export:
+        why = entry.export_note or ("it has no weights: baselines run as they are and need no "
+                                    "export" if entry.baseline else "not supported")
+        supported = ", ".join(entry.export) or "none"
+        raise ValueError(f"model {name!r} cannot be exported as {fmt} (formats it supports: "
+                         f"{supported}): {why}")
+
+
 def export(
-    ckpt_path: str | Path, fmt: str, horizon: int, out: str | Path,
+    ckpt_path: str | Path, fmt: str, horizon: int, out: str | Path, *,
     input_frames: int | None = None, frame_size: tuple[int, int] | None = None,
     atol: float = 1e-4, model: nn.Module | None = None, info: dict | None = None,
 ) -> dict:
@@ -174,6 +191,7 @@ def export(
     info = dict(info or {})
     description = _jsonable(info.pop("description", None))  # the typed description, if any
     info = _jsonable(info)
+    check_exportable(model, fmt)
     if next(model.parameters(), None) is None:
         raise ValueError(f"{info.get('model_name', type(model).__name__)} has no weights: "
                          "baselines run as they are and need no export")
@@ -230,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    meta = export(args.ckpt_path, args.format, args.horizon, args.out, args.input_frames,
-                  tuple(args.frame_size) if args.frame_size else None, args.atol)
+    meta = export(args.ckpt_path, args.format, args.horizon, args.out,
+                  input_frames=args.input_frames,
+                  frame_size=tuple(args.frame_size) if args.frame_size else None, atol=args.atol)
     print(f"convcast export: wrote {args.out} ({args.format}, input "
           f"{meta['inputs']['x']}, horizon {args.horizon}) and {args.out}.json; max |exported - "
           f"eager| = {meta['max_abs_diff']:.3g} at batch sizes {meta['checked_batches']}",

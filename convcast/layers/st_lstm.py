@@ -116,7 +116,11 @@ class SpatioTemporalLSTMCell(nn.Module):
 
     def _step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, m: torch.Tensor,
               return_increments: bool) -> tuple[torch.Tensor, ...]:
-        xg, hg, mg = self.conv_x(x), self.conv_h(h), self.conv_m(m)  # [B, 7|4|3 * hid, H, W]
+        # what enters a convolution is in the convolutions' dtype (bf16 / fp16 weights included);
+        # the memories C and M keep their own (>= float32) dtype between steps
+        dtype = self.conv_x.weight.dtype
+        x, h, m_in = (t if t.dtype == dtype else t.to(dtype) for t in (x, h, m))
+        xg, hg, mg = self.conv_x(x), self.conv_h(h), self.conv_m(m_in)  # [B, 7|4|3 * hid, H, W]
         if self.layer_norm:
             xg, hg, mg = self.norm_x(xg), self.norm_h(hg), self.norm_m(mg)
         i_x, f_x, g_x, i_xm, f_xm, g_xm, o_x = xg.chunk(7, dim=1)  # each [B, hid, H, W]
@@ -129,7 +133,7 @@ class SpatioTemporalLSTMCell(nn.Module):
         i2, f2, g2 = torch.sigmoid(i_xm + i_m), torch.sigmoid(f_xm + f_m), torch.tanh(g_xm + g_m)
         delta_m = i2 * g2  # [B, hid, H, W]
         m_next = f2.to(m.dtype) * m + delta_m.to(m.dtype)
-        mem = torch.cat([c_next, m_next], dim=1)  # [B, 2*hid, H, W]
+        mem = torch.cat([c_next, m_next], dim=1).to(dtype)  # [B, 2*hid, H, W]
         o_mem = self.conv_o(mem)
         if self.layer_norm:
             o_mem = self.norm_o(o_mem)

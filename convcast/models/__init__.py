@@ -9,8 +9,6 @@ so a new model is one new file here whose class carries `@register_model(...)` (
 import importlib
 import pkgutil
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    importlib.import_module(f"{__name__}.{_module}")  # importing registers the models
 from convcast.models.base import Forecaster
 from convcast.models.registry import (
     create_model,
@@ -18,11 +16,16 @@ from convcast.models.registry import (
     is_baseline,
     list_models,
     list_variants,
+    model_info,
     model_kind,
     register_model,
     register_variant,
     resolve,
 )
 
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")  # importing registers the models
+
 __all__ = ["Forecaster", "create_model", "get_model_class", "is_baseline", "list_models",
-           "list_variants", "model_kind", "register_model", "register_variant", "resolve"]
+           "list_variants", "model_info", "model_kind", "register_model", "register_variant",
+           "resolve"]

@@ -54,7 +54,6 @@ them.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import torch
@@ -63,7 +62,7 @@ import torch.nn.functional as F
 
 from convcast.models.base import Forecaster, check_size
 from convcast.models.extrapolation import advect
-from convcast.models.registry import create_model, get_model_class, is_baseline, register_model
+from convcast.models.registry import create_model, is_baseline, model_info, register_model
 
 ANCHORS = ("persistence", "optical_flow", "none")
 
@@ -197,8 +196,7 @@ class Anchored(Forecaster):
         kwargs["in_channels"] = in_channels
         if anchor != "none":
             kwargs["condition_channels"] = in_channels
-            takes = inspect.signature(get_model_class(base)).parameters
-            if "output_activation" in takes:
+            if "output_activation" in model_info(base).arguments:
                 kwargs.setdefault("output_activation", "identity")  # a correction is signed
         self.net = create_model(base, **kwargs)
         self.correction = None

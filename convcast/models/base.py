@@ -85,6 +85,7 @@ class Forecaster(nn.Module):
     """Base class: input checks, condition frames, the teacher-forcing choice of the next input."""
 
     autoregressive: ClassVar[bool] = False
+    inputs: ClassVar[frozenset[str] | None] = None  # optional inputs read (registry entry)
     condition_channels: int = 0  # channels of the per-lead-time condition frames (0: none)
     in_channels: int
     _nonfinite: str = "raise"
@@ -150,7 +151,9 @@ class Forecaster(nn.Module):
 
     def _read_inputs(self, kwargs: dict) -> dict:
         """Check the optional inputs of one call against what the model reads; drop unread Nones."""
-        reads = getattr(self, "inputs", frozenset())
+        reads = self.inputs
+        if reads is None:  # an unregistered subclass that declares nothing: passed through
+            return kwargs
         name = type(self).__name__
         for key in list(kwargs):
             if key in ("x", "horizon") or key in reads:

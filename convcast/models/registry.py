@@ -30,6 +30,7 @@ takes it from the registry.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +58,8 @@ class ModelInfo:
     """What a registered architecture is and can do (see the module docstring).
 
     `inputs`: the optional inputs of `INPUTS` it reads (giving it another one is an error);
-    `recurrent`: it has `encode`/`decode` (a stream keeps its state, not a window of frames);
+    `arguments`: its constructor's keyword arguments; `recurrent`: it has `encode`/`decode` (a
+    stream keeps its state, not a window of frames);
     `export`: the formats of `convcast export` it supports (empty: none, with `export_note` saying
     why); `tiny`: keyword arguments of a small configuration for tests; `ensemble`: it draws
     `members` itself (others are an ensemble of one).
@@ -67,6 +69,7 @@ class ModelInfo:
     kind: str
     baseline: bool
     inputs: frozenset[str]
+    arguments: tuple[str, ...]
     recurrent: bool
     export: tuple[str, ...]
     export_note: str
@@ -114,6 +117,8 @@ def register_model(
         cls.inputs = inputs
         _INFO[name] = ModelInfo(
             name=name, kind=kind, baseline=baseline, inputs=inputs,
+            arguments=tuple(p.name for p in inspect.signature(cls).parameters.values()
+                            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)),
             recurrent=callable(getattr(cls, "encode", None)) and callable(
                 getattr(cls, "decode", None)) and not getattr(cls, "stateless", False),
             export=export, export_note=export_note, tiny=dict(tiny or {}), ensemble=ensemble)

@@ -26,7 +26,8 @@ import torch.nn as nn
 
 from convcast.data.description import DataDescription
 from convcast.layers import set_checkpointing
-from convcast.models import create_model, get_model_class, model_kind, resolve
+from convcast.models import create_model, model_info, model_kind
+from convcast.models.registry import INPUTS
 from convcast.train.checkpoint import (
     DATA_KEY,
     check_architecture,
@@ -51,11 +52,12 @@ class NonFiniteLossError(FloatingPointError):
 
 def batch_extras(model: nn.Module, batch: Any) -> dict[str, Any]:
     """Entries of a dict batch beyond x, y and mask (e.g. a window's `motion` field) that the
-    model's `forward` takes as keyword arguments."""
+    model reads (its registry entry's `inputs`)."""
     if not isinstance(batch, Mapping):
         return {}
-    takes = inspect.signature(model.forward).parameters
-    return {k: v for k, v in batch.items() if k not in ("x", "y", "mask") and k in takes}
+    reads = getattr(model, "inputs", None)
+    reads = INPUTS if reads is None else reads  # an unregistered model: every known input
+    return {k: v for k, v in batch.items() if k in reads}
 
 
 def nonfinite_parameters(module: nn.Module) -> list[str]:
@@ -89,9 +91,7 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
         return create_model(name, **kwargs)
     except TypeError as err:
         try:
-            arch, _ = resolve(name)
-            takes = [p for p in inspect.signature(get_model_class(arch)).parameters
-                     if p not in ("self", "args", "kwargs")]
+            takes = model_info(name).arguments
         except (ValueError, TypeError, KeyError):
             raise err from None
         raise ValueError(f"model_kwargs {dict(kwargs)} do not fit model {name!r} ({err}); "
