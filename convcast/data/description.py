@@ -157,6 +157,19 @@ class DataDescription:
         """Model values -> rain rate in mm/h (radar only; else a clear error)."""
         return self.data_to_physical(self.to_data(model_values))
 
+    def to_dbz(self, model_values):
+        """Model values -> reflectivity in dBZ (radar only), by this archive's dBZ range."""
+        if self.radar is None:
+            raise ValueError("this data has no reflectivity (it is not a radar archive)")
+        return self.radar.preprocess().to_dbz(self.to_data(model_values))
+
+    @property
+    def zr(self) -> tuple[float, float]:
+        """The (a, b) of the archive's Z = a R^b (radar only)."""
+        if self.radar is None:
+            raise ValueError("this data has no Z-R relation (it is not a radar archive)")
+        return self.radar.zr
+
     def data_to_physical(self, data_values):
         """Data values (radar pixels) -> rain rate in mm/h, by this archive's dBZ range and Z-R."""
         if self.radar is None:

@@ -1,14 +1,25 @@
-"""Training losses, each `loss(pred, target, mask=None) -> scalar`, averaged over valid pixels."""
+"""Training losses, each `loss(pred, target, mask=None, *, scale=None) -> scalar`, averaged over
+valid pixels.
+
+The radar losses (`rainrate_mse`, `bmse`, `bmae`, `bmse+bmae`, `csi`) weigh errors by rain rate,
+so they convert model values to dBZ and mm/h. `scale` is what converts: the training data's
+description (`convcast.data.description.DataDescription`, whose `to_dbz` / `to_physical` know the
+archive's dBZ range and Z-R relation), which `ForecastSystem` passes for a radar archive; None is
+HKO-7's pixels (dBZ = 70 p - 10, Z = 58.53 R^1.56), the values of the synthetic radar sets. The
+other losses take `scale` and ignore it, so every loss is called the same way.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convcast.data.units import HKO_ZR
 from convcast.metrics.balanced import (
     HKO_THRESHOLDS,
     HKO_WEIGHTS,
@@ -20,6 +31,34 @@ from convcast.metrics.frame import ssim_frames
 Loss = Callable[..., torch.Tensor]
 
 
+class RadarScale(Protocol):
+    """Model values -> reflectivity (dBZ) and rain rate (mm/h), differentiably; `zr` is the
+    (a, b) of the data's Z = a R^b."""
+
+    zr: tuple[float, float]
+
+    def to_dbz(self, model_values: Tensor) -> Tensor: ...
+
+    def to_physical(self, model_values: Tensor) -> Tensor: ...
+
+
+class HKO7Scale:
+    """HKO-7 pixels in [0, 1]: dBZ = 70 p - 10, Z = 58.53 R^1.56 (the default `scale`)."""
+
+    zr = HKO_ZR
+
+    def to_dbz(self, model_values: Tensor) -> Tensor:
+        from convcast.data.units import pixel_to_dbz
+
+        return pixel_to_dbz(model_values)
+
+    def to_physical(self, model_values: Tensor) -> Tensor:
+        return hko_pixel_to_rainrate(model_values)
+
+
+HKO7 = HKO7Scale()
+
+
 def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return err.mean()
@@ -27,23 +66,27 @@ def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (err * m).sum() / m.sum().clamp_min(1.0)
 
 
-def mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+def mse(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+        scale: RadarScale | None = None) -> Tensor:
     """Mean squared error per pixel."""
     return _masked_mean((pred - target) ** 2, mask)
 
 
-def l1(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+def l1(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+       scale: RadarScale | None = None) -> Tensor:
     """Mean absolute error per pixel: its optimum is the median, so unlikely pixels stay empty."""
     return _masked_mean((pred - target).abs(), mask)
 
 
-def l1_l2(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+def l1_l2(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+          scale: RadarScale | None = None) -> Tensor:
     """L1 + L2 per pixel, the PredRNN training loss."""
     d = pred - target
     return _masked_mean(d.abs() + d**2, mask)
 
 
-def bce(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+def bce(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+        scale: RadarScale | None = None) -> Tensor:
     """Binary cross-entropy on predictions in [0, 1] (the paper's Moving MNIST loss)."""
     p = pred.float().clamp(1e-6, 1 - 1e-6)
     err = F.binary_cross_entropy(p, target.float().clamp(0, 1), reduction="none")
@@ -63,69 +106,79 @@ def _dssim(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def bce_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None,
-             ssim_weight: float = SSIM_WEIGHT) -> Tensor:
+             scale: RadarScale | None = None, ssim_weight: float = SSIM_WEIGHT) -> Tensor:
     """BCE + w * (1 - SSIM): BCE tracks the digits; the SSIM term forbids a faint haze over
     empty background (SSIM punishes a mean of 0.02 where the target is empty by a factor of 5)."""
     return bce(pred, target, mask) + ssim_weight * _dssim(pred, target, mask)
 
 
 def mse_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None,
-             ssim_weight: float = SSIM_WEIGHT) -> Tensor:
+             scale: RadarScale | None = None, ssim_weight: float = SSIM_WEIGHT) -> Tensor:
     """MSE + w * (1 - SSIM)."""
     return mse(pred, target, mask) + ssim_weight * _dssim(pred, target, mask)
 
 
-# ---- radar: errors that weight heavy rain (values are HKO-7 pixels, dBZ = 70 p - 10) ------------
-def rainrate_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """MSE in rain rate, (R(pred) - R(target))² in (mm/h)² with R the HKO-7 Z-R relation: the
-    error the rainfall-MSE score measures. R grows exponentially with the pixel value, so a
+# ---- radar: errors that weight heavy rain, in the data's own units (see the module docstring) ---
+def rainrate_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                 scale: RadarScale | None = None) -> Tensor:
+    """MSE in rain rate, (R(pred) - R(target))² in (mm/h)², R by the data's dBZ range and Z-R
+    relation: the error the rainfall-MSE score measures. R grows exponentially with dBZ, so a
     pixel at 50 dBZ weighs ~10⁴ times one at 20 dBZ: heavy rain dominates."""
+    scale = scale or HKO7
     with torch.autocast(pred.device.type, enabled=False):  # R(p) overflows bf16 precision
-        err = (hko_pixel_to_rainrate(pred.float()) - hko_pixel_to_rainrate(target.float())) ** 2
+        err = (scale.to_physical(pred.float()) - scale.to_physical(target.float())) ** 2
     return _masked_mean(err, mask)
 
 
-def _balanced(pred: Tensor, target: Tensor, mask: Tensor | None, power: int) -> Tensor:
+def _balanced(pred: Tensor, target: Tensor, mask: Tensor | None, power: int,
+              scale: RadarScale | None) -> Tensor:
+    scale = scale or HKO7
     with torch.autocast(pred.device.type, enabled=False):
-        w = balanced_weights(hko_pixel_to_rainrate(target.float()), HKO_THRESHOLDS, HKO_WEIGHTS)
+        w = balanced_weights(scale.to_physical(target.float()), HKO_THRESHOLDS, HKO_WEIGHTS)
     return _masked_mean(w * (pred - target).abs() ** power, mask)
 
 
-def bmse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+def bmse(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+         scale: RadarScale | None = None) -> Tensor:
     """HKO-7's balanced MSE (Shi et al. 2017) per pixel: w(r) (pred - target)² with w 1, 1, 2, 5,
     10, 30 from the TRUE rain rate r at 0.5, 2, 5, 10, 30 mm/h, so missing heavy rain costs up
     to 30 times more than a false alarm of the same size."""
-    return _balanced(pred, target, mask, 2)
+    return _balanced(pred, target, mask, 2, scale)
 
 
-def bmae(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+def bmae(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+         scale: RadarScale | None = None) -> Tensor:
     """HKO-7's balanced MAE per pixel: w(r) |pred - target| (weights as `bmse`)."""
-    return _balanced(pred, target, mask, 1)
+    return _balanced(pred, target, mask, 1, scale)
 
 
-def bmse_bmae(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+def bmse_bmae(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+              scale: RadarScale | None = None) -> Tensor:
     """B-MSE + B-MAE, the training loss of HKO-7's TrajGRU benchmark."""
-    return _balanced(pred, target, mask, 2) + _balanced(pred, target, mask, 1)
+    return _balanced(pred, target, mask, 2, scale) + _balanced(pred, target, mask, 1, scale)
 
 
 CSI_THRESHOLDS = (0.5, 2.0, 5.0)  # mm/h, the thresholds of the soft CSI loss
 CSI_TEMPERATURE = 2.0  # dBZ: the width of the soft exceedance step
 
 
-def soft_csi(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+def soft_csi(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+             scale: RadarScale | None = None) -> Tensor:
     """1 - CSI with the forecast's exceedance made differentiable, averaged over lead times and
     the thresholds 0.5, 2, 5 mm/h: p = sigmoid((dBZ(pred) - dBZ(t)) / 2 dBZ), o = [truth >= t],
     CSI = Σpo / (Σpo + Σ(1-p)o + Σp(1-o)) per lead time. It rewards hits of the rain areas
-    directly, where an MSE shrinks peaks it is unsure of (and so loses the heavy thresholds)."""
-    from convcast.data.units import pixel_to_dbz, rainrate_to_dbz
+    directly, where an MSE shrinks peaks it is unsure of (and so loses the heavy thresholds).
+    dBZ(t) is found on the data's own scale (its Z-R relation), so the step sits at t mm/h."""
+    from convcast.data.units import rainrate_to_dbz
 
+    scale = scale or HKO7
     with torch.autocast(pred.device.type, enabled=False):
-        dp, dt = pixel_to_dbz(pred.float()), pixel_to_dbz(target.float())
+        dp, dt = scale.to_dbz(pred.float()), scale.to_dbz(target.float())
         m = mask.to(dp.dtype).expand_as(dp) if mask is not None else torch.ones_like(dp)
         dims = [d for d in range(dp.dim()) if d != 1]  # all but the lead time
         out = []
         for t in CSI_THRESHOLDS:
-            z = float(rainrate_to_dbz(t))
+            z = float(rainrate_to_dbz(t, *scale.zr))
             p = torch.sigmoid((dp - z) / CSI_TEMPERATURE) * m  # [B, T, C, H, W]
             o = (dt >= z).to(dp.dtype) * m
             hits = (p * o).sum(dims)  # [T]
@@ -159,8 +212,9 @@ class WeightedSum:
                 raise ValueError(f"loss {name!r}: weights must be >= 0, got {w} for {term!r}")
             self.terms.append((w, LOSSES[term]))
 
-    def __call__(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return sum(w * fn(pred, target, mask) for w, fn in self.terms)
+    def __call__(self, pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                 scale: RadarScale | None = None) -> Tensor:
+        return sum(w * fn(pred, target, mask, scale) for w, fn in self.terms)
 
 
 def get_loss(name: str, ssim_weight: float | None = None) -> Loss:

@@ -167,6 +167,13 @@ class ForecastSystem(L.LightningModule):
     def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         return self.model(x, horizon)
 
+    def radar_scale(self) -> DataDescription | None:
+        """What converts model values to dBZ and mm/h for the radar losses: the data's own
+        description for a radar archive (its dBZ range and Z-R relation), else None (the
+        losses' default, HKO-7 pixels)."""
+        d = self._data_description()
+        return d if d is not None and d.radar is not None else None
+
     # ---- training ---------------------------------------------------------------------------
     def train_horizon(self, full: int) -> int:
         steps = self.hparams.horizon_curriculum
@@ -192,7 +199,7 @@ class ForecastSystem(L.LightningModule):
                             f"of {type(self.sampling).__name__} ({', '.join(kwargs)}): {err}. "
                             "Reverse scheduled sampling needs predrnn or predrnn_v2; use "
                             "ScheduledSampling with other models") from err
-        loss = self.loss_fn(pred, y, mask)
+        loss = self.loss_fn(pred, y, mask, scale=self.radar_scale())
         terms = {"forecast": loss}
         # read the model's own losses now: a second forward below would overwrite them
         for name, extra in getattr(self.model, "extra_losses", dict)().items():
@@ -200,7 +207,7 @@ class ForecastSystem(L.LightningModule):
             loss = loss + extra
         if self.hparams.transition_loss and ar and x.shape[1] > 1:
             ctx = self.model(x[:, :1], x.shape[1] - 1, teacher=x[:, 1:])  # [B, T_in-1, C, H, W]
-            terms["transition"] = tl = self.loss_fn(ctx, x[:, 1:])
+            terms["transition"] = tl = self.loss_fn(ctx, x[:, 1:], scale=self.radar_scale())
             loss = loss + tl
         if not bool(torch.isfinite(loss)):
             return self._nonfinite("loss", terms, x, y)
@@ -312,7 +319,7 @@ class ForecastSystem(L.LightningModule):
                    ) -> dict[str, torch.Tensor]:
         x, y, mask = _split_batch(batch)
         pred = self.model(x, y.shape[1], **batch_extras(self.model, batch))  # [B, T_out, C, H, W]
-        loss = self.loss_fn(pred, y, mask)
+        loss = self.loss_fn(pred, y, mask, scale=self.radar_scale())
         if not bool(torch.isfinite(loss)):
             data = "" if bool(torch.isfinite(x).all() and torch.isfinite(y).all()) else (
                 " and the batch holds NaN/inf values (check the data or mask missing values)")
@@ -354,20 +361,31 @@ class ForecastSystem(L.LightningModule):
         return configure_optimization(self)
 
 
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups with weight decay on weights of rank >= 2 only (convolution and linear
+    kernels): biases and norm scales are not decayed, as is standard (decaying the forget-gate
+    bias, which starts at 1, would push the LSTMs towards forgetting)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": rest, "weight_decay": 0.0}) if g["params"]]
+
+
 def configure_optimization(system: L.LightningModule) -> Any:
     """What `configure_optimizers` returns for a system's `model` and its hyperparameters
     `optimizer`, `lr`, `weight_decay`, `scheduler`, `warmup_steps` and `max_steps` (else the
     trainer's estimated steps): the optimizer, and the schedule stepped every batch. Every
     convcast system uses it."""
-    hp, params = system.hparams, system.model.parameters()
+    hp, params = system.hparams, decay_groups(system.model, system.hparams.weight_decay)
     if hp.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = torch.optim.Adam(params, lr=hp.lr)
     elif hp.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(params, lr=hp.lr)
     elif hp.optimizer == "rmsprop":  # Shi et al.: lr 1e-3, decay rate 0.9
-        opt = torch.optim.RMSprop(params, lr=hp.lr, alpha=0.9, weight_decay=hp.weight_decay)
+        opt = torch.optim.RMSprop(params, lr=hp.lr, alpha=0.9)
     else:
-        opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+        opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9)
     if hp.scheduler == "none":
         return opt
     total = hp.max_steps or getattr(system.trainer, "estimated_stepping_batches", None)
