@@ -31,10 +31,9 @@ from streaming import machine
 
 from convcast.atomic import write_text
 from convcast.cli.nowcast import main as nowcast_main
-from convcast.cli.nowcast import parser
-from convcast.cli.watch import Watcher
 from convcast.data.radar import RadarDataModule
 from convcast.data.radar.archive import write_image_folder
+from convcast.inference.watch import WatchConfig, Watcher
 from convcast.train import ForecastSystem
 
 STEP = np.timedelta64(6, "m")
@@ -88,8 +87,7 @@ def run_case(work: Path, spec: tuple, rounds: int) -> dict:
     write_image_folder(radar, frames[:t_in], t[:t_in])
     quiet = contextlib.redirect_stderr(io.StringIO())
     with quiet, contextlib.redirect_stdout(io.StringIO()):
-        w = Watcher(parser().parse_args(["--ckpt_path", str(ckpt), "--watch", str(radar),
-                                         "--out", str(work / "watch")]))
+        w = Watcher(WatchConfig(folder=radar, out=work / "watch", model=ckpt))
         w.warm_up()
         nowcast = ["--ckpt_path", str(ckpt), "--input", str(radar), "--out", str(work / "now")]
         nowcast_main(nowcast)  # first-call imports (netCDF4, matplotlib) out of the timing

@@ -13,9 +13,10 @@ from conftest import FIT_QUIET, cli
 from torch.utils.data import DataLoader
 
 from convcast.data import SyntheticRadar, SyntheticRadarDataModule
-from convcast.data import motion as motion_mod
-from convcast.data.motion import MotionDataModule, MotionDataset, batch_motion, window_motion
+from convcast.data.motion import MotionDataModule, MotionDataset
 from convcast.models import create_model
+from convcast.motion import batch_motion, window_motion
+from convcast.motion import estimate as motion_mod
 from convcast.train.losses import get_loss
 
 pytest.importorskip("pysteps")

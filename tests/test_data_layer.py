@@ -18,8 +18,8 @@ from convcast.data.cache import PreparedFrames
 from convcast.data.sources import FrameSource, open_sources, register_source
 from convcast.data.sources import base as registry
 from convcast.data.sources.video import VideoSource
+from convcast.inference import forecast
 from convcast.train.checkpoint import load_checkpoint
-from convcast.train.inference import forecast
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from convcast.models.extrapolation import advect, displacements
+from convcast.motion.advect import advect, displacements
 
 pysteps_sl = pytest.importorskip("pysteps.extrapolation.semilagrangian")
 

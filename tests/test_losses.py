@@ -69,7 +69,7 @@ def _archive(units: str, dbz_range: tuple[float, float]):
     from convcast.data.units import MARSHALL_PALMER_ZR
 
     values = RadarValues(units=units, dbz_range=dbz_range, zr=MARSHALL_PALMER_ZR)
-    prep = RadarPreprocess(units, dbz_range, zr=MARSHALL_PALMER_ZR)
+    prep = RadarPreprocess(units, dbz_range=dbz_range, zr=MARSHALL_PALMER_ZR)
     return DataDescription(3, 3, 1, (8, 8), radar=values), prep
 
 

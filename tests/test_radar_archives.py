@@ -326,8 +326,8 @@ def test_nowcast_writes_cf_netcdf_on_the_archive_grid(tmp_path, one_thread):
 def test_a_synthetic_radar_model_reads_an_archive_in_its_own_units(tmp_path):
     """A model trained on HKO-7 pixels forecasts a dBZ archive: the importer's units, not the
     training archive's, prepare the frames; rain rates come back by the model's Z-R."""
+    from convcast.inference import forecast
     from convcast.models import create_model
-    from convcast.train.inference import forecast
 
     fmi_archive(tmp_path / "fmi", n=6)
     d = DataDescription(5, 2, 1, (24, 20), radar=RadarValues("pixel"), step_minutes=6.0)

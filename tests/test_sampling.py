@@ -136,3 +136,11 @@ def test_autoregressive_models_train_with_sampling(name, kwargs, sampling):
         assert {"train/decouple", "train/context"} <= set(metrics)
     moved = [not torch.equal(a, b) for a, b in zip(before, system.parameters(), strict=True)]
     assert all(moved), "every parameter should take an optimizer step"
+
+
+def test_reverse_sampling_with_a_model_that_reads_no_input_mask_names_those_that_do():
+    system = ForecastSystem("encoder_forecaster", {"hidden_channels": [4], "kernel_size": 3,
+                                                   "patch_size": 2, "feedback": True},
+                            sampling=ReverseScheduledSampling(1, 2))
+    with pytest.raises(ValueError, match="does not read the input_mask.*predrnn, predrnn_pp"):
+        _fit(system)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import convcast
+from convcast.inference.stream import Stream, stream
 from convcast.models import create_model, is_baseline, list_models, model_info
-from convcast.train.stream import Stream, stream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import convcast.cli.watch as watch
-from convcast.cli.nowcast import main, parser
+import convcast
+import convcast.inference.watch as watch
+from convcast.cli.nowcast import main
 from convcast.data.radar import RadarDataModule
 from convcast.data.radar.archive import write_image_folder
 from convcast.train import ForecastSystem
@@ -100,8 +101,7 @@ def test_each_new_file_is_checked_and_forecast(ckpt, tmp_path, monkeypatch, caps
 def test_n_single_frame_updates_equal_nowcast(ckpt, tmp_path, one_thread):
     radar, out = tmp_path / "radar", tmp_path / "out"
     radar.mkdir()
-    w = watch.Watcher(parser().parse_args(args("--ckpt_path", ckpt, "--watch", radar, "--out",
-                                               out)))
+    w = watch.Watcher(watch.WatchConfig(folder=radar, out=out, model=ckpt))
     lengths = []
     encode = w.tm.model.encode
     w.tm.model.encode = lambda x, state=None: lengths.append(x.shape[1]) or encode(x, state)
@@ -204,9 +204,8 @@ def test_a_frame_on_another_grid_is_skipped(tmp_path, capsys):
     radar = tmp_path / "radar"
     for i in range(2):
         drop(radar, i)
-    w = watch.Watcher(parser().parse_args(args("--model", "persistence", "--watch", radar,
-                                               "--out", tmp_path / "o", "--input_frames", 2,
-                                               "--horizon", 1)))
+    w = watch.Watcher(watch.WatchConfig(folder=radar, out=tmp_path / "o", model="persistence",
+                                        input_frames=2, horizon=1))
     w.warm_up()
     write_image_folder(radar, np.zeros((1, 20, 20), np.uint8), (T0 + STEP * 2)[None])
     drop(radar, 3)
@@ -215,3 +214,22 @@ def test_a_frame_on_another_grid_is_skipped(tmp_path, capsys):
     assert "202106011012.png -> skipped: its frames of C×H×W [1, 20, 20] differ from the " \
            "stream's [1, 32, 32]" in log
     assert "202106011018.png -> gap of 12 min" in log
+
+
+def test_watch_from_python(tmp_path, capsys):
+    """`convcast.watch` is the Python API of the watcher: a baseline by name, typed radar
+    options, the log to a callable of the caller's."""
+    radar, out, log = tmp_path / "radar", tmp_path / "out", []
+    for i in range(3):
+        drop(radar, i)
+    assert convcast.watch(radar, out, model="persistence", once=True, input_frames=2, horizon=2,
+                          radar={"step_minutes": 6}, say=log.append) == 0
+    fc = forecast_of(out)
+    assert fc["forecast"].shape[0] == 2 and str(fc["model"]) == "persistence"
+    assert list(fc["timestamps"]) == ["2021-06-01T10:18:00", "2021-06-01T10:24:00"]
+    assert any("warming up from 2 of 3 frames" in line for line in log)
+    assert capsys.readouterr().err == ""  # everything went to the caller's log
+    with pytest.raises(ValueError, match="unknown radar options \\['stepminutes'\\]"):
+        convcast.watch(radar, out, model="persistence", radar={"stepminutes": 6})
+    with pytest.raises(ValueError, match="model 'predrnn' is not trained"):
+        convcast.watch(radar, out, model="predrnn", once=True)

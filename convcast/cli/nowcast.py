@@ -5,12 +5,12 @@
     convcast nowcast --model optical_flow --importer fmi_pgm --importer_kwargs '{"gzipped": true}'
         --input fmi/pgm/20160928 --out nowcast/      (an operational archive, via pysteps)
     convcast nowcast --ckpt_path model.ckpt --watch radar/ --out nowcast/
-        (a new forecast for each new file of the folder: `convcast.cli.watch`)
+        (a new forecast for each new file of the folder: `convcast.inference.watch`)
 
 The latest `input_frames` frames of the archive (a folder of images, .npy/.npz, HDF5, NetCDF, any
 frame source, or with `--importer` any format a pysteps importer reads, the time of each file
 from its name by `--fn_pattern`; see `convcast.data.radar.archive`) must be consecutive; they go
-through the one inference path (`convcast.train.inference`): prepared as the model's training
+through the one inference path (`convcast.inference.forecast`): prepared as the model's training
 data was (units, Z-R, crop, downsampling, disk filter, resize, masks, and the importer: stored in
 the checkpoint, overridable here), the model forecasts `horizon` frames, and the forecast is
 written on the model's grid (the archive's own when nothing crops or resamples it):
@@ -26,25 +26,17 @@ k is valid at the last input time + k·step.
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 from jsonargparse import ArgumentParser
 
-from convcast.atomic import atomic_path
 from convcast.data.radar.archive import UNITS
-from convcast.data.radar.export import write_forecast_netcdf
 from convcast.data.sources import list_sources
+from convcast.inference import RadarOptions, forecast
+from convcast.inference.outputs import OutputOptions, write_outputs
 from convcast.models import create_model, is_baseline, list_models
-from convcast.train.inference import Forecast, forecast
-from convcast.viz.radar import write_rain_animation
-
-RADAR_OPTIONS = ("format", "units", "variable", "time_variable", "time_format", "time_regex",
-                 "start_time", "step_minutes", "nodata", "crop", "crop_box", "downsample",
-                 "disk_radius", "resize", "zr", "accutime", "importer", "importer_kwargs",
-                 "fn_pattern", "fn_ext")
 
 
 def parser() -> ArgumentParser:
@@ -54,7 +46,7 @@ def parser() -> ArgumentParser:
                         "--importer a folder of a provider's files")
     p.add_argument("--watch", type=Path | None, default=None,
                    help="instead of --input: watch this folder (one file per frame) and forecast "
-                        "again for each new file (convcast.cli.watch)")
+                        "again for each new file (convcast.inference.watch)")
     p.add_argument("--once", action="store_true",
                    help="--watch: take the files that are there, write the forecast and exit")
     p.add_argument("--max_files", type=int | None, default=None,
@@ -140,6 +132,17 @@ def load_model(args) -> torch.nn.Module | Path:
     return create_model(args.model)
 
 
+def radar_options(args) -> RadarOptions:
+    """The radar reading and preparation options of parsed `args`."""
+    return RadarOptions.of({k: getattr(args, k, None) for k in RadarOptions.__dataclass_fields__})
+
+
+def output_options(args, input_path: Path) -> OutputOptions:
+    """The writers' options of parsed `args` (checked here, before any work is done)."""
+    return OutputOptions(fps=args.fps, input=str(input_path),
+                         checkpoint=str(args.ckpt_path) if args.ckpt_path else "none (baseline)")
+
+
 def nowcast(args) -> dict:
     """Run the nowcast on parsed `args` (see `parser`); returns what was written: the paths
     (`nc`, None where NetCDF cannot be written here, `npz`, `gif`) and the valid times
@@ -147,7 +150,7 @@ def nowcast(args) -> dict:
     if args.input is None:
         raise ValueError("give --input ARCHIVE (forecast from its latest frames), or --watch "
                          "FOLDER (a new forecast for each new file)")
-    check_outputs(args)
+    outputs = output_options(args, args.input)
     fc = forecast(load_model(args), args.input, args.horizon, input_frames=args.input_frames,
                   radar=radar_options(args))
     for note in fc.notes:
@@ -156,7 +159,7 @@ def nowcast(args) -> dict:
     _say(f"{fc.model_name}: {len(fc.input_times)} frames {fc.input_times[0]} .. "
          f"{fc.input_times[-1]} ({minutes:g}-min step) -> {len(iso)} frames")
     out = Path(args.out)
-    written = write_outputs(out, fc, args)
+    written = write_outputs(out, fc, outputs, _say)
     for k, t in enumerate(iso, start=1):
         print(f"+{k * minutes:g} min\t{t}")
     nc = written["nc"]
@@ -165,73 +168,13 @@ def nowcast(args) -> dict:
     return written
 
 
-def radar_options(args) -> dict:
-    """The radar reading and preparation options of parsed `args`, for `forecast(radar=...)`."""
-    radar = {k: getattr(args, k, None) for k in RADAR_OPTIONS}
-    if isinstance(radar["crop"], list) and len(radar["crop"]) == 1:
-        radar["crop"] = radar["crop"][0]
-    return radar
-
-
-def check_outputs(args) -> None:
-    """Refuse output settings that would fail once writing has begun."""
-    if not args.fps > 0:
-        raise ValueError(f"--fps must be positive (frames per second of forecast.gif), got "
-                         f"{args.fps:g}")
-
-
-def write_outputs(out: Path, fc: Forecast, args) -> dict:
-    """Write `fc` as OUT/forecast.npz, forecast.nc and forecast.gif, each atomically; returns
-    the paths (`nc` None where NetCDF cannot be written here) and the valid times. The
-    settings are checked beforehand (`check_outputs`), before any work is done."""
-    iso = np.datetime_as_string(fc.valid_times, unit="s")
-    with atomic_path(out / "forecast.npz") as tmp:
-        np.savez(tmp, forecast=fc.frames, timestamps=iso, units=np.array(fc.units),
-                 physical=fc.physical, physical_units=np.array(fc.physical_units),
-                 step_minutes=np.float64(fc.step_minutes),
-                 input_timestamps=np.datetime_as_string(fc.input_times, unit="s"),
-                 model=np.array(fc.model_name))
-    nc = write_netcdf(out / "forecast.nc", fc, args)
-    write_gif(out / "forecast.gif", fc, args.fps)
-    return {"nc": nc, "npz": out / "forecast.npz", "gif": out / "forecast.gif",
-            "timestamps": list(iso)}
-
-
-def write_netcdf(path: Path, fc: Forecast, args) -> Path | None:
-    """`forecast.nc` of the first channel (None, said, where xarray or netCDF4 is missing)."""
-    attrs = {"title": f"convcast nowcast by {fc.model_name}", "source": "convcast",
-             "model": fc.model_name,
-             "checkpoint": str(args.ckpt_path) if args.ckpt_path else "none (baseline)",
-             "input": str(args.input), "step_minutes": float(fc.step_minutes),
-             "history": f"{datetime.now().astimezone():%Y-%m-%dT%H:%M:%S%z} convcast nowcast"}
-    try:
-        return write_forecast_netcdf(path, fc.physical[:, 0], fc.valid_times, fc.grid,
-                                     fc.physical_units, fc.accutime, fc.input_times[-1], attrs)
-    except ImportError as err:
-        _say(f"{path.name} not written: {err}")
-        return None
-
-
-def write_gif(path: Path, fc: Forecast, fps: float) -> Path:
-    """The latest input frames, then the forecast, in mm/h, each labelled with its time."""
-    per_hour = 60.0 / fc.accutime if fc.physical_units == "mm" else 1.0  # mm per accutime -> mm/h
-    rain = np.concatenate([fc.input_physical[:, 0], fc.physical[:, 0]]) * per_hour  # [T+K, h, w]
-    labels = [f"observed {_hm(t)}" for t in fc.input_times]
-    labels += [f"+{k * fc.step_minutes:g} min, valid {_hm(t)}"
-               for k, t in enumerate(fc.valid_times, start=1)]
-    return write_rain_animation(path, rain, labels, fps=fps)
-
-
-def _hm(t: np.datetime64) -> str:
-    return np.datetime_as_string(t, unit="m").replace("T", " ")
-
-
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.watch is not None:
-        from convcast.cli.watch import watch
+        from convcast.cli.watch import run
 
-        return watch(args)
+        return run(args, model=load_model(args), radar=radar_options(args),
+                   outputs=output_options(args, args.watch), say=_say)
     nowcast(args)
     return 0
 

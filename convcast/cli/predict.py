@@ -1,6 +1,6 @@
 """`convcast predict`: forecast the future of a video, a frame folder or an array (no truth needed).
 
-The input goes through the one inference path (`convcast.train.inference.forecast`): the latest
+The input goes through the one inference path (`convcast.inference.forecast`): the latest
 frames are prepared as the model's training data was (channels, frame size, [0, 1] scaling of
 integer frames, the stored normalisation), and every step is reported on stderr. The forecast is
 written as `.npy` (`[K, C, H, W]` float32 in the input's value scale: uint8 input gives 0..255),
@@ -17,7 +17,7 @@ import numpy as np
 from jsonargparse import CLI
 
 from convcast.atomic import atomic_write
-from convcast.train.inference import forecast, resize_back
+from convcast.inference import forecast, resize_back
 from convcast.viz import write_animation, write_strip
 
 OUTPUTS = (".npy", ".gif", ".mp4")

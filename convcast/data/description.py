@@ -16,7 +16,7 @@ untyped dictionaries of checkpoints written before this description existed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import KW_ONLY, asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,6 +44,11 @@ def _number(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
+# the settings RadarValues and RadarPreprocess share, passed by name between them
+SHARED = ("dbz_range", "crop", "disk_radius", "resize", "zr", "valid", "downsample", "accutime",
+          "threshold", "zerovalue")
+
+
 @dataclass(frozen=True)
 class RadarValues:
     """How a radar archive's values become model pixels in [0, 1] (`convcast.data.radar`).
@@ -60,6 +65,7 @@ class RadarValues:
     """
 
     units: str
+    _: KW_ONLY
     dbz_range: tuple[float, float] | None = None
     zr: tuple[float, float] = HKO_ZR
     crop: tuple[int, ...] | None = None
@@ -102,9 +108,14 @@ class RadarValues:
         """The `RadarPreprocess` that prepares frames of this archive (or of `units`)."""
         from convcast.data.radar.preprocess import RadarPreprocess
 
-        return RadarPreprocess(units or self.units, self.dbz_range, self.crop, self.disk_radius,
-                               self.resize, self.zr, self.valid, self.downsample, self.accutime,
-                               self.threshold, self.zerovalue)
+        return RadarPreprocess(units or self.units, **{k: getattr(self, k) for k in SHARED})
+
+    @classmethod
+    def of_preprocess(cls, pre, *, nodata: float | None = None, grid: Grid | None = None,
+                      reader: dict[str, Any] | None = None) -> RadarValues:
+        """The values a `RadarPreprocess` prepares with, and what the archive says beside."""
+        return cls(units=pre.units, nodata=nodata, grid=grid, reader=reader,
+                   **{k: getattr(pre, k) for k in SHARED})
 
     def output_grid(self) -> Grid | None:
         """The georeference of the model grid (the archive's grid after crop and resampling)."""

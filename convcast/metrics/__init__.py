@@ -2,8 +2,10 @@
 
 Entry points: `frame_metrics(pred, target)` (mse, mae, mse_pixel, mae_pixel, ssim, psnr: `[T]`)
 and `skill_scores(pred, target, thresholds)` (csi, pod, far, hss, ets, bias: `[K, T]`, plus
-rainfall_mse and correlation `[T]`). Each metric is also a function and a streaming
-torchmetrics Metric; `FrameMetrics` and `SkillScores` stream them all, DDP-safe.
+rainfall_mse and correlation `[T]`); for ensembles `[B, M, T, C, H, W]`,
+`probabilistic_metrics(ensemble, target, thresholds)` (crps, fair_crps, Brier, ROC, reliability,
+rank histogram, spread-skill). Each metric is also a function and a streaming torchmetrics
+Metric; `FrameMetrics`, `SkillScores` and `ProbabilisticMetrics` stream them all, DDP-safe.
 """
 
 from convcast.metrics.balanced import (
@@ -29,6 +31,26 @@ from convcast.metrics.frame import (
     mse_pixel,
     psnr,
     ssim,
+)
+from convcast.metrics.probabilistic import (
+    CRPS,
+    BrierScore,
+    BrierSkillScore,
+    ProbabilisticMetrics,
+    RankHistogram,
+    ReliabilityDiagram,
+    ROCCurve,
+    SpreadSkillRatio,
+    brier_score,
+    brier_skill_score,
+    crps,
+    exceedance_probability,
+    fair_crps,
+    probabilistic_metrics,
+    rank_histogram,
+    reliability_diagram,
+    roc_curve,
+    spread_skill_ratio,
 )
 from convcast.metrics.report import format_table, write_metrics_json
 from convcast.metrics.skill import (
@@ -64,4 +86,9 @@ __all__ = [
     "correlation", "csi", "ets", "far", "format_table", "frame_metrics", "fss", "hss", "mae",
     "mae_pixel", "mse", "mse_pixel", "pod", "psnr", "rainfall_mse", "scores_from_table",
     "skill_scores", "ssim", "write_metrics_json",
+    # probabilistic (ensemble / probability forecasts)
+    "CRPS", "BrierScore", "BrierSkillScore", "ProbabilisticMetrics", "ROCCurve", "RankHistogram",
+    "ReliabilityDiagram", "SpreadSkillRatio", "brier_score", "brier_skill_score", "crps",
+    "exceedance_probability", "fair_crps", "probabilistic_metrics", "rank_histogram",
+    "reliability_diagram", "roc_curve", "spread_skill_ratio",
 ]

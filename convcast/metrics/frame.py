@@ -19,6 +19,8 @@ frame (HKO-7's masked MSE), per pixel by the valid pixel count (NaN if none).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -116,66 +118,113 @@ def _psnr_frames(pred: Tensor, target: Tensor, data_range: float,
     return p.view(B, T)
 
 
+# ----------------------------------------------------------------------------- one pair per score
+
+@dataclass(frozen=True)
+class Score:
+    """One frame metric: the per-lead-time sums it streams (`states`) and its value from them.
+    The functional, its `Metric` class and `FrameMetrics` all go through `batch_sums` and
+    `value`, so the three cannot disagree."""
+
+    states: tuple[str, ...]
+    value: Callable[[dict[str, Tensor]], Tensor]  # {state: [T]} -> [T]
+    whole_frames: bool = False  # SSIM and PSNR: no mask
+    higher_is_better: bool = False
+
+
+SCORES: dict[str, Score] = {
+    "mse": Score(("sq", "n_frames"), lambda s: s["sq"] / s["n_frames"]),
+    "mae": Score(("ab", "n_frames"), lambda s: s["ab"] / s["n_frames"]),
+    "mse_pixel": Score(("sq", "n_pix"), lambda s: safe_div(s["sq"], s["n_pix"])),
+    "mae_pixel": Score(("ab", "n_pix"), lambda s: safe_div(s["ab"], s["n_pix"])),
+    "ssim": Score(("ssim", "n_frames"), lambda s: s["ssim"] / s["n_frames"], True, True),
+    "psnr": Score(("psnr", "n_frames"), lambda s: s["psnr"] / s["n_frames"], True, True),
+}
+
+
+@dataclass(frozen=True)
+class SSIMOptions:
+    """SSIM's window: skimage's 7x7 uniform (default) or `gaussian` (sigma; size from sigma)."""
+
+    gaussian: bool = False
+    win_size: int = 7
+    sigma: float = 1.5
+
+
+def batch_sums(pred: Tensor, target: Tensor, mask: Tensor | None, states: set[str], *,
+               data_range: float | None, ssim: SSIMOptions = SSIMOptions(),
+               max_db: float | None = MAX_PSNR_DB) -> dict[str, Tensor]:
+    """The per-lead-time sums `[T]` (float64) of one batch that `states` name."""
+    out = _error_sums(pred, target, mask)  # cheap next to SSIM; always has the counts
+    if "ssim" in states:
+        out["ssim"] = ssim_frames(pred, target, data_range, ssim.gaussian, ssim.win_size,
+                                  ssim.sigma).sum(dim=0, dtype=torch.float64)  # [T]
+    if "psnr" in states:
+        out["psnr"] = _psnr_frames(pred, target, data_range, max_db).sum(
+            dim=0, dtype=torch.float64)  # [T]
+    return {k: v for k, v in out.items() if k in states}
+
+
+def _score(name: str, pred: Tensor, target: Tensor, mask: Tensor | None,
+           data_range: float | None, reduction: Reduction, **options: Any) -> Tensor:
+    """A functional: checks, this batch's sums, the score's value."""
+    pred, target, mask = check_pair(name, pred, target, mask, data_range)
+    score = SCORES[name]
+    sums = batch_sums(pred, target, mask, set(score.states), data_range=data_range, **options)
+    return reduce_lead_time(score.value(sums), reduction)
+
+
 # ----------------------------------------------------------------------------- functionals
 
 def mse(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
         data_range: float | None = 1.0, reduction: Reduction = "none") -> Tensor:
     """Per-frame MSE (PredRNN/OpenSTL): squared error summed over each frame, mean over frames.
     `data_range` only sets the range check (None skips it)."""
-    pred, target, mask = check_pair("mse", pred, target, mask, data_range)
-    s = _error_sums(pred, target, mask)
-    return reduce_lead_time(s["sq"] / s["n_frames"], reduction)
+    return _score("mse", pred, target, mask, data_range, reduction)
 
 
 def mae(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
         data_range: float | None = 1.0, reduction: Reduction = "none") -> Tensor:
     """Per-frame MAE (PredRNN/OpenSTL): absolute error summed over each frame, mean over frames."""
-    pred, target, mask = check_pair("mae", pred, target, mask, data_range)
-    s = _error_sums(pred, target, mask)
-    return reduce_lead_time(s["ab"] / s["n_frames"], reduction)
+    return _score("mae", pred, target, mask, data_range, reduction)
 
 
 def mse_pixel(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
               data_range: float | None = 1.0, reduction: Reduction = "none") -> Tensor:
     """Per-pixel MSE: mean squared error over all (valid) pixels and channels of a lead time."""
-    pred, target, mask = check_pair("mse_pixel", pred, target, mask, data_range)
-    s = _error_sums(pred, target, mask)
-    return reduce_lead_time(safe_div(s["sq"], s["n_pix"]), reduction)
+    return _score("mse_pixel", pred, target, mask, data_range, reduction)
 
 
 def mae_pixel(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
               data_range: float | None = 1.0, reduction: Reduction = "none") -> Tensor:
     """Per-pixel MAE: mean absolute error over all (valid) pixels and channels of a lead time."""
-    pred, target, mask = check_pair("mae_pixel", pred, target, mask, data_range)
-    s = _error_sums(pred, target, mask)
-    return reduce_lead_time(safe_div(s["ab"], s["n_pix"]), reduction)
+    return _score("mae_pixel", pred, target, mask, data_range, reduction)
 
 
 def ssim(pred: Tensor, target: Tensor, *, data_range: float = 1.0, gaussian: bool = False,
          win_size: int = 7, sigma: float = 1.5, reduction: Reduction = "none") -> Tensor:
     """SSIM per frame, mean over frames: skimage defaults (7x7 uniform, sample covariance), or
     `gaussian=True` for Wang et al.'s window (size from sigma; win_size then unused)."""
-    pred, target, _ = check_pair("ssim", pred, target, None, data_range)
-    frames = ssim_frames(pred, target, data_range, gaussian, win_size, sigma)  # [B, T]
-    return reduce_lead_time(frames.double().mean(dim=0), reduction)
+    return _score("ssim", pred, target, None, data_range, reduction,
+                  ssim=SSIMOptions(gaussian, win_size, sigma))
 
 
 def psnr(pred: Tensor, target: Tensor, *, data_range: float = 1.0,
          max_db: float | None = MAX_PSNR_DB, reduction: Reduction = "none") -> Tensor:
     """PSNR per frame in dB (10*log10(range**2 / mse_pixel of the frame)), mean over frames;
     a perfect frame counts as `max_db` (None: +inf)."""
-    pred, target, _ = check_pair("psnr", pred, target, None, data_range)
-    return reduce_lead_time(_psnr_frames(pred, target, data_range, max_db).double().mean(0),
-                            reduction)
+    return _score("psnr", pred, target, None, data_range, reduction, max_db=max_db)
 
 
 def frame_metrics(pred: Tensor, target: Tensor, *, data_range: float = 1.0,
-                  gaussian: bool = False, mask: Tensor | None = None, ssim_psnr: bool = True,
+                  gaussian: bool = False, win_size: int = 7, sigma: float = 1.5,
+                  mask: Tensor | None = None, ssim_psnr: bool = True,
                   max_db: float | None = MAX_PSNR_DB) -> dict[str, Tensor]:
     """All frame metrics per lead time, `{name: [T]}`: mse, mae, mse_pixel, mae_pixel, and
     (if `ssim_psnr`) ssim, psnr. SSIM/PSNR need whole frames, so a mask needs ssim_psnr=False."""
-    metric = FrameMetrics(data_range=data_range, gaussian=gaussian, ssim_psnr=ssim_psnr,
-                          max_db=max_db, sync_on_compute=False).to(pred.device)
+    metric = FrameMetrics(data_range=data_range, gaussian=gaussian, win_size=win_size,
+                          sigma=sigma, ssim_psnr=ssim_psnr, max_db=max_db,
+                          sync_on_compute=False).to(pred.device)
     metric.update(pred, target, mask=mask)
     return metric.compute()
 
@@ -183,141 +232,113 @@ def frame_metrics(pred: Tensor, target: Tensor, *, data_range: float = 1.0,
 # ----------------------------------------------------------------------------- streaming
 
 class FrameMetrics(LeadTimeMetric):
-    """All frame metrics streamed over batches; `compute()` gives `{name: [T]}` (or means)."""
+    """Frame metrics streamed over batches; `compute()` gives `{name: [T]}` (or means).
+
+    `metrics`: which of `SCORES` (default: all, or all but SSIM and PSNR with
+    `ssim_psnr=False`); SSIM's window options as `ssim`'s.
+    """
 
     higher_is_better = None
 
-    def __init__(self, data_range: float = 1.0, gaussian: bool = False, ssim_psnr: bool = True,
-                 max_db: float | None = MAX_PSNR_DB, reduction: Reduction = "none",
-                 lead_times: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, data_range: float | None = 1.0, gaussian: bool = False,
+                 ssim_psnr: bool = True, max_db: float | None = MAX_PSNR_DB,
+                 reduction: Reduction = "none", lead_times: int | None = None, *,
+                 win_size: int = 7, sigma: float = 1.5, metrics: tuple[str, ...] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(reduction=reduction, lead_times=lead_times, **kwargs)
-        check_data_range(type(self).__name__, data_range)
-        self.data_range, self.gaussian, self.ssim_psnr, self.max_db = (
-            data_range, gaussian, ssim_psnr, max_db)
-        for name in ("sq", "ab", "n_pix", "n_frames", "ssim", "psnr"):
+        if metrics is None:
+            metrics = tuple(n for n in SCORES if ssim_psnr or not SCORES[n].whole_frames)
+        unknown = [m for m in metrics if m not in SCORES]
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown metrics {unknown}; valid: "
+                             f"{', '.join(SCORES)}")
+        whole = any(SCORES[m].whole_frames for m in metrics)
+        check_data_range(type(self).__name__, data_range, optional=not whole)
+        self.metrics, self.data_range, self.max_db = tuple(metrics), data_range, max_db
+        self.ssim_options = SSIMOptions(gaussian, win_size, sigma)
+        if "ssim" in metrics:
+            _window(gaussian, win_size, sigma, torch.zeros(()))  # a bad window fails here
+        self.states = sorted({s for m in metrics for s in SCORES[m].states})
+        for name in self.states:
             self._add_sum(name)
 
+    def _mask_error(self) -> str:
+        return ("FrameMetrics: SSIM and PSNR need whole frames and take no mask; build it with "
+                "ssim_psnr=False to stream masked MSE/MAE")
+
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
-        if mask is not None and self.ssim_psnr:
-            raise ValueError("FrameMetrics: SSIM and PSNR need whole frames and take no mask; "
-                             "build it with ssim_psnr=False to stream masked MSE/MAE")
-        pred, target, mask = check_pair("FrameMetrics", pred, target, mask, self.data_range)
-        sums = _error_sums(pred, target, mask)
-        if self.ssim_psnr:
-            sums["ssim"] = ssim_frames(pred, target, self.data_range, self.gaussian).sum(
-                dim=0, dtype=torch.float64)  # [T]
-            sums["psnr"] = _psnr_frames(pred, target, self.data_range, self.max_db).sum(
-                dim=0, dtype=torch.float64)  # [T]
-        self._accumulate(**sums)
+        if mask is not None and any(SCORES[m].whole_frames for m in self.metrics):
+            raise ValueError(self._mask_error())
+        pred, target, mask = check_pair(type(self).__name__, pred, target, mask,
+                                        self.data_range)
+        self._accumulate(**batch_sums(pred, target, mask, set(self.states),
+                                      data_range=self.data_range, ssim=self.ssim_options,
+                                      max_db=self.max_db))
 
     def compute(self) -> dict[str, Tensor]:
-        out = {
-            "mse": self.sq / self.n_frames,
-            "mae": self.ab / self.n_frames,
-            "mse_pixel": safe_div(self.sq, self.n_pix),
-            "mae_pixel": safe_div(self.ab, self.n_pix),
-        }
-        if self.ssim_psnr:
-            out["ssim"] = self.ssim / self.n_frames
-            out["psnr"] = self.psnr / self.n_frames
-        return {name: self._reduce(value) for name, value in out.items()}
+        sums = {name: getattr(self, name) for name in self.states}
+        return {m: self._reduce(SCORES[m].value(sums)) for m in self.metrics}
 
 
-class _RatioMetric(LeadTimeMetric):
-    """One frame metric streamed as (sum over batches) / (count over batches) per lead time."""
+class _OneScore(FrameMetrics):
+    """`FrameMetrics` of one score; `compute()` gives its `[T]` (or mean)."""
+
+    score: str
 
     def __init__(self, data_range: float | None = 1.0, reduction: Reduction = "none",
                  lead_times: int | None = None, **kwargs: Any) -> None:
-        super().__init__(reduction=reduction, lead_times=lead_times, **kwargs)
-        check_data_range(type(self).__name__, data_range, optional=True)
-        self.data_range = data_range
-        self._add_sum("total")
-        self._add_sum("count")
+        super().__init__(data_range=data_range, reduction=reduction, lead_times=lead_times,
+                         metrics=(self.score,), **kwargs)
 
-    def _sums(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
-    def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
-        pred, target, mask = check_pair(type(self).__name__, pred, target, mask, self.data_range)
-        total, count = self._sums(pred, target, mask)
-        self._accumulate(total=total, count=count)
+    def _mask_error(self) -> str:
+        what = "the window needs whole frames" if self.score == "ssim" else \
+            "it is defined on whole frames"
+        return f"{self.score.upper()} takes no mask: {what}"
 
     def compute(self) -> Tensor:
-        return self._reduce(safe_div(self.total, self.count))
+        return super().compute()[self.score]
 
 
-class MSE(_RatioMetric):
+class MSE(_OneScore):
     """Streaming per-frame MSE (see `mse`)."""
 
-    higher_is_better = False
-
-    def _sums(self, pred, target, mask):
-        s = _error_sums(pred, target, mask)
-        return s["sq"], s["n_frames"]
+    score, higher_is_better = "mse", False
 
 
-class MAE(_RatioMetric):
+class MAE(_OneScore):
     """Streaming per-frame MAE (see `mae`)."""
 
-    higher_is_better = False
-
-    def _sums(self, pred, target, mask):
-        s = _error_sums(pred, target, mask)
-        return s["ab"], s["n_frames"]
+    score, higher_is_better = "mae", False
 
 
-class MSEPixel(_RatioMetric):
+class MSEPixel(_OneScore):
     """Streaming per-pixel MSE (see `mse_pixel`)."""
 
-    higher_is_better = False
-
-    def _sums(self, pred, target, mask):
-        s = _error_sums(pred, target, mask)
-        return s["sq"], s["n_pix"]
+    score, higher_is_better = "mse_pixel", False
 
 
-class MAEPixel(_RatioMetric):
+class MAEPixel(_OneScore):
     """Streaming per-pixel MAE (see `mae_pixel`)."""
 
-    higher_is_better = False
-
-    def _sums(self, pred, target, mask):
-        s = _error_sums(pred, target, mask)
-        return s["ab"], s["n_pix"]
+    score, higher_is_better = "mae_pixel", False
 
 
-class SSIM(_RatioMetric):
+class SSIM(_OneScore):
     """Streaming per-frame SSIM (see `ssim`); takes no mask."""
 
-    higher_is_better = True
+    score, higher_is_better = "ssim", True
 
     def __init__(self, data_range: float = 1.0, gaussian: bool = False, win_size: int = 7,
                  sigma: float = 1.5, **kwargs: Any) -> None:
-        super().__init__(data_range=data_range, **kwargs)
-        self.gaussian, self.win_size, self.sigma = gaussian, win_size, sigma
-
-    def _sums(self, pred, target, mask):
-        if mask is not None:
-            raise ValueError("SSIM takes no mask: the window needs whole frames")
-        frames = ssim_frames(pred, target, self.data_range, self.gaussian, self.win_size,
-                              self.sigma)  # [B, T]
-        return frames.sum(dim=0, dtype=torch.float64), torch.full_like(
-            frames[0], frames.shape[0], dtype=torch.float64)
+        super().__init__(data_range=data_range, gaussian=gaussian, win_size=win_size,
+                         sigma=sigma, **kwargs)
 
 
-class PSNR(_RatioMetric):
+class PSNR(_OneScore):
     """Streaming per-frame PSNR in dB (see `psnr`); takes no mask."""
 
-    higher_is_better = True
+    score, higher_is_better = "psnr", True
 
     def __init__(self, data_range: float = 1.0, max_db: float | None = MAX_PSNR_DB,
                  **kwargs: Any) -> None:
-        super().__init__(data_range=data_range, **kwargs)
-        self.max_db = max_db
-
-    def _sums(self, pred, target, mask):
-        if mask is not None:
-            raise ValueError("PSNR takes no mask: it is defined on whole frames")
-        frames = _psnr_frames(pred, target, self.data_range, self.max_db)  # [B, T]
-        return frames.sum(dim=0, dtype=torch.float64), torch.full_like(
-            frames[0], frames.shape[0], dtype=torch.float64)
+        super().__init__(data_range=data_range, max_db=max_db, **kwargs)

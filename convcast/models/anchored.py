@@ -25,7 +25,7 @@ the anchor is 0 or 1 (black video pixels), where adding anything then takes huge
 
 Motion (anchor `optical_flow`): `forward(x, horizon, motion=None)` advects the last frame along
 `motion [B, 2, H, W]` (pysteps' convention, px/step) with the torch semi-Lagrangian scheme
-(`convcast.models.extrapolation`). Training batches carry it, computed in DataLoader workers
+(`convcast.motion.advect`). Training batches carry it, computed in DataLoader workers
 (`convcast.data.motion.MotionDataModule`); without it the model estimates it itself (pysteps
 Lucas-Kanade on the last `motion_frames` frames, as the `optical_flow` baseline), so evaluation,
 `convcast test --compare`, predict and nowcast work unchanged. `anchor="none"` is the inner model
@@ -61,8 +61,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convcast.models.base import Forecaster, check_size
-from convcast.models.extrapolation import advect
 from convcast.models.registry import create_model, is_baseline, model_info, register_model
+from convcast.motion.advect import advect
 
 ANCHORS = ("persistence", "optical_flow", "none")
 
@@ -173,7 +173,7 @@ class Anchored(Forecaster):
                 raise ValueError(f"anchored: value_range must be (low, high) with low < high, or "
                                  f"None, got {value_range}")
         if anchor == "optical_flow":
-            from convcast.data.motion import check_method
+            from convcast.motion import check_method
 
             check_method(method, motion_frames)
         self.in_channels, self.anchor, self.value_range = in_channels, anchor, value_range
@@ -213,7 +213,7 @@ class Anchored(Forecaster):
         if self.anchor == "persistence":
             return x[:, -1:].expand(-1, horizon, -1, -1, -1)  # [B, horizon, C, H, W]
         if motion is None:
-            from convcast.data.motion import batch_motion
+            from convcast.motion import batch_motion
 
             motion = batch_motion(x, self.motion_frames, self.method, self.method_kwargs)
         B, _, _, H, W = x.shape

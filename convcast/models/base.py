@@ -20,7 +20,7 @@ usual input.
 Recurrent forecasters split `forward` into `encode(x, state=None) -> state`, which advances a plain
 dict of tensors by the frames `x`, and `decode(state, horizon, condition, teacher, teacher_mask)`,
 which forecasts from a state without changing it; `forward(x, horizon)` is
-`decode(encode(x), horizon)`. Streaming inference (`convcast.train.stream`) is built on the two.
+`decode(encode(x), horizon)`. Streaming inference (`convcast.inference.stream`) is built on the two.
 
 Inputs are computed in the model's parameter dtype (a float64 or bfloat16 input is cast, and the
 forecast comes back in the input's dtype; `encode` casts its frames alike). A non-finite input

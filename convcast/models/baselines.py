@@ -2,7 +2,7 @@
 
 Baselines read no condition frames (`condition_channels = 0`; giving one is an error) and keep no
 recurrent state: `window` says how many of the latest frames they look at, which is what a stream
-(`convcast.train.stream`) keeps for them.
+(`convcast.inference.stream`) keeps for them.
 """
 
 from __future__ import annotations

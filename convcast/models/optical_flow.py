@@ -65,17 +65,22 @@ class OpticalFlow(Forecaster):
         self.last_velocity: np.ndarray | None = None  # [B, C, 2, H, W] (u, v) px/step, last call
 
     def velocity(self, frames: np.ndarray) -> np.ndarray:
-        """Motion `[2, H, W]` (x then y component, px/step) of frames `[T, H, W]`: the data
-        pipeline's estimate (`convcast.data.motion`), so both always see the same motion."""
-        from convcast.data.motion import estimate_motion
+        """Motion `[2, H, W]` (x then y component, px/step) of frames `[T, H, W]`: the one
+        estimate (`convcast.motion`) the data pipeline and the anchored models use too."""
+        from convcast.motion import estimate_motion
 
         return estimate_motion(frames, self.method, self.method_kwargs)
 
     def extrapolate(self, last: np.ndarray, velocity: np.ndarray, horizon: int) -> np.ndarray:
-        """Semi-Lagrangian extrapolation of `last` `[H, W]` -> `[horizon, H, W]`."""
+        """Semi-Lagrangian extrapolation of `last` `[H, W]` -> `[horizon, H, W]` by the one
+        advection (`convcast.motion.advect`, equal to pysteps' `extrapolate` to 1e-12 in
+        float64), which the anchored forecasters use too."""
+        from convcast.motion.advect import advect
+
         fill = float(last.min()) if self.outval == "min" else float(self.outval)
-        out = import_pysteps().extrapolation.get_method("semilagrangian")(
-            last, velocity, horizon, outval=fill)
+        field = torch.from_numpy(np.asarray(last, dtype=np.float64))[None, None]  # [1, 1, H, W]
+        motion = torch.from_numpy(np.asarray(velocity, dtype=np.float64))[None]  # [1, 2, H, W]
+        out = advect(field, motion, horizon, outval=fill)[0, :, 0].numpy()  # [horizon, H, W]
         return np.nan_to_num(out, nan=fill)
 
     @property

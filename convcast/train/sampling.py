@@ -10,7 +10,8 @@ model as keyword arguments, with `teacher=` the true future.
 Reverse scheduled sampling (Wang et al., TPAMI 2022, PredRNN-v2) also samples on the *input* side:
 the true input frames are replaced by the model's own predictions of them with a probability that
 falls to 0 (the input-side truth probability rises from 0.5 to 1), while the output side goes from
-0.5 truth to none; the model must accept `input_mask` (`predrnn`, `predrnn_v2`).
+0.5 truth to none; the model must read `input_mask` (its registry entry says so: `predrnn`,
+`predrnn_v2`, `predrnn_pp`, `mim`).
 
 Use from a LightningCLI YAML:
     sampling: {class_path: convcast.train.sampling.ScheduledSampling,

@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from convcast.data.description import DataDescription
 from convcast.layers import set_checkpointing
-from convcast.models import create_model, model_info, model_kind
+from convcast.models import create_model, list_models, model_info, model_kind
 from convcast.models.registry import INPUTS
 from convcast.train.checkpoint import (
     DATA_KEY,
@@ -192,13 +192,14 @@ class ForecastSystem(L.LightningModule):
             kwargs.update(self.sampling.masks(self.global_step, x.shape[0], x.shape[1], horizon,
                                               x.device))
             kwargs.setdefault("teacher", y)
-        try:
-            pred = self.model(x, horizon, **kwargs)  # [B, horizon, C, H, W]
-        except TypeError as err:
-            raise TypeError(f"{type(self.model).__name__} does not accept the keyword arguments "
-                            f"of {type(self.sampling).__name__} ({', '.join(kwargs)}): {err}. "
-                            "Reverse scheduled sampling needs predrnn or predrnn_v2; use "
-                            "ScheduledSampling with other models") from err
+        reads = getattr(self.model, "inputs", None)
+        if reads is not None and "input_mask" in kwargs and "input_mask" not in reads:
+            able = [n for n in list_models(baselines=False)
+                    if "input_mask" in model_info(n).inputs]
+            raise ValueError(f"{type(self.model).__name__} does not read the input_mask of "
+                             f"{type(self.sampling).__name__}: reverse scheduled sampling needs "
+                             f"one of {', '.join(able)}; use ScheduledSampling with other models")
+        pred = self.model(x, horizon, **kwargs)  # [B, horizon, C, H, W]
         loss = self.loss_fn(pred, y, mask, scale=self.radar_scale())
         terms = {"forecast": loss}
         # read the model's own losses now: a second forward below would overwrite them
@@ -366,6 +367,8 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     kernels): biases and norm scales are not decayed, as is standard (decaying the forget-gate
     bias, which starts at 1, would push the LSTMs towards forgetting)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not weight_decay:
+        return [{"params": params}]  # one group (and one learning rate in the logs)
     decay = [p for p in params if p.dim() >= 2]
     rest = [p for p in params if p.dim() < 2]
     return [g for g in ({"params": decay, "weight_decay": weight_decay},

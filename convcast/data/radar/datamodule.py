@@ -182,10 +182,11 @@ class RadarDataModule(SequenceDataModule):
                                  "projection in its metadata; crop by pixels instead (crop: "
                                  "[top, left, bottom, right])")
             crop = grid.window_of(tuple(hp.crop_box))
-        return RadarPreprocess(source.units, hp.dbz_range, crop, hp.disk_radius, hp.resize,
-                               values["zr"], None, hp.downsample,
-                               hp.accutime or values["accutime"], values["threshold"],
-                               values["zerovalue"])
+        return RadarPreprocess(source.units, dbz_range=hp.dbz_range, crop=crop,
+                               disk_radius=hp.disk_radius, resize=hp.resize, zr=values["zr"],
+                               valid=None, downsample=hp.downsample,
+                               accutime=hp.accutime or values["accutime"],
+                               threshold=values["threshold"], zerovalue=values["zerovalue"])
 
     def make_preprocess(self, source: RadarSource) -> RadarPreprocess:
         """The preprocessing with the static masks (user mask, circle, clutter) folded in."""
@@ -288,9 +289,8 @@ class RadarDataModule(SequenceDataModule):
         reader = None if hp.importer is None else {
             "importer": hp.importer, "importer_kwargs": dict(inner.importer_kwargs),
             "fn_pattern": inner.fn_pattern, "fn_ext": inner.fn_ext}
-        radar = RadarValues(pre.units, pre.dbz_range, tuple(pre.zr), pre.crop, pre.disk_radius,
-                            pre.resize, pre.valid, hp.nodata, pre.downsample, pre.accutime,
-                            pre.zerovalue, pre.threshold, archive_grid(self.source), reader)
+        radar = RadarValues.of_preprocess(pre, nodata=hp.nodata, grid=archive_grid(self.source),
+                                          reader=reader)
         return DataDescription(hp.input_frames, hp.output_frames, C, (h, w), radar=radar,
                                step_minutes=float(self.step_minutes), source=str(hp.path),
                                datamodule=f"{type(self).__module__}.{type(self).__name__}")

@@ -128,7 +128,7 @@ class RadarPreprocess:
         zerovalue: the raw value of no rain, given back by `from_pixel` (e.g. -32 dBZ).
     """
 
-    def __init__(self, units: str, dbz_range: tuple[float, float] | None = None,
+    def __init__(self, units: str, *, dbz_range: tuple[float, float] | None = None,
                  crop: Crop = None, disk_radius: float = 0.0, resize: Size = None,
                  zr: tuple[float, float] = HKO_ZR, valid: np.ndarray | None = None,
                  downsample: int = 1, accutime: float | None = None,

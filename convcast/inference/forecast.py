@@ -36,6 +36,66 @@ from convcast.train.checkpoint import TrainedModel, load_checkpoint
 Frames = str | os.PathLike | FrameSource | np.ndarray | torch.Tensor
 
 
+@dataclass(frozen=True, kw_only=True)
+class RadarOptions:
+    """How to read and prepare a radar input; None everywhere means "as the checkpoint's
+    archive was" (else the archive's own metadata, else the defaults of `open_radar`).
+
+    Reading: `format` (a frame-source kind or auto), `units`, `variable`, `time_variable`,
+    `time_format`, `time_regex`, `start_time`, `step_minutes`, `nodata`; or a pysteps `importer`
+    with `importer_kwargs`, `fn_pattern`, `fn_ext`. Preparation overrides: `crop` (centre h,
+    (h, w) or a window (top, left, bottom, right)), `crop_box` ((x1, y1, x2, y2) in the archive's
+    projected metres), `downsample`, `disk_radius`, `resize`, `zr` ((a, b) of Z = a R^b),
+    `accutime` (minutes an accumulation sums).
+    """
+
+    format: str | None = None
+    units: str | None = None
+    variable: str | None = None
+    time_variable: str | None = None
+    time_format: str | None = None
+    time_regex: str | None = None
+    start_time: str | None = None
+    step_minutes: float | None = None
+    nodata: float | None = None
+    crop: int | tuple[int, ...] | None = None
+    crop_box: tuple[float, float, float, float] | None = None
+    downsample: int | None = None
+    disk_radius: float | None = None
+    resize: int | tuple[int, int] | None = None
+    zr: tuple[float, float] | None = None
+    accutime: float | None = None
+    importer: str | None = None
+    importer_kwargs: dict[str, Any] | None = None
+    fn_pattern: str | None = None
+    fn_ext: str | None = None
+
+    @classmethod
+    def of(cls, options: RadarOptions | dict[str, Any] | None) -> RadarOptions:
+        """`options` as a `RadarOptions` (from a dict of its fields; an unknown key is named)."""
+        if isinstance(options, RadarOptions):
+            return options
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown radar options {unknown}; valid: "
+                             f"{', '.join(cls.__dataclass_fields__)}")
+        if isinstance(options.get("crop"), list) and len(options["crop"]) == 1:
+            options["crop"] = options["crop"][0]
+        for key in ("crop", "crop_box", "resize", "zr"):
+            if isinstance(options.get(key), list):
+                options[key] = tuple(options[key])
+        return cls(**options)
+
+    def value_options(self) -> dict[str, Any]:
+        """The options that change the prepared values (what a saved stream must match)."""
+        return {k: getattr(self, k) for k in VALUE_OPTIONS}
+
+
+VALUE_OPTIONS = ("units", "nodata", "variable", "crop", "crop_box", "downsample", "disk_radius",
+                 "resize", "zr", "accutime", "importer", "importer_kwargs")
+
+
 class ArrayFrames(FrameSource):
     """Frames already in memory, `[T, C, H, W]`, seen as a source."""
 
@@ -141,7 +201,7 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
              horizon: int | None = None, *, input_frames: int | None = None,
              description: DataDescription | None = None, device: str = "cpu",
              reader: str = "auto", reader_kwargs: dict[str, Any] | None = None,
-             radar: dict[str, Any] | None = None) -> Forecast:
+             radar: RadarOptions | dict[str, Any] | None = None) -> Forecast:
     """Forecast the frames that follow `frames` (see the module docstring).
 
     Args:
@@ -151,23 +211,22 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
         horizon: frames to forecast (default: the training output frames).
         input_frames: how many of the latest frames the model reads (default: as trained).
         reader / reader_kwargs: the frame-source kind and options for a path.
-        radar: read the input as a radar archive: `open_radar` options (units, variable,
-            time_format, step_minutes, nodata, importer, importer_kwargs, fn_pattern, fn_ext,
-            ...) and preprocessing overrides (crop, crop_box, downsample, resize, disk_radius,
-            zr, accutime); given a radar checkpoint, its settings (and the importer it was
-            trained through) are the defaults.
+        radar: read the input as a radar archive, with these `RadarOptions` (or a dict of
+            them); given a radar checkpoint, its settings (and the importer it was trained
+            through) are the defaults.
     """
     tm = trained_model(model_or_ckpt, device)
     d = description or tm.description
     notes: list[str] = []
     is_radar = radar is not None or (d is not None and d.radar is not None)
-    source = open_input(frames, is_radar, d, reader, reader_kwargs, dict(radar or {}), notes)
+    radar = RadarOptions.of(radar)
+    source = open_input(frames, is_radar, d, reader, reader_kwargs, radar, notes)
     need = input_frames if input_frames is not None else (d.input_frames if d else 5 if
                                                            is_radar else len(source))
     k = horizon if horizon is not None else (d.output_frames if d else 15 if is_radar else 1)
     if k < 1 or need < 1:
         raise ValueError(f"horizon and input_frames must be positive, got {k}, {need}")
-    step = (radar or {}).get("step_minutes")
+    step = radar.step_minutes
     if step is None and len(source) < 2 and d is not None:  # one frame: the step trained on
         step = d.step_minutes
     raw, start, minutes = _latest(source, need, step)
@@ -180,7 +239,7 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
                     else ""))
     physical = None
     if is_radar:
-        prepared, back, d, physical = prepare_radar(source, raw, d, dict(radar or {}), need, k,
+        prepared, back, d, physical = prepare_radar(source, raw, d, radar, need, k,
                                                     tm, notes)
         scale = 1.0
     else:
@@ -217,22 +276,22 @@ def assemble(pred: np.ndarray, prepared: np.ndarray, back, physical, d: DataDesc
 
 
 def open_input(frames: Frames, is_radar: bool, d: DataDescription | None, reader: str,
-               reader_kwargs: dict | None, radar: dict, notes: list[str]) -> FrameSource:
+               reader_kwargs: dict | None, radar: RadarOptions, notes: list[str]
+               ) -> FrameSource:
     """The input as a frame source (a radar archive where the model is a radar model)."""
     if isinstance(frames, (np.ndarray, torch.Tensor)):
         source = ArrayFrames(frames)
     elif isinstance(frames, FrameSource):
         source = frames
     elif is_radar:
-        fmt = radar.get("format") or "auto"
+        fmt = radar.format or "auto"
         read = reader_options(d, radar, notes)
         # an importer says its units; other files may not: then the training archive's
-        units = radar.get("units") or ("auto" if read["importer"] else
+        units = radar.units or ("auto" if read["importer"] else
                                        d.radar.units if d is not None and d.radar else "auto")
-        return open_radar(frames, fmt, units, radar.get("variable"),
-                          radar.get("time_variable"), radar.get("time_format"),
-                          radar.get("time_regex"), radar.get("start_time"),
-                          radar.get("step_minutes"), radar.get("nodata"), reader_kwargs, **read)
+        return open_radar(frames, fmt, units, radar.variable, radar.time_variable,
+                          radar.time_format, radar.time_regex, radar.start_time,
+                          radar.step_minutes, radar.nodata, reader_kwargs, **read)
     else:
         if not Path(frames).exists():
             raise FileNotFoundError(f"input {frames} not found")
@@ -242,17 +301,19 @@ def open_input(frames: Frames, is_radar: bool, d: DataDescription | None, reader
             notes.append(f"layout {f.layout} {'guessed' if f.guessed else 'given'} from shape "
                          f"{f.shape}")
     if is_radar and not isinstance(source, RadarSource):
-        units = radar.get("units") or (d.radar.units if d is not None and d.radar else "auto")
-        source = RadarSource(source, units, radar.get("nodata"))
+        units = radar.units or (d.radar.units if d is not None and d.radar else "auto")
+        source = RadarSource(source, units, radar.nodata)
     return source
 
 
-def reader_options(d: DataDescription | None, radar: dict, notes: list[str]) -> dict[str, Any]:
+def reader_options(d: DataDescription | None, radar: RadarOptions, notes: list[str]
+                   ) -> dict[str, Any]:
     """How a radar input is read (importer, importer_kwargs, fn_pattern, fn_ext): as given, else
     (format auto, no importer given) through the importer the checkpoint's archive was read by."""
-    read = {k: radar.get(k) for k in ("importer", "importer_kwargs", "fn_pattern", "fn_ext")}
+    read = {k: getattr(radar, k) for k in ("importer", "importer_kwargs", "fn_pattern",
+                                           "fn_ext")}
     trained = d.radar.reader if d is not None and d.radar is not None else None
-    if read["importer"] is None and (radar.get("format") or "auto") == "auto" and trained:
+    if read["importer"] is None and (radar.format or "auto") == "auto" and trained:
         read = {**trained, **{k: v for k, v in read.items() if v is not None}}
         notes.append(f"read with the training archive's importer {read['importer']}")
     return read
@@ -301,22 +362,22 @@ def _check_range(model_in: np.ndarray, d: DataDescription, notes: list[str]) -> 
                      "model was trained on; is it the same kind of data (units, value scale)?")
 
 
-def _radar_values(source: FrameSource, d: DataDescription | None, radar: dict,
+def _radar_values(source: FrameSource, d: DataDescription | None, radar: RadarOptions,
                   notes: list[str]) -> tuple[RadarValues, Grid | None]:
     """How to prepare this input: the checkpoint's settings (else the archive's own), the
     command's overrides, and the input's own accumulation time, no-rain value and threshold;
     and the input's georeference."""
-    own = archive_values(source, radar.get("zr") and tuple(radar["zr"]))
+    own = archive_values(source, radar.zr and tuple(radar.zr))
     grid = archive_grid(source)
     rv = d.radar if d is not None and d.radar is not None else \
         RadarValues(source.units, zr=own["zr"], grid=grid)
-    over = {key: radar[key] for key in ("crop", "disk_radius", "resize", "downsample") if
-            radar.get(key) is not None}
-    if radar.get("crop_box") is not None:
+    over = {key: getattr(radar, key) for key in ("crop", "disk_radius", "resize", "downsample")
+            if getattr(radar, key) is not None}
+    if radar.crop_box is not None:
         if grid is None:
             raise ValueError(f"--crop_box needs a georeferenced archive; {source.name} has no "
                              "projection in its metadata: crop by pixels (--crop) instead")
-        over["crop"] = grid.window_of(tuple(radar["crop_box"]))
+        over["crop"] = grid.window_of(tuple(radar.crop_box))
     if rv.grid is not None and grid is not None and not rv.grid.same_as(grid):
         notes.append("warning: the input's grid differs from the training archive's grid "
                      f"({grid.shape[0]}x{grid.shape[1]} vs {rv.grid.shape[0]}x"
@@ -324,17 +385,20 @@ def _radar_values(source: FrameSource, d: DataDescription | None, radar: dict,
     regridded = any(key in over for key in ("crop", "resize", "downsample"))
     pick = {key: own[key] if own[key] is not None else getattr(rv, key)
             for key in ("accutime", "zerovalue", "threshold")}
-    rv = RadarValues(rv.units, rv.dbz_range, tuple(radar["zr"]) if radar.get("zr") else rv.zr,
-                     over.get("crop", rv.crop), over.get("disk_radius", rv.disk_radius),
-                     over.get("resize", rv.resize), None if regridded else rv.valid,
-                     rv.nodata, over.get("downsample", rv.downsample),
-                     radar.get("accutime") or pick["accutime"], pick["zerovalue"],
-                     pick["threshold"], grid, rv.reader)
+    rv = RadarValues(units=rv.units, dbz_range=rv.dbz_range,
+                     zr=tuple(radar.zr) if radar.zr else rv.zr,
+                     crop=over.get("crop", rv.crop),
+                     disk_radius=over.get("disk_radius", rv.disk_radius),
+                     resize=over.get("resize", rv.resize),
+                     valid=None if regridded else rv.valid, nodata=rv.nodata,
+                     downsample=over.get("downsample", rv.downsample),
+                     accutime=radar.accutime or pick["accutime"], zerovalue=pick["zerovalue"],
+                     threshold=pick["threshold"], grid=grid, reader=rv.reader)
     return rv, grid
 
 
 def prepare_radar(source: FrameSource, raw: np.ndarray, d: DataDescription | None,
-                  radar: dict, need: int, k: int, tm: TrainedModel, notes: list[str]):
+                  radar: RadarOptions, need: int, k: int, tm: TrainedModel, notes: list[str]):
     """Radar: the training preprocessing (overridable); back to the archive's units."""
     rv, grid = _radar_values(source, d, radar, notes)
     pre = rv.preprocess(source.units)
