@@ -15,17 +15,17 @@ these; layers <- models <- train <- inference <- cli.
 
 from convcast.inference.forecast import (
     Forecast,
+    Preparation,
     RadarOptions,
     assemble,
     forecast,
     open_input,
-    prepare_radar,
     reader_options,
     resize_back,
     trained_model,
 )
 from convcast.inference.stream import Stream, is_recurrent, stream
 
-__all__ = ["Forecast", "RadarOptions", "Stream", "assemble", "forecast", "is_recurrent",
-           "open_input", "prepare_radar", "reader_options", "resize_back", "stream",
+__all__ = ["Forecast", "Preparation", "RadarOptions", "Stream", "assemble", "forecast",
+           "is_recurrent", "open_input", "reader_options", "resize_back", "stream",
            "trained_model"]

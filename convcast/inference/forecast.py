@@ -27,6 +27,7 @@ import torch.nn as nn
 from convcast.data.description import DataDescription, RadarValues
 from convcast.data.radar.archive import RadarSource, archive_grid, archive_values, open_radar
 from convcast.data.radar.geo import Grid
+from convcast.data.radar.preprocess import RadarPreprocess
 from convcast.data.radar.timeline import as_step, latest_window
 from convcast.data.sources import FrameSource, open_source
 from convcast.data.sources.video import VideoSource
@@ -237,41 +238,48 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
     notes.append(f"read the last {need} of {len(source)} frames of {what}"
                  + (" (sorted by name)" if source.kind == "images" and source.timestamps is None
                     else ""))
-    physical = None
     if is_radar:
-        prepared, back, d, physical = prepare_radar(source, raw, d, radar, need, k,
-                                                    tm, notes)
-        scale = 1.0
+        prep = Preparation.for_radar(source, d, radar, input_frames=need, horizon=k,
+                                     model=tm.model, notes=notes)
     else:
-        prepared, back, d, scale = _frames_io(raw, d, need, k, tm, notes)
+        prep = Preparation.for_frames(raw, d, input_frames=need, horizon=k, notes=notes)
+    prepared = prep.prepare(raw)  # [T, C, h, w] model values, NaN = missing
     model_in = torch.from_numpy(np.nan_to_num(prepared, nan=0.0))[None].to(device)
     with torch.inference_mode():
         pred = tm.model.to(device).eval()(model_in, k)[0].float().cpu().numpy()  # [K, C, h, w]
     times = None if source.timestamps is None else source.timestamps[start:]
-    return assemble(pred, prepared, back, physical, d, tm.model_name, tuple(raw.shape[-2:]),
-                    scale, source.units if is_radar else None, times, minutes, notes)
+    return assemble(pred, prepared, prep, model_name=tm.model_name,
+                    input_size=tuple(raw.shape[-2:]), input_times=times, minutes=minutes,
+                    notes=notes)
 
 
-def assemble(pred: np.ndarray, prepared: np.ndarray, back, physical, d: DataDescription,
-             model_name: str, input_size: tuple[int, int], scale: float, units: str | None,
-             input_times: np.ndarray | None, minutes: float | None, notes: list[str]
-             ) -> Forecast:
+def assemble(pred: np.ndarray, prepared: np.ndarray, prep: Preparation, *, model_name: str,
+             input_size: tuple[int, int], input_times: np.ndarray | None,
+             minutes: float | None, notes: list[str]) -> Forecast:
     """The `Forecast` of the model's output `pred` `[K, C, h, w]` on the prepared input frames
-    `[T, C, h, w]` (model values, NaN = missing), turned back by the preparation's `back` and
-    `physical` (`prepare_radar`, `_frames_io`); also for frames prepared one at a time (a
-    stream)."""
+    `[T, C, h, w]` (model values, NaN = missing), turned back by `prep`; also for frames
+    prepared one at a time (a stream)."""
     if not np.isfinite(pred).all():
         raise ValueError("the model produced NaN or infinite values; is the checkpoint trained?")
     valid = None
     if input_times is not None and minutes:
         step64 = np.timedelta64(int(round(minutes * 60)), "s")
         valid = input_times[-1] + step64 * np.arange(1, len(pred) + 1)
-    out, data_pred, data_in = back(pred), d.to_data(pred), d.to_data(prepared)
-    fc = Forecast(out.astype(np.float32), np.nan_to_num(data_in).astype(np.float32),
-                  np.asarray(data_pred, dtype=np.float32), d, model_name, input_size, scale,
-                  units, valid, input_times, minutes, notes)
-    if physical is not None:
-        physical(fc, prepared, pred)
+    d = prep.description
+    missing = prep.missing(prepared)  # [C, h, w] outside the radar's domain now, or None
+    fc = Forecast(prep.restore(pred, missing).astype(np.float32),
+                  np.nan_to_num(d.to_data(prepared)).astype(np.float32),
+                  np.asarray(d.to_data(pred), dtype=np.float32), d, model_name, input_size,
+                  prep.scale, prep.units, valid, input_times, minutes, notes)
+    if prep.radar is not None:
+        rain, fc.physical_units = prep.to_physical(pred)  # [K, C, h, w]
+        fc.physical = np.where(missing, np.nan, rain).astype(np.float32)
+        fc.input_physical = prep.to_physical(prepared)[0].astype(np.float32)  # [T, C, h, w]
+        fc.accutime = prep.radar.accutime if fc.physical_units == "mm" else None
+        fc.grid = prep.radar.output_grid(prep.grid)
+        if fc.grid is not None:
+            notes.append(f"grid {fc.grid.shape[0]}x{fc.grid.shape[1]} pixels of "
+                         f"{fc.grid.xpixelsize / 1000:g} km")
     return fc
 
 
@@ -319,33 +327,92 @@ def reader_options(d: DataDescription | None, radar: RadarOptions, notes: list[s
     return read
 
 
-def _frames_io(raw: np.ndarray, d: DataDescription | None, need: int, k: int, tm: TrainedModel,
-               notes: list[str]):
-    """Video / images / arrays: prepare as trained; back to the input's own value scale."""
-    T, c, h, w = raw.shape
-    if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
-        bad = int((~np.isfinite(raw)).sum())
-        raise ValueError(f"the input has {bad} NaN or infinite values; fill them (e.g. with "
-                         "np.nan_to_num) before forecasting")
-    if d is None:  # an untrained baseline: the frames as they are, [0, 1]-scaled
-        d = DataDescription(need, k, c, (h, w), value_scale=unit_scale(raw.dtype))
-    scale = _frame_scale(raw, d, notes)
-    steps = [f"scaled {raw.dtype} by 1/{scale:g}"] if scale != 1 else []
-    if d.channels != c:
-        steps.append(f"converted {c} -> {d.channels} channel(s)")
-    if tuple(d.frame_size) != (h, w):
-        steps.append(f"resized {h}x{w} -> {d.frame_size[0]}x{d.frame_size[1]}")
-    unit = prepare_frames(raw, d.channels, d.frame_size, scale)  # [T, C, h, w] data values
-    if d.normalization.kind != "none":
-        steps.append(f"normalised {d.normalization.describe()}")
-    notes.append("prepared input: " + (", ".join(steps) or "used as is"))
-    model_in = d.normalization.apply(unit).astype(np.float32)
-    _check_range(model_in, d, notes)
+@dataclass(frozen=True, kw_only=True)
+class Preparation:
+    """Raw input frames <-> model values, as the model's training data was prepared.
 
-    def back(pred: np.ndarray) -> np.ndarray:
-        return d.normalization.invert(pred) * scale  # [K, C, h, w] in the input's value scale
+    Made once per model and input (`for_frames`, `for_radar`) from the checkpoint's
+    `DataDescription`: `prepare(raw)` gives model values (NaN where a radar has no data),
+    `restore(pred)` the input's own values (8-bit video: 0..255; radar: the archive's units) and
+    `to_physical(values)` rain rate in mm/h (radar). `scale` divides integer frames; `radar` is
+    the radar preprocessing, `grid` the input's georeference.
+    """
 
-    return model_in, back, d, scale
+    description: DataDescription
+    scale: float = 1.0
+    radar: RadarPreprocess | None = None
+    grid: Grid | None = None
+    units: str | None = None  # the input's units (radar archives)
+
+    @classmethod
+    def for_frames(cls, raw: np.ndarray, d: DataDescription | None, *, input_frames: int,
+                   horizon: int, notes: list[str]) -> Preparation:
+        """Video, images, arrays: `raw [T, C, H, W]` prepared as trained (scale, channels, size,
+        normalisation); the steps are said in `notes`."""
+        T, c, h, w = raw.shape
+        if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
+            bad = int((~np.isfinite(raw)).sum())
+            raise ValueError(f"the input has {bad} NaN or infinite values; fill them (e.g. with "
+                             "np.nan_to_num) before forecasting")
+        if d is None:  # an untrained baseline: the frames as they are, [0, 1]-scaled
+            d = DataDescription(input_frames, horizon, c, (h, w),
+                                value_scale=unit_scale(raw.dtype))
+        scale = _frame_scale(raw, d, notes)
+        steps = [f"scaled {raw.dtype} by 1/{scale:g}"] if scale != 1 else []
+        if d.channels != c:
+            steps.append(f"converted {c} -> {d.channels} channel(s)")
+        if tuple(d.frame_size) != (h, w):
+            steps.append(f"resized {h}x{w} -> {d.frame_size[0]}x{d.frame_size[1]}")
+        if d.normalization.kind != "none":
+            steps.append(f"normalised {d.normalization.describe()}")
+        notes.append("prepared input: " + (", ".join(steps) or "used as is"))
+        prep = cls(description=d, scale=scale)
+        _check_range(prep.prepare(raw), d, notes)
+        return prep
+
+    @classmethod
+    def for_radar(cls, source: FrameSource, d: DataDescription | None, radar: RadarOptions, *,
+                  input_frames: int, horizon: int, model: nn.Module,
+                  notes: list[str]) -> Preparation:
+        """Radar: the training preprocessing (overridable by `radar`), for `source`'s frames."""
+        rv, grid = _radar_values(source, d, radar, notes)
+        pre = rv.preprocess(source.units)
+        C, h, w = pre.output_shape(source.frame_shape)
+        if d is not None and (h, w) != tuple(d.frame_size):
+            raise ValueError(f"the prepared frames are {h}x{w} but the model was trained on "
+                             f"{d.frame_size[0]}x{d.frame_size[1]}; pass --resize/--crop to "
+                             "match")
+        channels = getattr(model, "in_channels", C)
+        if channels != C:
+            raise ValueError(f"the archive has {C} channels, the model reads {channels}")
+        if d is None:
+            d = DataDescription(input_frames, horizon, C, (h, w), radar=rv, step_minutes=None)
+        return cls(description=d, radar=pre, grid=grid, units=source.units)
+
+    def prepare(self, raw: np.ndarray) -> np.ndarray:
+        """Raw frames `[T, C, H, W]` -> model values `[T, C, h, w]` float32 (NaN: no data)."""
+        if self.radar is not None:
+            return self.radar(raw).astype(np.float32)  # pixels in [0, 1], NaN = invalid
+        d = self.description
+        unit = prepare_frames(raw, d.channels, d.frame_size, self.scale)  # data values
+        return d.normalization.apply(unit).astype(np.float32)
+
+    def missing(self, prepared: np.ndarray) -> np.ndarray | None:
+        """Where the newest prepared frame has no data `[C, h, w]` (radar; else None)."""
+        return None if self.radar is None else ~np.isfinite(prepared[-1])
+
+    def restore(self, pred: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
+        """Model values `[K, C, h, w]` -> the input's own values (NaN where `missing`)."""
+        if self.radar is None:
+            return self.description.normalization.invert(pred) * self.scale
+        out = self.radar.from_pixel(np.clip(pred, 0, 1))  # [K, C, h, w] in the archive's units
+        return out if missing is None else np.where(missing, np.nan, out)
+
+    def to_physical(self, values: np.ndarray) -> tuple[np.ndarray, str]:
+        """Model values -> (rain in mm/h, or mm per accumulation time; its unit). Radar only."""
+        if self.radar is None:
+            raise ValueError("this input has no physical units (it is not a radar archive)")
+        return self.radar.physical(np.clip(values, 0, 1))  # NaN (no data) stays NaN
 
 
 def _check_range(model_in: np.ndarray, d: DataDescription, notes: list[str]) -> None:
@@ -395,41 +462,6 @@ def _radar_values(source: FrameSource, d: DataDescription | None, radar: RadarOp
                      accutime=radar.accutime or pick["accutime"], zerovalue=pick["zerovalue"],
                      threshold=pick["threshold"], grid=grid, reader=rv.reader)
     return rv, grid
-
-
-def prepare_radar(source: FrameSource, raw: np.ndarray, d: DataDescription | None,
-                  radar: RadarOptions, need: int, k: int, tm: TrainedModel, notes: list[str]):
-    """Radar: the training preprocessing (overridable); back to the archive's units."""
-    rv, grid = _radar_values(source, d, radar, notes)
-    pre = rv.preprocess(source.units)
-    x = pre(raw)  # [T_in, C, h, w] pixels, NaN = invalid
-    if d is not None and tuple(x.shape[-2:]) != tuple(d.frame_size):
-        raise ValueError(f"the prepared frames are {x.shape[-2]}x{x.shape[-1]} but the model was "
-                         f"trained on {d.frame_size[0]}x{d.frame_size[1]}; pass --resize/--crop "
-                         "to match")
-    channels = getattr(tm.model, "in_channels", x.shape[1])
-    if x.shape[1] != channels:
-        raise ValueError(f"the archive has {x.shape[1]} channels, the model reads {channels}")
-    if d is None:
-        d = DataDescription(need, k, x.shape[1], tuple(x.shape[-2:]), radar=rv,
-                            step_minutes=None)
-    missing = ~np.isfinite(x[-1])  # [C, h, w] outside the radar's domain (or masked) now
-
-    def back(pred: np.ndarray) -> np.ndarray:
-        out = pre.from_pixel(np.clip(pred, 0, 1))  # [K, C, h, w] in the archive's units
-        return np.where(missing, np.nan, out)
-
-    def physical(fc: Forecast, prepared: np.ndarray, pred: np.ndarray) -> None:
-        rain, fc.physical_units = pre.physical(np.clip(pred, 0, 1))  # [K, C, h, w]
-        fc.physical = np.where(missing, np.nan, rain).astype(np.float32)
-        fc.input_physical = pre.physical(prepared)[0].astype(np.float32)  # [T, C, h, w]
-        fc.accutime = pre.accutime if fc.physical_units == "mm" else None
-        fc.grid = pre.output_grid(grid)
-        if fc.grid is not None:
-            notes.append(f"grid {fc.grid.shape[0]}x{fc.grid.shape[1]} pixels of "
-                         f"{fc.grid.xpixelsize / 1000:g} km")
-
-    return x.astype(np.float32), back, d, physical
 
 
 def resize_back(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -59,10 +59,10 @@ from convcast.data.sources.images import IMAGE_EXTS, read_image
 from convcast.data.sources.pysteps_importer import file_pattern, pattern_regex, time_of
 from convcast.data.sources.times import parse_time
 from convcast.inference.forecast import (
+    Preparation,
     RadarOptions,
     assemble,
     open_input,
-    prepare_radar,
     reader_options,
     trained_model,
 )
@@ -178,7 +178,7 @@ class Watcher:
         self.recent_times: list[np.datetime64] = []
         self.reference: dict[str, Any] | None = None  # raw shape, units and grid of the frames
         self.seen: dict[str, tuple[int, int, bool]] = {}  # path -> size, mtime, retry if changed
-        self.latest: tuple | None = None  # the last frame's units, size, back, physical, d
+        self.latest: tuple | None = None  # the last frame's size and Preparation
         self.stale = False  # a frame has been taken since the last forecast
         self.noted = False
         self.timing: dict[str, float] = {}
@@ -250,8 +250,9 @@ class Watcher:
             source = open_input(raw_one, True, self.d, "auto", None, self.radar, notes)
             raw = source.read(0, 1)  # [1, C, H, W] float32 in the archive's units, NaN = none
             grid = self._check_grid(source)
-            x, back, d, physical = prepare_radar(source, raw, self.d, self.radar, self.need,
-                                                 self.horizon, self.tm, notes)  # x [1, C, h, w]
+            prep = Preparation.for_radar(source, self.d, self.radar, input_frames=self.need,
+                                         horizon=self.horizon, model=self.tm.model, notes=notes)
+            x = prep.prepare(raw)  # [1, C, h, w] model values, NaN = no data
             self.reference = self.reference or grid
         except OtherGridError as err:
             self._mark(path, retry=True)
@@ -284,7 +285,7 @@ class Watcher:
         self.recent, self.recent_times = ([*self.recent, x[0]][-self.need:],
                                           [*self.recent_times, when][-self.need:])
         self.last, self.stale = when, True
-        self.latest = (source.units, tuple(raw.shape[-2:]), back, physical, d)
+        self.latest = (tuple(raw.shape[-2:]), prep)
         return True, what
 
     def _check_grid(self, source: FrameSource) -> dict[str, Any]:
@@ -335,14 +336,14 @@ class Watcher:
         t0 = time.perf_counter()
         pred = self.stream.forecast(self.horizon)[0].float().numpy()  # [K, C, h, w]
         self.timing["forecast"] = time.perf_counter() - t0
-        units, size, back, physical, d = self.latest
+        size, prep = self.latest
         times = np.array(self.recent_times, dtype="datetime64[s]")
         minutes = self._minutes(self.step) if self.step is not None else (
             self.d.step_minutes if self.d else None)
         if not minutes:
             return "no forecast: the time step is unknown from one frame; pass --step_minutes"
-        fc = assemble(pred, np.stack(self.recent), back, physical, d, self.tm.model_name,
-                      size, 1.0, units, times, minutes, [])
+        fc = assemble(pred, np.stack(self.recent), prep, model_name=self.tm.model_name,
+                      input_size=size, input_times=times, minutes=minutes, notes=[])
         t1 = time.perf_counter()
         write_outputs(self.out, fc, self.outputs, self.say)
         self.timing["write"] = time.perf_counter() - t1
