@@ -17,7 +17,7 @@ from torch import Tensor
 
 from convcast.metrics import FrameMetrics, SkillScores
 
-Forecast = Callable[[Tensor, int], Tensor]
+ForecastFn = Callable[[Tensor, int], Tensor]  # model(x, horizon) -> forecast
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -32,7 +32,7 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
 
 @torch.no_grad()
 def evaluate(
-    models: Mapping[str, Forecast],
+    models: Mapping[str, ForecastFn],
     dataloader: Iterable,
     *,
     thresholds: Sequence[float] | None = None,
