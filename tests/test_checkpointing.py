@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from convcast.layers import ConvLSTM, set_checkpointing
-from convcast.models import create_model, list_models
+from convcast.models import create_model, list_models, model_info
 from convcast.train import ForecastSystem
 from convcast.train.precision import peak_memory
 
@@ -25,7 +25,7 @@ def _loss_and_grads(model: torch.nn.Module, x: torch.Tensor, horizon: int):
 @pytest.mark.parametrize("name", list_models(baselines=False))
 def test_checkpointed_steps_give_the_same_outputs_and_gradients(name):
     torch.manual_seed(0)
-    model = create_model(name).train()
+    model = create_model(name, **model_info(name).tiny).train()
     x = torch.rand(2, 3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     y_plain, g_plain = _loss_and_grads(model, x, 4)
     cells = set_checkpointing(model, True)

@@ -258,3 +258,29 @@ def test_frame_metrics_on_gpu_match_cpu():
     for name in cpu:
         assert gpu[name].device.type == "cuda"
         torch.testing.assert_close(gpu[name].cpu(), cpu[name], rtol=1e-4, atol=1e-5)
+
+
+def test_a_new_score_is_one_registration_and_streams_with_the_others(monkeypatch):
+    from convcast.metrics import frame
+
+    monkeypatch.setattr(frame, "SCORES", dict(frame.SCORES))
+    monkeypatch.setattr(frame, "_EXTRA_SUMS", dict(frame._EXTRA_SUMS))
+
+    def max_error(pred, target, mask):
+        err = (pred - target).abs().flatten(2).amax(dim=2)  # [B, T]
+        return {"max_err": err.sum(dim=0, dtype=torch.float64)}
+
+    frame.register_score("max_error", frame.Score(("max_err", "n_frames"),
+                                                  lambda s: s["max_err"] / s["n_frames"]),
+                         max_error)
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.rand(4, 2, 1, 8, 8, generator=g), torch.rand(4, 2, 1, 8, 8, generator=g)
+    want = (pred - target).abs().flatten(2).amax(dim=2).double().mean(dim=0)  # [T]
+    stream = FrameMetrics()
+    stream.update(pred[:3], target[:3])
+    stream.update(pred[3:], target[3:])
+    torch.testing.assert_close(stream.compute()["max_error"], want)
+    with pytest.raises(ValueError, match="registered twice"):
+        frame.register_score("mse", frame.SCORES["mse"])
+    with pytest.raises(ValueError, match="give sums="):
+        frame.register_score("other", frame.Score(("other_sum",), lambda s: s["other_sum"]))

@@ -12,8 +12,9 @@ T_IN, SIZE = 3, 16  # small frames keep the whole registry fast; 16 divides ever
 
 
 def _build(name: str, in_channels: int = 1) -> torch.nn.Module:
+    """The registry's tiny configuration of `name` (every model's entry names one)."""
     torch.manual_seed(0)
-    return create_model(name, in_channels=in_channels)
+    return create_model(name, **{**model_info(name).tiny, "in_channels": in_channels})
 
 
 def _input(b: int = 2, c: int = 1) -> torch.Tensor:

@@ -43,7 +43,8 @@ def test_windows_never_span_a_gap():
 
 def test_windows_stay_inside_blocks_and_splits_share_no_frame():
     t = days(4)
-    w = split_by_day_blocks(t, 5, 15, STEP, block_minutes=240, ratios=(4, 1, 1), seed=0)
+    w = split_by_day_blocks(t, input_frames=5, output_frames=15, step=STEP, block_minutes=240,
+                            ratios=(4, 1, 1), seed=0)
     frames = {}
     for name, starts in w.items():
         assert len(starts) > 0

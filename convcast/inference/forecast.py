@@ -148,8 +148,9 @@ def trained_model(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, d
         spec = getattr(model_or_ckpt, "model_spec", {})
         name = spec.get("name") or getattr(model_or_ckpt, "model_name", None) or \
             type(model_or_ckpt).__name__
-        return TrainedModel(model_or_ckpt.eval(), name, dict(spec.get("kwargs") or {}), None,
-                            None, None, None, "")
+        return TrainedModel(model=model_or_ckpt.eval(), model_name=name,
+                            model_kwargs=dict(spec.get("kwargs") or {}), description=None,
+                            config=None, global_step=None, epoch=None, path="")
     return load_checkpoint(model_or_ckpt, map_location=device)
 
 
@@ -267,10 +268,12 @@ def assemble(pred: np.ndarray, prepared: np.ndarray, prep: Preparation, *, model
         valid = input_times[-1] + step64 * np.arange(1, len(pred) + 1)
     d = prep.description
     missing = prep.missing(prepared)  # [C, h, w] outside the radar's domain now, or None
-    fc = Forecast(prep.restore(pred, missing).astype(np.float32),
-                  np.nan_to_num(d.to_data(prepared)).astype(np.float32),
-                  np.asarray(d.to_data(pred), dtype=np.float32), d, model_name, input_size,
-                  prep.scale, prep.units, valid, input_times, minutes, notes)
+    fc = Forecast(frames=prep.restore(pred, missing).astype(np.float32),
+                  inputs=np.nan_to_num(d.to_data(prepared)).astype(np.float32),
+                  forecast_data=np.asarray(d.to_data(pred), dtype=np.float32), description=d,
+                  model_name=model_name, input_size=input_size, input_scale=prep.scale,
+                  units=prep.units, valid_times=valid, input_times=input_times,
+                  step_minutes=minutes, notes=notes)
     if prep.radar is not None:
         rain, fc.physical_units = prep.to_physical(pred)  # [K, C, h, w]
         fc.physical = np.where(missing, np.nan, rain).astype(np.float32)
@@ -297,9 +300,11 @@ def open_input(frames: Frames, is_radar: bool, d: DataDescription | None, reader
         # an importer says its units; other files may not: then the training archive's
         units = radar.units or ("auto" if read["importer"] else
                                        d.radar.units if d is not None and d.radar else "auto")
-        return open_radar(frames, fmt, units, radar.variable, radar.time_variable,
-                          radar.time_format, radar.time_regex, radar.start_time,
-                          radar.step_minutes, radar.nodata, reader_kwargs, **read)
+        return open_radar(frames, format=fmt, units=units, variable=radar.variable,
+                          time_variable=radar.time_variable, time_format=radar.time_format,
+                          time_regex=radar.time_regex, start_time=radar.start_time,
+                          step_minutes=radar.step_minutes, nodata=radar.nodata,
+                          reader_kwargs=reader_kwargs, **read)
     else:
         if not Path(frames).exists():
             raise FileNotFoundError(f"input {frames} not found")

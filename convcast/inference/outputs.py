@@ -65,7 +65,8 @@ def write_netcdf(path: Path, fc: Forecast, options: OutputOptions,
              "history": f"{datetime.now().astimezone():%Y-%m-%dT%H:%M:%S%z} convcast nowcast"}
     try:
         return write_forecast_netcdf(path, fc.physical[:, 0], fc.valid_times, fc.grid,
-                                     fc.physical_units, fc.accutime, fc.input_times[-1], attrs)
+                                     units=fc.physical_units, accutime=fc.accutime,
+                                     reference_time=fc.input_times[-1], attrs=attrs)
     except ImportError as err:
         say(f"{path.name} not written: {err}")
         return None

@@ -75,9 +75,7 @@ compiled_pointwise = _Compiled()
 def set_compiled_gates(model: nn.Module, enabled: bool = True) -> int:
     """Run the gate arithmetic of every ConvLSTM cell in `model` compiled (or eager again);
     returns how many cells were switched."""
-    from convcast.layers.convlstm import ConvLSTMCell
-
-    cells = [m for m in model.modules() if isinstance(m, ConvLSTMCell)]
+    cells = [m for m in model.modules() if hasattr(m, "compiled_gates")]  # ConvLSTM cells
     for cell in cells:
         cell.compiled_gates = enabled
     return len(cells)

@@ -63,9 +63,9 @@ def _balanced_sums(pred: Tensor, target: Tensor, rainrate: Tensor | None, mask: 
     return total, torch.full_like(total, pred.shape[0])
 
 
-def _balanced(name: str, power: int, pred: Tensor, target: Tensor, thresholds: Sequence[float],
-              weights: Sequence[float], mask: Tensor | None, target_rainrate: Tensor | None,
-              reduction: Reduction) -> Tensor:
+def _balanced(name: str, power: int, pred: Tensor, target: Tensor, *,
+              thresholds: Sequence[float], weights: Sequence[float], mask: Tensor | None,
+              target_rainrate: Tensor | None, reduction: Reduction) -> Tensor:
     pred, target, mask = check_pair(name, pred, target, mask)
     total, frames = _balanced_sums(pred, target, target_rainrate, mask, thresholds, weights,
                                    power)
@@ -77,16 +77,16 @@ def balanced_mse(pred: Tensor, target: Tensor, *, thresholds: Sequence[float] = 
                  target_rainrate: Tensor | None = None, reduction: Reduction = "none") -> Tensor:
     """HKO-7 B-MSE `[T]`: weights from the true rain rate (`target_rainrate`, by default
     `pixel_to_rainrate(target)`), weighted squared error summed per frame, mean over frames."""
-    return _balanced("balanced_mse", 2, pred, target, thresholds, weights, mask, target_rainrate,
-                     reduction)
+    return _balanced("balanced_mse", 2, pred, target, thresholds=thresholds, weights=weights,
+                     mask=mask, target_rainrate=target_rainrate, reduction=reduction)
 
 
 def balanced_mae(pred: Tensor, target: Tensor, *, thresholds: Sequence[float] = HKO_THRESHOLDS,
                  weights: Sequence[float] = HKO_WEIGHTS, mask: Tensor | None = None,
                  target_rainrate: Tensor | None = None, reduction: Reduction = "none") -> Tensor:
     """HKO-7 B-MAE `[T]`: as `balanced_mse` with the absolute error."""
-    return _balanced("balanced_mae", 1, pred, target, thresholds, weights, mask, target_rainrate,
-                     reduction)
+    return _balanced("balanced_mae", 1, pred, target, thresholds=thresholds, weights=weights,
+                     mask=mask, target_rainrate=target_rainrate, reduction=reduction)
 
 
 class _BalancedMetric(LeadTimeMetric):

@@ -142,6 +142,36 @@ SCORES: dict[str, Score] = {
 }
 
 
+SumsFn = Callable[[Tensor, Tensor, "Tensor | None"], dict[str, Tensor]]
+_EXTRA_SUMS: dict[tuple[str, ...], SumsFn] = {}  # states -> what computes them
+
+
+def register_score(name: str, score: Score, sums: SumsFn | None = None) -> None:
+    """Add a frame metric: its function is `_score(name, ...)`, and `FrameMetrics` streams it
+    from then on with the built-in ones. `sums(pred, target, mask) -> {state: [T] float64}`
+    computes the states `score` needs beyond the built-in ones (sq, ab, n_pix, n_frames).
+
+    A new metric is one file in `convcast/metrics/` (the package imports every module), e.g.
+    the largest absolute error of each frame, averaged over frames::
+
+        def _max_error(pred, target, mask):
+            err = (pred - target).abs().flatten(2).amax(dim=2)  # [B, T]
+            return {"max_err": err.sum(dim=0, dtype=torch.float64)}
+
+        register_score("max_error", Score(("max_err", "n_frames"),
+                                          lambda s: s["max_err"] / s["n_frames"]), _max_error)
+    """
+    if name in SCORES:
+        raise ValueError(f"frame metric {name!r} is registered twice")
+    own = tuple(st for st in score.states if st not in ("sq", "ab", "n_pix", "n_frames"))
+    if own and sums is None:
+        raise ValueError(f"frame metric {name!r} needs states {own}: give sums= that computes "
+                         "them")
+    SCORES[name] = score
+    if own:
+        _EXTRA_SUMS[own] = sums
+
+
 @dataclass(frozen=True)
 class SSIMOptions:
     """SSIM's window: skimage's 7x7 uniform (default) or `gaussian` (sigma; size from sigma)."""
@@ -162,6 +192,9 @@ def batch_sums(pred: Tensor, target: Tensor, mask: Tensor | None, states: set[st
     if "psnr" in states:
         out["psnr"] = _psnr_frames(pred, target, data_range, max_db).sum(
             dim=0, dtype=torch.float64)  # [T]
+    for provides, fn in _EXTRA_SUMS.items():
+        if states.intersection(provides):
+            out.update(fn(pred, target, mask))
     return {k: v for k, v in out.items() if k in states}
 
 

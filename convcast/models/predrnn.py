@@ -252,8 +252,10 @@ class PredRNNv2(PredRNN):
         decouple_beta: float = 0.1,
         condition_channels: int = 0,
     ) -> None:
-        super().__init__(in_channels, hidden_channels, num_layers, kernel_size, patch_size,
-                         layer_norm, output_activation, context_weight, condition_channels)
+        super().__init__(in_channels=in_channels, hidden_channels=hidden_channels,
+                         num_layers=num_layers, kernel_size=kernel_size, patch_size=patch_size,
+                         layer_norm=layer_norm, output_activation=output_activation,
+                         context_weight=context_weight, condition_channels=condition_channels)
         if decouple_beta < 0:
             raise ValueError(f"decouple_beta must be >= 0, got {decouple_beta}")
         self.decouple_beta = decouple_beta

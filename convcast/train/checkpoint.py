@@ -175,9 +175,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> TrainedModel
         model.load_state_dict(_forecaster_state(ckpt))
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit {name!r} with {kwargs}: {err}") from err
-    return TrainedModel(model.eval(), name, kwargs, read_description(ckpt, path),
-                        ckpt.get(CONFIG_KEY), ckpt.get("global_step"), ckpt.get("epoch"),
-                        str(path), ckpt.get(DATA_KEY))
+    return TrainedModel(model=model.eval(), model_name=name, model_kwargs=kwargs,
+                        description=read_description(ckpt, path), config=ckpt.get(CONFIG_KEY),
+                        global_step=ckpt.get("global_step"), epoch=ckpt.get("epoch"),
+                        path=str(path), stored_data=ckpt.get(DATA_KEY))
 
 
 def load_forecaster(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Module, dict]:

@@ -112,7 +112,7 @@ def detect_format(path: str | os.PathLike) -> str:
                          f"{', '.join(list_sources())}") from err
 
 
-def open_radar(path: str | os.PathLike, format: str = "auto", units: str = "auto",
+def open_radar(path: str | os.PathLike, *, format: str = "auto", units: str = "auto",
                variable: str | None = None, time_variable: str | None = None,
                time_format: str | None = None, time_regex: str | None = None,
                start_time: str | None = None, step_minutes: float | None = None,

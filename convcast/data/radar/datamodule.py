@@ -165,10 +165,10 @@ class RadarDataModule(SequenceDataModule):
     # ---- building blocks (also used by `convcast nowcast`) -----------------------------------
     def open_source(self) -> RadarSource:
         hp = self.hparams
-        return open_radar(hp.path, hp.format, hp.units, hp.variable, hp.time_variable,
-                          hp.time_format, hp.time_regex, hp.start_time, hp.step_minutes,
-                          hp.nodata, hp.reader_kwargs, hp.importer, hp.importer_kwargs,
-                          hp.fn_pattern, hp.fn_ext)
+        names = ("format", "units", "variable", "time_variable", "time_format", "time_regex",
+                 "start_time", "step_minutes", "nodata", "reader_kwargs", "importer",
+                 "importer_kwargs", "fn_pattern", "fn_ext")
+        return open_radar(hp.path, **{k: hp[k] for k in names})
 
     def base_preprocess(self, source: RadarSource) -> RadarPreprocess:
         """The preprocessing of this archive's values and grid, without static masks."""
@@ -219,9 +219,10 @@ class RadarDataModule(SequenceDataModule):
                                           hp.output_frames, step, hp.gap_tolerance, hp.stride)
             inside = f"one period of split_times {tuple(hp.split_times)}"
         else:
-            self.windows = split_by_day_blocks(ts, hp.input_frames, hp.output_frames, step,
-                                               hp.gap_tolerance, hp.block_minutes,
-                                               tuple(hp.split_ratios), hp.split_seed, hp.stride)
+            self.windows = split_by_day_blocks(
+                ts, input_frames=hp.input_frames, output_frames=hp.output_frames, step=step,
+                tolerance=hp.gap_tolerance, block_minutes=hp.block_minutes,
+                ratios=tuple(hp.split_ratios), seed=hp.split_seed, stride=hp.stride)
             inside = f"one {hp.block_minutes:g}-minute block"
         if not any(len(w) for w in self.windows.values()):
             raise ValueError(f"{self.source} has no gap-free run of "

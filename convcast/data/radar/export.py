@@ -101,7 +101,7 @@ def _attr(v: Any) -> Any:
 
 
 def write_forecast_netcdf(path: str | os.PathLike, rain: np.ndarray, valid_times: np.ndarray,
-                          grid: Grid | None, units: str = "mm/h", accutime: float | None = None,
+                          grid: Grid | None, *, units: str = "mm/h", accutime: float | None = None,
                           reference_time: np.datetime64 | None = None,
                           attrs: Mapping[str, Any] | None = None) -> Path:
     """Write a forecast `[K, H, W]` as CF NetCDF (see the module docstring), atomically."""

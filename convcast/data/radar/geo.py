@@ -51,8 +51,10 @@ class Grid:
         ys = float(meta.get("ypixelsize") or (y2 - y1) / H)
         x1, x2 = _edges(x1, x2, xs, W)
         y1, y2 = _edges(y1, y2, ys, H)
-        grid = cls(str(meta["projection"]).strip(), x1, y1, x2, y2, xs, ys, (H, W),
-                   str(meta.get("yorigin") or "upper"), str(meta.get("cartesian_unit") or "m"))
+        grid = cls(projection=str(meta["projection"]).strip(), x1=x1, y1=y1, x2=x2, y2=y2,
+                   xpixelsize=xs, ypixelsize=ys, shape=(H, W),
+                   yorigin=str(meta.get("yorigin") or "upper"),
+                   unit=str(meta.get("cartesian_unit") or "m"))
         if grid.yorigin not in ("upper", "lower"):
             raise ValueError(f"unknown yorigin {grid.yorigin!r} in the archive's metadata; "
                              "expected 'upper' or 'lower'")
@@ -67,8 +69,10 @@ class Grid:
         proj = re.sub(r"\+(a|b|x_0|y_0)=([-+0-9.eE]+)",
                       lambda m: f"+{m.group(1)}={float(m.group(2)) * 1000:.12g}", self.projection)
         k = 1000.0
-        return Grid(proj, self.x1 * k, self.y1 * k, self.x2 * k, self.y2 * k,
-                    self.xpixelsize * k, self.ypixelsize * k, self.shape, self.yorigin, "m")
+        return Grid(projection=proj, x1=self.x1 * k, y1=self.y1 * k, x2=self.x2 * k,
+                    y2=self.y2 * k, xpixelsize=self.xpixelsize * k,
+                    ypixelsize=self.ypixelsize * k, shape=self.shape, yorigin=self.yorigin,
+                    unit="m")
 
     # ---- the preprocessing steps -------------------------------------------------------------
     def window(self, win: Window) -> Grid:

@@ -112,7 +112,7 @@ def _strided(starts: np.ndarray, stride: int) -> np.ndarray:
     return starts[(starts - first) % stride == 0]
 
 
-def split_by_day_blocks(timestamps: np.ndarray, input_frames: int = 5, output_frames: int = 15,
+def split_by_day_blocks(timestamps: np.ndarray, *, input_frames: int = 5, output_frames: int = 15,
                   step: np.timedelta64 | None = None, tolerance: float = 0.25,
                   block_minutes: float = 240.0, ratios: tuple[float, ...] = (4, 1, 1),
                   seed: int = 0, stride: int = 1) -> dict[str, np.ndarray]:
