@@ -2,7 +2,8 @@
 
 Trains, each for the same budget of training minutes, the anchored ConvLSTM of
 `configs/radar-anchored-cpu-small.yaml` (a correction on top of optical-flow extrapolation) and
-the plain ConvLSTM of `configs/radar-convlstm-cpu-small.yaml`, on synthetic radar
+the plain ConvLSTM of `configs/radar-convlstm-cpu-small.yaml` (and with `--models trajgru` the
+TrajGRU of `configs/radar-trajgru-cpu-small.yaml`), on synthetic radar
 (`convcast.data.synthetic`), then scores them, `optical_flow` (pysteps Lucas-Kanade +
 semi-Lagrangian extrapolation, the open analogue of the paper's ROVER) and `persistence` on the
 same 256 test sequences: CSI, POD, FAR at the paper's 0.5 mm/h and HKO-7's 0.5/2/5/10/30 mm/h,
@@ -49,7 +50,9 @@ from convcast.viz.plots import plot_lead_time
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"anchored": ROOT / "configs/radar-anchored-cpu-small.yaml",
-           "convlstm": ROOT / "configs/radar-convlstm-cpu-small.yaml"}
+           "convlstm": ROOT / "configs/radar-convlstm-cpu-small.yaml",
+           "trajgru": ROOT / "configs/radar-trajgru-cpu-small.yaml"}
+DEFAULT_MODELS = ("anchored", "convlstm")
 THRESHOLDS = (0.5, 2.0, 5.0, 10.0, 30.0)  # mm/h: HKO-7's; 0.5 is Shi et al.'s
 PER_LEAD = ("csi@0.5", "pod@0.5", "far@0.5", "correlation", "rainfall_mse")
 SUMMARY = ("mse", "mae", "rainfall_mse", "correlation")
@@ -59,7 +62,7 @@ CURVE = ("csi@0.5", "csi@2", "csi@5", "rainfall_mse")  # scored along training
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(CONFIGS),
                    help="which learned models to train")
     p.add_argument("--minutes", type=float, default=30.0, help="training minutes per model")
     p.add_argument("--model_minutes", nargs="*", default=[], metavar="MODEL=MINUTES",
