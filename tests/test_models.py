@@ -31,6 +31,8 @@ def test_registry_lists_the_core_models():
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="valid names: .*persistence"):
         create_model("convlstm9000")
+    with pytest.raises(ValueError, match="unknown model 'predrnpp'; did you mean 'predrnn_pp'"):
+        create_model("predrnpp")
     with pytest.raises(TypeError, match="create_model\\('seq2seq'\\)"):
         create_model("seq2seq", no_such_argument=1)
 
@@ -125,10 +127,35 @@ def test_encoder_forecaster_matches_the_paper_size():
     assert round(sum(p.numel() for p in m.parameters()) / 1e6, 2) == 7.58
 
 
-def test_encoder_forecaster_patch_must_divide_frames():
-    m = create_model("encoder_forecaster", patch_size=4)
+def test_encoder_forecaster_pads_frames_its_patch_does_not_divide():
+    """A 18x18 frame with patch 4 is padded to 20x20 and the forecast cropped back; encode on
+    its own (no padding) still says what is wrong."""
+    m = create_model("encoder_forecaster", patch_size=4, hidden_channels=[4], kernel_size=3)
+    assert m.size_multiple == 4
     with pytest.raises(ValueError, match="patch_size"):
-        m(torch.rand(1, 2, 1, 18, 18), 1)
+        m.encode(torch.rand(1, 2, 1, 18, 18))
+    x = torch.rand(1, 2, 1, 18, 18)
+    with torch.no_grad():
+        y = m(x, 3)
+        padded = m(torch.nn.functional.pad(x[0], (0, 2, 0, 2), mode="reflect")[None], 3)
+    assert y.shape == (1, 3, 1, 18, 18)
+    torch.testing.assert_close(y, padded[..., :18, :18])
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if _build(n).size_multiple > 1])
+def test_frames_of_any_size_are_padded_and_cropped_back(name):
+    """Every model with a patch forecasts frames whose sides the patch does not divide (e.g. a
+    175x175 radar grid), at their own size, and streams them alike."""
+    from convcast.inference import stream
+
+    model = _build(name).eval()
+    m = model.size_multiple
+    x = torch.rand(2, T_IN, 1, 2 * m + 1, 3 * m - 1, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        y = model(x, 2)
+    assert y.shape == (2, 2, 1, *x.shape[-2:]) and torch.isfinite(y).all()
+    if model_info(name).recurrent:
+        torch.testing.assert_close(stream(model).update(x).forecast(2), y, atol=1e-5, rtol=0)
 
 
 def test_variants_build_their_papers_sizes_and_accept_overrides():

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from convcast.layers import keep_weights
+from convcast.layers import keep_weights, pad_to_multiple
 
 KINDS = ("state", "window")
 
@@ -143,8 +143,9 @@ class Stream:
         """Advance every stream by new frames `[B, k, C, H, W]` (or one frame `[C, H, W]`)."""
         x = self._as_sequence(frames)  # [B, k, C, H, W]
         if self.kind == "state":
+            m = getattr(self.model, "size_multiple", 1)  # sides the patch does not divide: pad
             with keep_weights():  # joined gate weights reused from frame to frame
-                self._state = self.model.encode(x, self._state)
+                self._state = self.model.encode(pad_to_multiple(x, m), self._state)
         else:
             seq = x if self._frames is None else torch.cat([self._frames, x], dim=1)
             if hasattr(self.model, "check_frames"):
@@ -163,8 +164,12 @@ class Stream:
                              "frame before forecasting")
         kwargs = {} if condition is None else {"condition": condition}
         if self.kind == "state":
+            m = getattr(self.model, "size_multiple", 1)
+            if condition is not None:
+                kwargs["condition"] = pad_to_multiple(condition, m)
             with keep_weights():
                 y = self.model.decode(self._state, horizon, **kwargs)
+            y = y[..., :self._shape[-2], :self._shape[-1]]  # padded sides cropped back
         else:
             y = self.model(self._frames, horizon, **kwargs)
         return y.to(self._dtype)  # [B, horizon, C, H, W]

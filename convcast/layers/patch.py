@@ -23,9 +23,25 @@ def _check(x: torch.Tensor, patch_size: int) -> None:
     H, W = x.shape[-2:]
     if H % patch_size or W % patch_size:
         raise ValueError(
-            f"frame size {H}×{W} is not divisible by patch_size={patch_size}: resize or crop the "
-            "frames, or choose a patch size that divides both sides"
+            f"frame size {H}×{W} is not divisible by patch_size={patch_size}: call the model "
+            "(model(x, horizon) pads and crops back), or resize or crop the frames"
         )
+
+
+def pad_to_multiple(t: torch.Tensor, multiple: int, size: tuple[int, int] | None = None
+                    ) -> torch.Tensor:
+    """`t [..., C, H, W]` padded at the bottom and right so both sides are multiples of
+    `multiple` (reflected; edge values where a side is too short to reflect). Tensors whose last
+    two sides are not `size` (default: their own) are returned as they are."""
+    H, W = t.shape[-2:]
+    if t.dim() < 3 or (size is not None and tuple(size) != (H, W)):
+        return t
+    ph, pw = -H % multiple, -W % multiple
+    if not ph and not pw:
+        return t
+    flat = t.reshape(-1, *t.shape[-3:])  # [N, C, H, W]
+    mode = "reflect" if ph < H and pw < W else "replicate"
+    return F.pad(flat, (0, pw, 0, ph), mode=mode).view(*t.shape[:-2], H + ph, W + pw)
 
 
 def space_to_depth(x: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from convcast.layers.patch import space_to_depth
+from convcast.layers.patch import pad_to_multiple, space_to_depth
 from convcast.models.registry import INPUTS
 
 ACTIVATIONS = ("sigmoid", "identity")
@@ -126,6 +126,10 @@ class Forecaster(nn.Module):
         cast, and the forecast cast back."""
         kwargs = self._read_inputs(kwargs)
         x = args[0] if args else kwargs.get("x")
+        m = self.size_multiple
+        if (m > 1 and isinstance(x, torch.Tensor) and x.dim() == 5
+                and (x.shape[-2] % m or x.shape[-1] % m)):
+            return self._padded_call(m, args, kwargs)
         dtype = self.compute_dtype()
         if (dtype is None or not isinstance(x, torch.Tensor) or not x.is_floating_point()
                 or x.dtype == dtype):
@@ -136,6 +140,25 @@ class Forecaster(nn.Module):
 
         y = super().__call__(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
         return y.to(x.dtype)  # [B, horizon, C, H, W]
+
+    @property
+    def size_multiple(self) -> int:
+        """Frame sides must be multiples of this (the patch size); others are padded."""
+        p = getattr(self, "patch_size", 1)
+        return p if isinstance(p, int) and p > 1 else 1
+
+    def _padded_call(self, m: int, args: tuple, kwargs: dict) -> torch.Tensor:
+        """A call on frames whose sides `m` does not divide: every spatial input padded at the
+        bottom and right to the next multiple (reflected; edge values where the frame is too
+        small), the forecast cropped back to the input's size."""
+        x = args[0] if args else kwargs["x"]
+        H, W = x.shape[-2:]
+
+        def pad(t: object) -> object:
+            return pad_to_multiple(t, m, (H, W)) if isinstance(t, torch.Tensor) else t
+
+        y = self(*map(pad, args), **{k: pad(v) for k, v in kwargs.items()})
+        return y[..., :H, :W]  # [B, horizon, C, H, W]
 
     def sample(self, x: torch.Tensor, horizon: int, members: int = 1,
                **inputs: torch.Tensor | None) -> torch.Tensor:

@@ -30,6 +30,7 @@ takes it from the registry.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -168,8 +169,10 @@ def resolve(name: str) -> tuple[str, dict[str, Any]]:
         return arch, dict(kwargs)
     if name in _MODELS:
         return name, {}
-    raise ValueError(f"unknown model {name!r}; valid names: "
-                     f"{', '.join(list_models(variants=True, kind=None))}")
+    names = list_models(variants=True, kind=None)
+    close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"unknown model {name!r}; {hint}valid names: {', '.join(names)}")
 
 
 def model_kind(name: str) -> str:
