@@ -174,8 +174,10 @@ API = [
      ["NaN", "nan_to_num"], None),
     ("model/patch-size-0", lambda c: create_model("encoder_forecaster", patch_size=0),
      ValueError, ["patch_size", ">= 1", "0"], None),
-    ("model/frame-not-divisible", lambda c: ef()(x5(1, 3, 1, 18, 18), 2), ValueError,
-     ["18", "patch_size=4", "resize or crop"], None),
+    ("model/frame-not-divisible", lambda c: finite_forecast(ef(), x5(1, 3, 1, 18, 18)), OK,
+     [], None),  # padded to 20x20, cropped back
+    ("model/encode-frame-not-divisible", lambda c: ef().encode(x5(1, 3, 1, 18, 18)), ValueError,
+     ["18", "patch_size=4", "pads and crops back"], None),
     ("model/float64-input", lambda c: finite_forecast(ef(), x5(1, 3, 1, 16, 16,
                                                                dtype=torch.float64)), OK, [], None),
     ("model/bfloat16-input", lambda c: finite_forecast(ef(), x5(1, 3, 1, 16, 16,
