@@ -164,3 +164,25 @@ def test_paper_config_data_section_builds_on_a_png_archive(tmp_path):
     assert x.shape == (16, 5, 1, 10, 10) and y.shape == mask.shape == (16, 15, 1, 10, 10)
     assert len(dm.train_set) == 4 * 21 and len(dm.val_set) == len(dm.test_set) == 21
     assert (tmp_path / "clutter.npy").exists()
+
+
+def test_dry_stays_dry_a_hair_above_the_floor():
+    """A forecast a hair above the value floor (-10 dBZ for HKO-7 pixels is 0.017 mm/h) is no
+    rain: below the archive's rain/no-rain threshold, else 0.1 mm/h."""
+    from convcast.data.radar.preprocess import DRY_MMH
+
+    hair = np.full((1, 1, 2, 2), 1e-3, np.float32)  # pixel: -9.93 dBZ, 0.017 mm/h
+    for pre in (RadarPreprocess("pixel"), RadarPreprocess("rainrate"),
+                RadarPreprocess("dbz", zerovalue=-32.0)):
+        assert pre.to_rainrate(hair).min() > 0.01  # what the values alone would say
+        rain, units = pre.physical(hair)
+        assert units == "mm/h" and not rain.any()
+    assert not RadarPreprocess("rainrate").from_pixel(hair).any()
+    assert (RadarPreprocess("dbz", zerovalue=-32.0).from_pixel(hair) == -32.0).all()
+    assert RadarPreprocess("rainrate").rain_threshold == DRY_MMH
+    assert RadarPreprocess("rainrate", threshold=0.5).rain_threshold == DRY_MMH
+    assert RadarPreprocess("rainrate", threshold=0.05).rain_threshold == 0.05
+    assert RadarPreprocess("mm", accutime=5.0, threshold=0.001).rain_threshold == \
+        pytest.approx(0.012)
+    wet = RadarPreprocess("rainrate").dbz_to_model(np.array([[[[30.0]]]]))  # 30 dBZ
+    assert RadarPreprocess("rainrate").physical(wet)[0].min() > 1.0  # rain is kept

@@ -35,6 +35,9 @@ Size = int | tuple[int, int] | list[int] | None
 Crop = int | tuple[int, ...] | list[int] | None  # centre (h, w), or (top, left, bottom, right)
 
 
+DRY_MMH = 0.1  # mm/h: no rain below this where an archive states no threshold (pysteps' usual)
+
+
 def _pair(size: Size, name: str) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -187,19 +190,42 @@ class RadarPreprocess:
         """Model pixels (numpy or torch) to rain rate in mm/h (for thresholds such as 0.5)."""
         return dbz_to_rainrate(self.to_dbz(pixels), *self.zr)
 
+    @property
+    def rain_threshold(self) -> float:
+        """The rain rate (mm/h) below which a forecast value is no rain: pysteps' usual
+        0.1 mm/h, or the smallest rain the archive records (its metadata's `threshold`) where
+        that is lower. A model's output a hair above the floor of the value range (-10 dBZ for
+        HKO-7 pixels: 0.017 mm/h) is no rain, so a dry input stays dry."""
+        t = self.threshold
+        if t is None or self.units in ("gray", "pixel"):
+            return DRY_MMH
+        if self.units == "dbz":
+            rate = float(dbz_to_rainrate(float(t), *self.zr))
+        elif self.units == "mm":
+            rate = float(t) * 60.0 / self.accutime
+        else:
+            rate = float(t)
+        return min(DRY_MMH, rate) if rate > 0 else DRY_MMH
+
+    def dry(self, pixels: np.ndarray) -> np.ndarray:
+        """Where model pixels are no rain: at or below 0, or below `rain_threshold`."""
+        with np.errstate(invalid="ignore"):
+            return (pixels <= 0) | (self.to_rainrate(pixels) < self.rain_threshold)
+
     def from_pixel(self, pixels: np.ndarray) -> np.ndarray:
-        """Model pixels back to the raw data's units (pixel 0 is rain rate 0, and the archive's
-        `zerovalue` in dBZ where it has one)."""
+        """Model pixels back to the raw data's units (no rain, see `dry`, is rain rate 0, and
+        the archive's `zerovalue` in dBZ where it has one)."""
+        dry = self.dry(pixels)
         dbz = self.to_dbz(pixels)
         if self.units == "gray":
             return dbz_to_pixel(dbz) * 255.0
         if self.units == "pixel":
             return dbz_to_pixel(dbz)
         if self.units in ("rainrate", "mm"):
-            rain = np.where(pixels <= 0, 0.0, dbz_to_rainrate(dbz, *self.zr))
+            rain = np.where(dry, 0.0, dbz_to_rainrate(dbz, *self.zr))
             return rain * (self.accutime / 60.0) if self.units == "mm" else rain
         if self.zerovalue is not None:
-            return np.where(pixels <= 0, self.zerovalue, dbz)
+            return np.where(dry, self.zerovalue, dbz)
         return dbz
 
     def physical(self, pixels: np.ndarray) -> tuple[np.ndarray, str]:
@@ -207,7 +233,7 @@ class RadarPreprocess:
         minutes) for an accumulation archive, else rain rate (mm/h); and that unit."""
         if self.units == "mm":
             return self.from_pixel(pixels), "mm"
-        return np.where(pixels <= 0, 0.0, self.to_rainrate(pixels)), "mm/h"
+        return np.where(self.dry(pixels), 0.0, self.to_rainrate(pixels)), "mm/h"
 
     # ---- geometry ----------------------------------------------------------------------------
     def _crop(self, a: np.ndarray) -> np.ndarray:
