@@ -7,6 +7,10 @@ description (`convcast.data.description.DataDescription`, whose `to_dbz` / `to_p
 archive's dBZ range and Z-R relation), which `ForecastSystem` passes for a radar archive; None is
 HKO-7's pixels (dBZ = 70 p - 10, Z = 58.53 R^1.56), the values of the synthetic radar sets. The
 other losses take `scale` and ignore it, so every loss is called the same way.
+
+Ensemble losses (`ENSEMBLE_LOSSES`: `crps`, `fair_crps`, `rainrate_fair_crps`) take members
+`[B, M, T, C, H, W]` (a forecast `[B, T, C, H, W]` is one member); `exceedance_bce` takes
+exceedance logits `[B, T, K, C, H, W]` (or a forecast, by its soft exceedance).
 """
 
 from __future__ import annotations
@@ -187,10 +191,102 @@ def soft_csi(pred: Tensor, target: Tensor, mask: Tensor | None = None,
     return torch.stack(out).mean()
 
 
+# ---- ensembles and exceedance probabilities --------------------------------------------------
+def _ensemble_score(pred: Tensor, target: Tensor, mask: Tensor | None, fair: bool) -> Tensor:
+    """The (fair) CRPS of members `[B, M, T, C, H, W]` (a forecast `[B, T, C, H, W]` is one
+    member) against `target [B, T, C, H, W]`, per pixel, averaged over valid pixels."""
+    ens = pred.unsqueeze(1) if pred.dim() == target.dim() else pred  # [B, M, T, C, H, W]
+    if ens.dim() != 6 or ens.shape[:1] + ens.shape[2:] != target.shape:
+        raise ValueError(f"the CRPS losses take members [B, M, T, C, H, W] (or one forecast "
+                         f"[B, T, C, H, W]) with B, T, C, H, W as the target's "
+                         f"{tuple(target.shape)}, got {tuple(pred.shape)}")
+    M = ens.shape[1]
+    with torch.autocast(pred.device.type, enabled=False):  # sums of differences: float32
+        x = ens.float().sort(dim=1).values  # [B, M, T, C, H, W]
+        error = (x - target.float().unsqueeze(1)).abs().mean(dim=1)  # (1/M) Σ_i |x_i - y|
+        coef = 2 * torch.arange(M, dtype=x.dtype, device=x.device) - (M - 1)  # [M]
+        pairs = (coef.view(1, M, 1, 1, 1, 1) * x).sum(dim=1)  # Σ_{i<j} |x_i - x_j|, x sorted
+        spread = pairs / (M * (M - 1)) if fair and M > 1 else pairs / M**2
+        return _masked_mean(error - spread, mask)  # of [B, T, C, H, W]
+
+
+def crps(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+         scale: RadarScale | None = None) -> Tensor:
+    """CRPS of an ensemble `[B, M, T, C, H, W]` per pixel, in model values (Hersbach 2000):
+
+        CRPS = (1/M) Σ_i |x_i - y| - 1/(2 M²) Σ_{i,j} |x_i - x_j|,
+
+    the metric `convcast.metrics.probabilistic.crps`, pooled. One member (or a forecast
+    `[B, T, C, H, W]`) gives the MAE. As a training loss it rewards under-dispersion for finite
+    M (its minimum is not at the true distribution); use `fair_crps` to train ensembles."""
+    return _ensemble_score(pred, target, mask, fair=False)
+
+
+def fair_crps(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+              scale: RadarScale | None = None) -> Tensor:
+    """Fair CRPS (Ferro 2014) of an ensemble `[B, M, T, C, H, W]` per pixel, in model values:
+
+        fCRPS = (1/M) Σ_i |x_i - y| - 1/(2 M (M - 1)) Σ_{i,j} |x_i - x_j|,
+
+    unbiased for the CRPS of the distribution the M members are drawn from, so its expectation
+    is least when they are drawn from the truth's distribution, for any M >= 2 (the ensemble
+    training loss of `ForecastSystem(members=M)`). It equals
+    `convcast.metrics.probabilistic.fair_crps` pooled (`reduction="pooled"`). With one member
+    the spread term is undefined; a forecast `[B, T, C, H, W]` (or M = 1) is scored by the
+    CRPS, i.e. the MAE."""
+    return _ensemble_score(pred, target, mask, fair=True)
+
+
+def rainrate_fair_crps(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                       scale: RadarScale | None = None) -> Tensor:
+    """`fair_crps` in rain rate (mm/h), members and truth converted by the data's dBZ range and
+    Z-R relation (`scale`): heavy rain weighs as in `rainrate_mse`."""
+    scale = scale or HKO7
+    with torch.autocast(pred.device.type, enabled=False):
+        return _ensemble_score(scale.to_physical(pred.float()), scale.to_physical(target.float()),
+                               mask, fair=True)
+
+
+def exceedance_bce(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                   scale: RadarScale | None = None, *,
+                   thresholds: tuple[float, ...] = CSI_THRESHOLDS) -> Tensor:
+    """Binary cross-entropy of exceedance logits against the events o_k = [R(truth) >= t_k],
+    R in mm/h by the data's Z-R relation (`scale`), averaged over thresholds and valid pixels:
+
+        BCE = -mean_k [o_k log σ(z_k) + (1 - o_k) log(1 - σ(z_k))].
+
+    `pred`: logits `[B, T, K, C, H, W]` for the K `thresholds` (mm/h; what
+    `ExceedanceHeads.logits` gives, and `ForecastSystem` passes a model's own `thresholds`), or
+    a forecast `[B, T, C, H, W]`, whose logits are the soft exceedance of the soft CSI,
+    z_k = (dBZ(pred) - dBZ(t_k)) / 2 dBZ."""
+    from convcast.data.units import rainrate_to_dbz
+
+    scale, thr = scale or HKO7, tuple(float(t) for t in thresholds)
+    with torch.autocast(pred.device.type, enabled=False):
+        rate = scale.to_physical(target.float())  # [B, T, C, H, W] mm/h
+        events = torch.stack([(rate >= t).float() for t in thr], dim=2)  # [B, T, K, C, H, W]
+        if pred.shape == target.shape:  # a forecast: the soft CSI's soft exceedance
+            dbz = scale.to_dbz(pred.float())  # [B, T, C, H, W]
+            z = torch.stack([(dbz - float(rainrate_to_dbz(t, *scale.zr))) / CSI_TEMPERATURE
+                             for t in thr], dim=2)  # [B, T, K, C, H, W]
+        elif pred.shape == events.shape:
+            z = pred.float()
+        else:
+            raise ValueError(f"exceedance_bce takes logits [B, T, K={len(thr)}, C, H, W] for the "
+                             f"thresholds {thr} mm/h (or a forecast shaped as the target "
+                             f"{tuple(target.shape)}), got {tuple(pred.shape)}; give the model's "
+                             "thresholds to the loss")
+        err = F.binary_cross_entropy_with_logits(z, events, reduction="none")
+    return _masked_mean(err, None if mask is None else mask.unsqueeze(2))
+
+
+ENSEMBLE_LOSSES = ("crps", "fair_crps", "rainrate_fair_crps")  # take members [B, M, T, C, H, W]
 LOSSES: dict[str, Loss] = {"mse": mse, "l1": l1, "l1+l2": l1_l2, "l1l2": l1_l2, "bce": bce,
                            "bce+ssim": bce_ssim, "mse+ssim": mse_ssim,
                            "rainrate_mse": rainrate_mse, "bmse": bmse, "bmae": bmae,
-                           "bmse+bmae": bmse_bmae, "csi": soft_csi}
+                           "bmse+bmae": bmse_bmae, "csi": soft_csi, "crps": crps,
+                           "fair_crps": fair_crps, "rainrate_fair_crps": rainrate_fair_crps,
+                           "exceedance_bce": exceedance_bce}
 
 
 class WeightedSum:

@@ -18,6 +18,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
+from functools import partial
 from typing import IO, Any, Literal
 
 import lightning as L
@@ -37,7 +38,7 @@ from convcast.train.checkpoint import (
     refuse_unsafe_load,
 )
 from convcast.train.evaluate import split_batch as _split_batch
-from convcast.train.losses import get_loss
+from convcast.train.losses import ENSEMBLE_LOSSES, get_loss
 from convcast.train.sampling import Sampling
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -98,6 +99,37 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
                          f"its arguments are: {', '.join(takes)}") from None
 
 
+def scored_output(model: nn.Module, loss: str, members: int) -> str:
+    """What the loss scores for `model`: "ensemble" (a learned model whose registry entry has
+    `ensemble=True`: `members` members of `model.sample`, for an ensemble loss), "exceedance"
+    (a model with exceedance `logits` and `thresholds`: its logits, for `exceedance_bce`) or
+    "forecast" (`model(x, horizon)`, every other model). Clear errors for a loss that cannot
+    score it."""
+    name = getattr(model, "model_name", None)
+    try:
+        info = model_info(name) if isinstance(name, str) else None
+    except (ValueError, KeyError):
+        info = None
+    terms = {part.strip().rpartition("*")[2] for part in loss.split("+")}
+    if info is not None and info.ensemble and not info.baseline:
+        if isinstance(members, bool) or not isinstance(members, int) or members < 2:
+            raise ValueError(f"{name} draws an ensemble and trains on it with the fair CRPS, "
+                             f"which needs members >= 2, got members={members!r}")
+        if not terms <= set(ENSEMBLE_LOSSES):
+            raise ValueError(f"{name} trains on {members} members [B, M, T, C, H, W]: its loss "
+                             f"must score an ensemble ({', '.join(ENSEMBLE_LOSSES)}, or a sum of "
+                             f"them), got {loss!r}; use --model.loss fair_crps")
+        return "ensemble"
+    if callable(getattr(model, "logits", None)) and hasattr(model, "thresholds"):
+        if loss != "exceedance_bce":
+            raise ValueError(f"{type(model).__name__} forecasts exceedance probabilities and "
+                             f"trains with loss exceedance_bce (alone), got {loss!r}")
+        return "exceedance"
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members must be an int >= 1, got {members!r}")
+    return "forecast"
+
+
 class ForecastSystem(L.LightningModule):
     """Train and evaluate a registered forecaster.
 
@@ -119,6 +151,13 @@ class ForecastSystem(L.LightningModule):
         nonfinite_loss: what a NaN/inf training loss or gradient does: `stop` raises
             NonFiniteLossError (the last finite checkpoint stays `last.ckpt`); `skip` drops the
             batch without an update (and stops after 25 such batches in a row).
+        members: ensemble members drawn per window for a learned ensemble model (registry
+            `ensemble=True`, e.g. `anchored_ensemble`; >= 2), which trains on them with an
+            ensemble loss (`fair_crps`); ignored by other models. Its val/test loss scores
+            `members` members drawn with a fixed seed per batch (the fair CRPS is undefined for
+            one member); its val/test MSE and predictions are the zero-noise member (`forward`).
+            Exceedance heads (`exceedance_heads`) train on their raw logits with
+            `exceedance_bce` at the model's thresholds, and are evaluated on the calibrated ones.
     """
 
     def __init__(
@@ -139,6 +178,7 @@ class ForecastSystem(L.LightningModule):
         model: nn.Module | None = None,
         gradient_checkpointing: bool = False,
         nonfinite_loss: Literal["stop", "skip"] = "stop",
+        members: int = 2,
     ) -> None:
         super().__init__()
         if nonfinite_loss not in NONFINITE:
@@ -159,6 +199,10 @@ class ForecastSystem(L.LightningModule):
             warnings.warn(f"gradient_checkpointing: {type(model).__name__} has no recurrent cell "
                           "that supports it; training without it", stacklevel=2)
         self.loss_fn = get_loss(loss, ssim_weight)
+        self.scored = scored_output(model, loss, members)  # what the loss scores (see there)
+        if self.scored == "exceedance":  # the events at the model's own thresholds
+            self.loss_fn = partial(self.loss_fn, thresholds=tuple(model.thresholds))
+        self._levels_set = False  # exceedance heads: thresholds converted by the data's scale
         self.sampling = sampling
         self.description: DataDescription | None = None  # the data's, saved in checkpoints
         self._skipped_in_a_row = 0
@@ -199,7 +243,7 @@ class ForecastSystem(L.LightningModule):
             raise ValueError(f"{type(self.model).__name__} does not read the input_mask of "
                              f"{type(self.sampling).__name__}: reverse scheduled sampling needs "
                              f"one of {', '.join(able)}; use ScheduledSampling with other models")
-        pred = self.model(x, horizon, **kwargs)  # [B, horizon, C, H, W]
+        pred = self.scored_forecast(x, horizon, kwargs)  # [B, horizon, C, H, W] (or see there)
         loss = self.loss_fn(pred, y, mask, scale=self.radar_scale())
         terms = {"forecast": loss}
         # read the model's own losses now: a second forward below would overwrite them
@@ -219,6 +263,21 @@ class ForecastSystem(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/horizon", float(horizon))
         return loss
+
+    def scored_forecast(self, x: torch.Tensor, horizon: int, inputs: dict[str, Any],
+                        seed: int | None = None) -> torch.Tensor:
+        """What the loss scores (`scored_output`): the forecast `[B, horizon, C, H, W]`; an
+        ensemble's `members` members `[B, M, horizon, C, H, W]` (drawn with `seed` when given);
+        exceedance heads' logits `[B, horizon, K, C, H, W]` (raw while training)."""
+        if self.scored == "ensemble":
+            return self.model.sample(x, horizon, members=self.hparams.members, seed=seed,
+                                     **inputs)
+        if self.scored == "exceedance":
+            if self.training and not self._levels_set:
+                self.model.use_scale(self.radar_scale())
+                self._levels_set = True
+            return self.model.logits(x, horizon, calibrated=not self.training, **inputs)
+        return self.model(x, horizon, **inputs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if str(self.trainer.precision).startswith("16"):
@@ -319,8 +378,11 @@ class ForecastSystem(L.LightningModule):
     def _eval_step(self, batch: Any, stage: str, batch_idx: int = 0
                    ) -> dict[str, torch.Tensor]:
         x, y, mask = _split_batch(batch)
-        pred = self.model(x, y.shape[1], **batch_extras(self.model, batch))  # [B, T_out, C, H, W]
-        loss = self.loss_fn(pred, y, mask, scale=self.radar_scale())
+        inputs = batch_extras(self.model, batch)
+        pred = self.model(x, y.shape[1], **inputs)  # [B, T_out, C, H, W]
+        scored = pred if self.scored == "forecast" else self.scored_forecast(
+            x, y.shape[1], inputs, seed=batch_idx)  # an ensemble's members, heads' logits
+        loss = self.loss_fn(scored, y, mask, scale=self.radar_scale())
         if not bool(torch.isfinite(loss)):
             data = "" if bool(torch.isfinite(x).all() and torch.isfinite(y).all()) else (
                 " and the batch holds NaN/inf values (check the data or mask missing values)")

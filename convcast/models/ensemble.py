@@ -1,0 +1,183 @@
+"""A learned ensemble: the anchored forecaster with a noise field per member.
+
+`anchored_ensemble` is `anchored` (a learned correction on top of persistence or optical-flow
+extrapolation, `convcast.models.anchored`) whose recurrent base forecaster starts each member's
+decoding from a perturbed state. Member m of input b draws a latent Gaussian field
+
+    z_bm ~ N(0, I)   [noise_channels, H/p, W/p]   (the base's internal resolution, patch p),
+
+and the decoder starts from h_i + U_i * z_bm for every hidden state h_i of the encoder's final
+state (`h0`, `h1`, ...; z resampled bilinearly where a layer has another resolution), U_i a
+`noise_kernel` x `noise_kernel` convolution initialised to zero. The perturbation then evolves
+through the recurrence with the forecast, so a member is coherent over its lead times and its
+spread can grow with them; the correction W f and the clip are the anchored model's:
+
+    ŷ_bm,k = clip(g_k(a_b,k + W * f_θ(x_b, a_b | h + U z_bm)_k)).
+
+Zero-initialised U: untrained, or trained as a plain `anchored` and loaded with `from_anchored`,
+every member equals the anchored forecast exactly, and training with an ensemble score (the fair
+CRPS, `ForecastSystem(members=M)`) moves U away from zero only where spread lowers it.
+
+Cost: `sample(x, horizon, members=M)` encodes the input once and computes the anchor (the motion
+estimate included) once; only the decoder runs on B·M states, so a member costs one decoding,
+not one forward. `forward(x, horizon)` is the zero-noise member (z = 0), i.e. the anchored
+forecast of the same weights; it is deterministic and is what `convcast test`, predict and
+nowcast use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from convcast.models.anchored import Anchored, _StraightThroughClip
+from convcast.models.base import check_kernel, check_size
+from convcast.models.registry import create_model, register_model
+
+_HIDDEN = re.compile(r"h\d+")
+
+
+def _hidden_channels(net: nn.Module, in_channels: int) -> dict[str, int]:
+    """`{key: channels}` of the hidden states `h0, h1, ...` that `net.encode` returns, found by
+    encoding one small blank frame."""
+    name = type(net).__name__
+    if not (callable(getattr(net, "encode", None)) and callable(getattr(net, "decode", None))):
+        raise ValueError(f"anchored_ensemble: the base {name} has no encode/decode, so members "
+                         "cannot share one encoding; use a recurrent base such as "
+                         "encoder_forecaster")
+    side = 8 * getattr(net, "patch_size", 1)
+    try:
+        with torch.no_grad():
+            state = net.encode(torch.zeros(1, 1, in_channels, side, side))
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"anchored_ensemble: could not read the state of the base {name} "
+                         f"from a {side}x{side} frame ({err}); use encoder_forecaster") from None
+    keys = sorted((k for k in state if _HIDDEN.fullmatch(k)), key=lambda k: int(k[1:]))
+    if not keys or any(state[k].dim() != 4 for k in keys):
+        raise ValueError(f"anchored_ensemble: the state of the base {name} has no spatial hidden "
+                         f"states h0, h1, ... [B, C, H, W] (it has "
+                         f"{ {k: tuple(v.shape) for k, v in state.items()} }) for the noise "
+                         "fields; use a convolutional recurrent base such as encoder_forecaster")
+    return {k: int(state[k].shape[1]) for k in keys}
+
+
+@register_model("anchored_ensemble", inputs=("motion",), ensemble=True, export=(),
+                export_note="its members are drawn from a random generator and its optical-flow "
+                "anchor is computed by pysteps outside torch; export a deterministic base model "
+                "instead",
+                tiny={"base_kwargs": {"hidden_channels": [4, 4], "kernel_size": 3,
+                                      "patch_size": 2}, "noise_channels": 2})
+class AnchoredEnsemble(Anchored):
+    """`anchored` with a zero-initialised noise injection per member (see the module docstring).
+
+    Args:
+        in_channels, base, base_kwargs, anchor, value_range, motion_frames, method,
+            method_kwargs, outval, motion_hidden, calibrate_leads: as `anchored`'s; the base
+            must be recurrent (`encode`/`decode` with hidden states `h0, h1, ...`).
+        noise_channels: channels of the latent noise field z of each member.
+        noise_kernel: kernel size of the convolutions U_i that add z to the hidden states.
+    """
+
+    def __init__(self, in_channels: int = 1, base: str = "encoder_forecaster",
+                 base_kwargs: dict | None = None, anchor: str = "persistence",
+                 value_range: Sequence[float] | None = (0.0, 1.0), motion_frames: int = 3,
+                 method: str = "lucaskanade", method_kwargs: dict | None = None,
+                 outval: float | str = "min", motion_hidden: int = 0, calibrate_leads: int = 0,
+                 noise_channels: int = 8, noise_kernel: int = 3) -> None:
+        super().__init__(in_channels, base, base_kwargs, anchor, value_range, motion_frames,
+                         method, method_kwargs, outval, motion_hidden, calibrate_leads)
+        self.noise_channels = check_size("anchored_ensemble", "noise_channels", noise_channels)
+        check_kernel("anchored_ensemble", noise_kernel)
+        hidden = _hidden_channels(self.net, in_channels)
+        self.inject = nn.ModuleDict()
+        for key, channels in hidden.items():
+            conv = nn.Conv2d(noise_channels, channels, noise_kernel, padding=noise_kernel // 2,
+                             bias=False)
+            nn.init.zeros_(conv.weight)  # untrained: every member is the anchored forecast
+            self.inject[key] = conv
+
+    @classmethod
+    def from_anchored(cls, anchored: Anchored, *, noise_channels: int = 8,
+                      noise_kernel: int = 3) -> AnchoredEnsemble:
+        """An ensemble whose every member is the (trained) `anchored` model's forecast: its
+        configuration and weights, and zero noise injections, to fine-tune with the fair CRPS."""
+        spec = getattr(anchored, "model_spec", None)
+        if not isinstance(anchored, Anchored) or not spec or spec.get("name") != "anchored":
+            raise ValueError("from_anchored needs an `anchored` model built by "
+                             "create_model('anchored', ...) (or loaded from its checkpoint), "
+                             f"got {type(anchored).__name__}")
+        model = create_model("anchored_ensemble", **spec["kwargs"],
+                             noise_channels=noise_channels, noise_kernel=noise_kernel)
+        missing, unexpected = model.load_state_dict(anchored.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("inject.") for k in missing):
+            raise ValueError(f"from_anchored: the weights do not fit (missing {missing}, "
+                             f"unexpected {unexpected})")
+        return model.to(next(anchored.parameters()).device)
+
+    def forward(self, x: torch.Tensor, horizon: int,
+                motion: torch.Tensor | None = None) -> torch.Tensor:
+        """The zero-noise member `[B, horizon, C, H, W]` (the anchored forecast of these weights),
+        computed through the injection with z = 0 (so its weights get a zero gradient)."""
+        return self.rollout(x, horizon, 1, None, motion)[:, 0]  # [B, horizon, C, H, W]
+
+    def sample(self, x: torch.Tensor, horizon: int, members: int = 1, *,
+               generator: torch.Generator | None = None, seed: int | None = None,
+               **inputs: torch.Tensor | None) -> torch.Tensor:
+        """`members` members `[B, members, horizon, C, H, W]`, each with its own noise field.
+
+        `generator` (or `seed`, which makes one) draws the noise: the same seed gives the same
+        members; neither uses torch's global generator. Every member is random (the zero-noise
+        member is `forward`). Inputs are cast to the model's dtype and the members come back in
+        the input's, as for `model(x, horizon)`.
+        """
+        check_size("anchored_ensemble", "members", members)
+        if seed is not None:
+            if generator is not None:
+                raise ValueError("anchored_ensemble.sample: give generator or seed, not both")
+            generator = torch.Generator().manual_seed(seed)
+        motion = self._read_inputs(dict(inputs)).get("motion")
+        if motion is not None and motion.is_floating_point():
+            motion = self.cast(motion)
+        out = self.rollout(self.cast(x) if x.is_floating_point() else x, horizon, members,
+                           generator, motion, draw=True)
+        return out.to(x.dtype)  # [B, M, horizon, C, H, W]
+
+    def rollout(self, x: torch.Tensor, horizon: int, members: int,
+                generator: torch.Generator | None, motion: torch.Tensor | None, *,
+                draw: bool = False) -> torch.Tensor:
+        """`members` forecasts `[B, M, horizon, C, H, W]` from one encoding and one anchor; the
+        noise is drawn with `generator` when `draw`, else zero."""
+        self.check_input(x, horizon)
+        B, M = x.shape[0], members
+        state = self.net.encode(x)  # one encoding, shared by the members
+        a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion)
+        state = {k: v.repeat_interleave(M, dim=0) for k, v in state.items()}  # [B*M, ...]
+        first = state[next(iter(self.inject))]  # [B*M, hid_0, h, w]
+        shape = (B * M, self.noise_channels, *first.shape[-2:])
+        if draw:
+            device = generator.device if generator is not None else x.device
+            z = torch.randn(shape, generator=generator, device=device, dtype=first.dtype)
+            z = z.to(first.device)  # [B*M, Cz, h, w]
+        else:
+            z = first.new_zeros(shape)  # [B*M, Cz, h, w]
+        for key, conv in self.inject.items():
+            s = state[key]  # [B*M, hid_i, h_i, w_i]
+            zi = z if s.shape[-2:] == z.shape[-2:] else F.interpolate(
+                z, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            state[key] = s + conv(zi)
+        cond = None if a is None else a.repeat_interleave(M, dim=0)  # [B*M, horizon, C, H, W]
+        f = self.net.decode(state, horizon, cond)  # [B*M, horizon, C, H, W]
+        if a is None:
+            return f.view(B, M, *f.shape[1:])  # the base alone, as anchored's anchor="none"
+        _, _, C, H, W = f.shape
+        corr = self.correction(f.reshape(B * M * horizon, C, H, W)).view(B * M, horizon, C, H, W)
+        out = cond + corr  # [B*M, horizon, C, H, W]
+        if self.calibration is not None:
+            out = self.calibration(out)
+        if self.value_range is not None:
+            out = _StraightThroughClip.apply(out, *self.value_range)
+        return out.view(B, M, horizon, C, H, W)
