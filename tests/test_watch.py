@@ -233,3 +233,30 @@ def test_watch_from_python(tmp_path, capsys):
         convcast.watch(radar, out, model="persistence", radar={"stepminutes": 6})
     with pytest.raises(ValueError, match="model 'predrnn' is not trained"):
         convcast.watch(radar, out, model="predrnn", once=True)
+
+
+def test_once_with_a_corrupt_newest_file_forecasts_from_the_latest_readable_window(
+        tmp_path, capsys):
+    """Five readable gap-free frames, then a corrupt newest one: --once forecasts from the five
+    (saying which file was skipped) and exits 0; with nothing readable enough it exits 1."""
+    radar, out = tmp_path / "radar", tmp_path / "out"
+    for i in range(6):
+        drop(radar, i)
+    (radar / "202106011036.png").write_bytes(b"not a png")  # frame 6, the newest
+    base = ["--model", "persistence", "--watch", str(radar), "--out", str(out),
+            "--input_frames", "5", "--horizon", "2", "--once"]
+    assert main(base) == 0
+    log = capsys.readouterr().err
+    assert "202106011036.png -> skipped: unreadable" in log
+    assert "could not be read: warming up from 2021-06-01T10:06 instead" in log
+    fc = forecast_of(out)
+    assert list(fc["input_timestamps"])[-1] == "2021-06-01T10:30:00"  # the last readable frame
+    lonely, out2 = tmp_path / "lonely", tmp_path / "out2"
+    drop(lonely, 0)
+    (lonely / "202106011006.png").write_bytes(b"")  # empty: still being written?
+    (lonely / "202106011012.png").write_bytes(b"not a png")
+    assert main(["--model", "persistence", "--watch", str(lonely), "--out", str(out2),
+                 "--input_frames", "2", "--horizon", "1", "--once"]) == 1
+    assert "no forecast: the newest file 202106011012.png could not be read" in \
+        capsys.readouterr().err
+    assert not (out2 / "forecast.npz").exists()

@@ -466,6 +466,40 @@ class Watcher:
         self.say(f"{self.tm.model_name}: warming up from {len(files) - start} of {len(files)} "
                  f"frames in {self.folder}, {_hm(times[start])} .. {_hm(times[-1])}")
         self.handle(files[start:], quiet=True)
+        # the newest files could not be read (corrupt, truncated): forecast from the latest
+        # readable window instead, reaching back over as many older frames
+        unread = self._unreadable_tail(files[start:])
+        while not self.ready and unread and start > 0 and not gap_after(
+                times[start - 1:start + 1], self.step)[0]:
+            start -= 1
+            self.say(f"the newest {unread} file(s) could not be read: warming up from "
+                     f"{_hm(times[start])} instead")
+            self.reset()
+            self.last, self.reference = None, None
+            self.handle(files[start:], quiet=True)
+
+    def _unreadable_tail(self, files: list[tuple[np.datetime64, Path]]) -> int:
+        """How many of the newest `files` could not be read (marked to be retried)."""
+        n = 0
+        for _, path in reversed(files):
+            if not self.seen.get(str(path), (0, 0, False))[2]:
+                break
+            n += 1
+        return n
+
+    def _exit_status(self) -> int:
+        """0, or 1 (said) when the newest file of the folder could not be read and no forecast
+        could be made without it: the outputs are older than the radar's last frame."""
+        seen = [(self.time_in(Path(p).name), Path(p), retry)
+                for p, (_, _, retry) in self.seen.items()]
+        seen = [(when, path, retry) for when, path, retry in seen if when is not None]
+        newest = max((when for when, _, _ in seen), default=None)
+        stuck = [path for when, path, retry in seen if retry and when == newest]
+        if stuck and not self.ready:
+            self.say(f"no forecast: the newest file {stuck[0].name} could not be read and the "
+                     f"frames before it are not {self.need} gap-free ones; fix or remove it")
+            return 1
+        return 0
 
     def poll(self, limit: int | None = None) -> int:
         """One look at the folder: take what is new (at most `limit` files)."""
@@ -485,7 +519,7 @@ class Watcher:
             while True:
                 handled += self.poll(None if max_files is None else max_files - handled)
                 if once or (max_files is not None and handled >= max_files):
-                    return 0
+                    return self._exit_status()
                 _wait(poll_seconds)
         except KeyboardInterrupt:
             self.say(f"stopped; the stream is saved in {self.state_path}")
