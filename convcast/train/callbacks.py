@@ -110,8 +110,15 @@ class ConfigSaver(SaveConfigCallback):
 
 
 class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint whose `last.ckpt` also holds the final state when training ends, and
-    which never writes a checkpoint whose weights hold NaN or inf.
+    """ModelCheckpoint whose `last.ckpt` also holds the final state when training ends, which
+    never writes a checkpoint whose weights hold NaN or inf, and for which the untrained model
+    is a candidate for the best checkpoint.
+
+    `validate_at_start` (None: for models anchored on a baseline, whose untrained state IS that
+    baseline): a new run is validated once before its first step, so the step-0 model competes
+    for "best" (`--ckpt_path best`, selected on `val/loss`); training that only hurts on the
+    validation windows then leaves the anchor as the best checkpoint, and the end of training
+    says so ("no learned improvement on this data").
 
     Lightning writes `last.ckpt` only beside another checkpoint, so after a run stopped by
     `max_steps` mid-epoch it would hold an older state; here the end of training rewrites it,
@@ -122,9 +129,31 @@ class Checkpoint(ModelCheckpoint):
 
     _train_start_step: int | None = None
 
+    def __init__(self, *args: Any, validate_at_start: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.validate_at_start = validate_at_start
+
+    def _anchored(self, pl_module: L.LightningModule) -> bool:
+        model = getattr(pl_module, "model", None)
+        return getattr(model, "anchor", "none") not in (None, "none")
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._train_start_step = trainer.global_step
+        start = self.validate_at_start
+        if start is None:
+            start = self._anchored(pl_module)
+        if (start and trainer.global_step == 0 and self.monitor and not trainer.fast_dev_run
+                and trainer.limit_val_batches != 0):
+            self._last_global_step_saved = -1  # step 0 may be saved: it is a candidate
+            trainer.fit_loop.epoch_loop.val_loop.run()  # logs val/*, saves it if the best
+            self._anchor_path = self.best_model_path  # the step-0 checkpoint
+
+    @property
+    def anchor_won(self) -> bool:
+        """Whether the best checkpoint is the untrained model validated at the start."""
+        anchor = getattr(self, "_anchor_path", "")
+        return bool(anchor) and self.best_model_path == anchor
 
     def _last_path(self) -> str:
         return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
@@ -154,6 +183,11 @@ class Checkpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        if self.anchor_won:
+            rank_zero_warn(f"the best checkpoint on the validation windows is the untrained "
+                           f"model ({self.best_model_path}, {self.monitor} "
+                           f"{float(self.best_model_score):.4g}): no learned improvement on "
+                           "this data; --ckpt_path best forecasts as its anchor does")
         if (self.save_last and self.dirpath and not trainer.fast_dev_run
                 and self._finite(trainer, self._last_path())):
             trainer.save_checkpoint(self._last_path(), weights_only=self.save_weights_only)
