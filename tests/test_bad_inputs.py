@@ -14,17 +14,30 @@ checkpoint whose pickle would create a marker file proves that no entry point ru
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import h5py
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from reliability_media import (
+    decode_all,
+    dropped_frames_avi,
+    full_disk,
+    textured,
+    truncated_mp4,
+)
 from torch.utils.data import DataLoader
 
 from convcast.cli.main import main
+from convcast.data import FramesDataModule
+from convcast.data.sources.video import VideoSource
+from convcast.data.transform import unit_scale
+from convcast.inference import forecast
 from convcast.metrics import (
     MSE,
     SSIM,
@@ -115,6 +128,11 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, trained_run: dict) -> SimpleNa
                                        "  model_kwargs: {hiden: 4}\n")
     (d / "bad_model.yaml").write_text("model:\n  model_name: convlstm_xl\n")
     (d / "no_runs").mkdir()
+    np.save(d / "int64.npy", frames)  # int64, what np.array makes of Python ints
+    dropped_frames_avi(d / "dropped.avi", textured(30))  # header 28 frames, stream 10
+    truncated_mp4(d / "trunc.mp4", textured(60))  # header 60 frames, FFmpeg decodes ~25
+    (d / "zeros.mp4").write_bytes(b"\0" * 500)
+    (d / "folder.npy").mkdir()
     return SimpleNamespace(dir=d, good=good, marker=marker, out=d / "out",
                            video=trained_run["video"], **{
         p.stem.replace("-", "_") + "_" + p.suffix[1:]: p for p in d.iterdir()})
@@ -151,6 +169,70 @@ def finite_forecast(model: torch.nn.Module, x: torch.Tensor) -> None:
 
 def load_system(path: Path, **kwargs: Any) -> ForecastSystem:
     return ForecastSystem.load_from_checkpoint(path, **kwargs)
+
+
+def int64_trains_as_uint8(c: SimpleNamespace) -> None:
+    """int64 frames of 0..255 give the windows uint8 frames give, and the same value scale."""
+    mods = [FramesDataModule(str(p), input_frames=3, output_frames=2) for p in
+            (c.int64_npy, c.uint8_npy)]
+    for dm in mods:
+        dm.setup()
+    assert torch.equal(mods[0].train_set[0][0], mods[1].train_set[0][0])
+    assert mods[0].describe().value_scale == 255
+
+
+def reads_to_the_end(path: Path, frames: int) -> None:
+    """A video reads whole, its last frames included, as FFmpeg decodes them."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "counted by decoding"
+        src = VideoSource(path)
+    want = decode_all(path)
+    assert len(src) == len(want) == frames, (len(src), len(want))
+    np.testing.assert_array_equal(src.read(len(src) - 3, len(src)), want[-3:])
+
+
+def truncated_forecast_names_its_frames(c: SimpleNamespace) -> None:
+    import warnings
+
+    n = len(decode_all(c.trunc_mp4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fc = forecast(create_model("persistence", in_channels=3), c.trunc_mp4, 2, input_frames=4)
+    assert f"read the last 4 of {n} frames (frames {n - 4}..{n - 1})" in fc.notes[0], fc.notes
+
+
+def on_full_disk(write: Any) -> None:
+    """`write(folder)` on a full disk (a tmpfs, root only; skipped elsewhere); it must leave
+    nothing there."""
+    import shutil
+
+    with full_disk() as folder:
+        (folder / "filler").write_bytes(b"\0" * max(shutil.disk_usage(folder).free - 4096, 0))
+        try:
+            write(folder)
+        finally:
+            assert os.listdir(folder) == ["filler"], os.listdir(folder)
+
+
+def encoder_fails(path: Path) -> None:
+    """The MP4 encoder (ffmpeg) made to fail: its error must be raised."""
+    import subprocess
+    from unittest import mock
+
+    failed = subprocess.CompletedProcess([], 1, b"", b"[libx264 @ 0x1] cannot allocate\n")
+    with mock.patch("convcast.viz.animation.subprocess.run", return_value=failed):
+        write_animation(path, x5(3, 1, 8, 8))
+
+
+def low_precision(name: str, dtype: torch.dtype) -> None:
+    """A PredRNN with bf16 / fp16 weights forecasts close to its float32 self."""
+    model = create_model(name, hidden_channels=4, num_layers=2, kernel_size=3, patch_size=2)
+    x = x5(1, 3, 1, 16, 16)
+    with torch.no_grad():
+        ref, low = model(x, 2), model.to(dtype)(x.to(dtype), 2)
+    assert low.dtype == dtype and (low.float() - ref).abs().max() < 0.05
 
 
 # (case, call(ctx), error type or OK, words of the message, file that must not appear)
@@ -351,6 +433,32 @@ API = [
     ("ckpt/other-size", lambda c: load_weights(create_model("next_frame", hidden_channels=8),
                                                c.good), ValueError,
      ["hidden_channels", "do not fit"], None),
+    # ---- integer frames: never scaled by the maximum of a type wider than 16 bits
+    ("data/int64-scale-without-values", lambda c: unit_scale(np.int64), ValueError,
+     ["int64", "no fixed scale", "9.22e+18", "scale a model was trained on"], None),
+    ("data/int64-frames-train-as-uint8", int64_trains_as_uint8, OK, [], None),
+    # ---- videos: read as FFmpeg decodes them, counted by decoding where header and stream differ
+    ("video/dropped-frame-markers", lambda c: reads_to_the_end(c.dropped_avi, 10), OK, [], None),
+    ("video/truncated-mp4-forecast", truncated_forecast_names_its_frames, OK, [], None),
+    ("video/unreadable", lambda c: VideoSource(c.zeros_mp4), ValueError,
+     ["zeros.mp4", "cannot open video", "moov atom not found", "convert it"], None),
+    # ---- writers: the encoder's or the disk's failure raised, naming the file, leaving nothing
+    ("write/mp4-full-disk", lambda c: on_full_disk(lambda d: write_animation(
+        d / "a.mp4", x5(12, 1, 48, 48))), OSError, ["a.mp4", "is full", "free some space"],
+     None),
+    ("write/gif-full-disk", lambda c: on_full_disk(lambda d: write_animation(
+        d / "a.gif", x5(12, 1, 48, 48))), OSError, ["a.gif", "is full"], None),
+    ("write/png-full-disk", lambda c: on_full_disk(lambda d: write_strip(
+        d / "s.png", {"input": x5(4, 1, 48, 48)})), OSError, ["s.png", "is full"], None),
+    ("write/json-full-disk", lambda c: on_full_disk(lambda d: write_metrics_json(
+        d / "m.json", {"m": {"mse": np.ones(500)}})), OSError, ["m.json", "is full"], None),
+    ("write/mp4-encoder-fails", lambda c: encoder_fails(c.out / "e.mp4"), OSError,
+     ["e.mp4", "ffmpeg", "failed with status 1", "cannot allocate"], "e.mp4"),
+    # ---- low-precision weights
+    ("model/predrnn-bfloat16-weights", lambda c: low_precision("predrnn", torch.bfloat16), OK,
+     [], None),
+    ("model/predrnn_v2-float16-weights", lambda c: low_precision("predrnn_v2", torch.float16),
+     OK, [], None),
 ]
 
 
@@ -592,7 +700,41 @@ CLI = [
                                      c.out / "demo"], 1, ["none.pt", "not found"], "demo"),
     ("demo/crafted-init", lambda c: ["demo", "--init", c.evil_pt, "--out", c.out / "demo2"], 1,
      ["evil.pt", "not loaded"], "demo2"),
+    # ---- integer frames, videos, output paths, SIGTERM
+    ("predict/int64-frames", lambda c: predict(c, "--input", c.int64_npy), 0,
+     ["scaled int64 by 1/255", "the scale of the model's training data"], None),
+    ("predict/video-dropped-frames", lambda c: predict(c, "--input", c.dropped_avi), 0,
+     ["read the last 4 of 10 frames (frames 6..9)"], None),
+    ("predict/unreadable-video", lambda c: predict(c, "--input", c.zeros_mp4), 1,
+     ["zeros.mp4", "cannot open video", "moov atom not found"], "fc.npy"),
+    ("predict/out-is-a-folder", lambda c: predict(c, "--input", c.uint8_npy, out=c.folder_npy),
+     1, ["folder.npy", "is an existing folder, not a file"], None),
+    ("predict/out-inside-a-file", lambda c: predict(c, "--input", c.uint8_npy,
+                                                    out=c.plain_pkl / "fc.npy"), 1,
+     ["plain.pkl", "lies inside", "an existing file"], None),
+    ("nowcast/out-is-a-file", lambda c: ["nowcast", "--model", "persistence", "--input",
+                                         c.uint8_npy, "--start_time", "2021-06-01T00:00",
+                                         "--step_minutes", 6, "--out", c.plain_pkl], 1,
+     ["plain.pkl", "is an existing file, not a folder"], None),
+    ("test/out-is-a-file", lambda c: ["test", "--ckpt_path", c.good, "--out", c.plain_pkl,
+                                      *q(c)], 1, ["plain.pkl", "is an existing file"], None),
+    ("fit/sigterm", lambda c: ["fit", "--config", NEXT_FRAME, "--trainer.default_root_dir",
+                               c.out, "--trainer.max_steps", 40, "--trainer.callbacks",
+                               "test_bad_inputs.SigtermAt", *TINY_SHAPES, *q(c)], 143,
+     ["stopped by SIGTERM at training step 2", "last.ckpt", "--ckpt_path last", "143"], None),
 ]
+
+
+class SigtermAt(L.Callback):
+    """Sends this process SIGTERM (as a scheduler stopping a job does) after training step
+    `step`."""
+
+    def __init__(self, step: int = 2) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.mark.parametrize("name, argv, code, words, writes", CLI, ids=[_name(c) for c in CLI])

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_family_benchmark_smoke(tmp_path):
     out = tmp_path / "family.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks/family.py"), "--members",
-                          "convlstm", "trajgru", "--minutes", "0.05", "--max_steps", "2",
+                          "convlstm", "trajgru", "--minutes", "2", "--max_steps", "2",
                           "--test_size", "8", "--json", str(out)],
                          capture_output=True, text=True, timeout=600,
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})

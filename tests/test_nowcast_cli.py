@@ -92,6 +92,14 @@ def test_checkpoint_nowcast_reuses_the_training_preprocessing(tmp_path):
     assert z["forecast"].min() >= 0 and z["forecast"].max() <= 255 and str(z["units"]) == "gray"
     assert list(z["input_timestamps"]) == ["2021-07-01T12:06:00", "2021-07-01T12:12:00",
                                            "2021-07-01T12:18:00"]
+    # `predict` has no time options: a radar model on a plain array says to use nowcast
+    from convcast.cli.predict import main as predict_main
+
+    np.save(tmp_path / "a.npy", np.zeros((4, 32, 32), np.uint8))
+    with pytest.raises(ValueError, match="radar model.*convcast nowcast --ckpt_path .*"
+                                         "--start_time TIME --step_minutes MINUTES"):
+        predict_main(["--ckpt_path", str(tmp_path / "tiny.ckpt"), "--input",
+                      str(tmp_path / "a.npy"), "--out", str(tmp_path / "p.npy")])
     x = torch.from_numpy(z["forecast"])
     assert torch.isfinite(x).all()
 
@@ -104,3 +112,38 @@ def test_dispatched_by_the_convcast_command(tmp_path):
                      "--model", "persistence", "--horizon", "1"]) == 0
     assert convcast(["nowcast", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
                      "--model", "persistence", "--input_frames", "20"]) == 1
+
+
+def test_a_radar_outage_in_the_newest_frame_is_refused_not_forecast_as_nan(tmp_path):
+    """An all-NaN newest frame (the radar was down) would give a NaN forecast everywhere: the
+    nowcast says so, naming the frame's time, and writes nothing."""
+    import convcast
+
+    dbz = np.random.default_rng(0).uniform(0, 40, size=(6, 16, 16)).astype(np.float32)
+    dbz[-1] = np.nan
+    np.savez(tmp_path / "a.npz", reflectivity=dbz)
+    with pytest.raises(ValueError, match=r"the newest frame \(2021-06-01T10:30\) holds no data "
+                                         r"at all.*radar outage"):
+        convcast.forecast(convcast.create_model("persistence"), tmp_path / "a.npz", 2,
+                          input_frames=3, radar={"units": "dbz", "start_time": "2021-06-01T10:00",
+                                                 "step_minutes": 6})
+    with pytest.raises(ValueError, match="radar outage"):
+        main(["--model", "persistence", "--input", str(tmp_path / "a.npz"), "--units", "dbz",
+              "--start_time", "2021-06-01T10:00", "--step_minutes", "6", "--out",
+              str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_radar_array_from_python_takes_its_start_time():
+    """`convcast.forecast(model, array, radar={"start_time": ...})`: the times are the array's
+    (the forecast's valid times follow them), not ignored."""
+    import convcast
+
+    dbz = np.random.default_rng(1).uniform(0, 40, size=(4, 1, 16, 16)).astype(np.float32)
+    fc = convcast.forecast(convcast.create_model("persistence"), dbz, 2, input_frames=3,
+                           radar={"units": "dbz", "start_time": "2021-06-01T10:00",
+                                  "step_minutes": 5})
+    assert [str(t)[:16] for t in fc.valid_times] == ["2021-06-01T10:20", "2021-06-01T10:25"]
+    with pytest.raises(ValueError, match="start_time"):
+        convcast.forecast(convcast.create_model("persistence"), dbz, 2, input_frames=3,
+                          radar={"units": "dbz", "step_minutes": 5})

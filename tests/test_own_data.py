@@ -69,7 +69,7 @@ def test_video_source_reads_any_window_like_a_full_decode(tiny_video) -> None:
     for start in np.random.default_rng(0).permutation(35)[:15]:
         np.testing.assert_array_equal(src.read(start, start + 5), full[start:start + 5])
     clone = pickle.loads(pickle.dumps(src))  # what a DataLoader worker gets: no open handle
-    assert "_h_cap" not in clone.__dict__
+    assert "_h_dec" not in clone.__dict__
     np.testing.assert_array_equal(clone.read(30, 33), full[30:33])
 
 

@@ -157,7 +157,8 @@ def test_paper_size_and_bad_arguments():
     assert round(sum(p.numel() for p in m.parameters()) / 1e6, 1) == 23.8
     with pytest.raises(ValueError, match="same width"):
         create_model("predrnn", hidden_channels=[64, 32])
-    with pytest.raises(ValueError, match="patch_size"):
-        _model("predrnn", patch_size=4)(_x(size=6), 1)
+    with pytest.raises(ValueError, match="patch_size"):  # encode alone does not pad
+        _model("predrnn", patch_size=4).encode(_x(size=6))
+    assert _model("predrnn", patch_size=4)(_x(size=6), 1).shape[-2:] == (6, 6)  # a call pads
     with pytest.raises(ValueError, match="decouple_beta"):
         create_model("predrnn_v2", decouple_beta=-1)

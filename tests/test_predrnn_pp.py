@@ -287,8 +287,8 @@ def test_bad_arguments_are_refused_clearly():
         create_model("predrnn_pp", context_weight=-1)
     with pytest.raises(ValueError, match="own condition frame"):
         create_model("predrnn_pp", in_channels=2, condition_channels=1)
-    with pytest.raises(ValueError, match="patch_size"):
-        _model(patch_size=4)(_x(size=6), 1)
+    with pytest.raises(ValueError, match="patch_size"):  # encode alone does not pad
+        _model(patch_size=4).encode(_x(size=6))
     with pytest.raises(ValueError, match="odd"):
         CausalLSTMCell(1, 4, kernel_size=4)
     with pytest.raises(ValueError, match=r"\[B, 2, H, W\]"):

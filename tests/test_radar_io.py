@@ -218,3 +218,31 @@ def test_sources_pickle_without_file_handles(tmp_path, dbz, times):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(copy.read(0, T), src.read(0, T))
+
+
+def test_units_that_contradict_the_metadata_are_refused_unless_forced(tmp_path):
+    """An archive whose metadata says mm/h, opened as dBZ: refused naming both (a forecast in
+    the wrong units would look plausible); `force:dbz` overrides, `auto:dbz` prefers the file."""
+    from convcast.data.radar.archive import resolve_units
+
+    with pytest.raises(ValueError, match="units 'dbz' were given but the archive's metadata "
+                                         "says 'rainrate'.*force:dbz"):
+        resolve_units("dbz", "mm/h", np.dtype("float32"), "a.nc")
+    assert resolve_units("force:dbz", "mm/h", np.dtype("float32"), "a.nc") == "dbz"
+    assert resolve_units("auto:dbz", "mm/h", np.dtype("float32"), "a.nc") == "rainrate"
+    assert resolve_units("auto:dbz", None, np.dtype("float32"), "a.nc") == "dbz"
+    assert resolve_units("rainrate", "mm h-1", np.dtype("float32"), "a.nc") == "rainrate"
+    with pytest.raises(ValueError, match="unknown units 'force:auto'"):
+        resolve_units("force:auto", None, np.dtype("float32"), "a.nc")
+
+
+def test_a_providers_archive_without_importer_suggests_the_importer(tmp_path):
+    """MeteoSwiss GIFs (AQC%y%j%H%M?_00005.801.gif) read as plain images have no time in the
+    names the image reader knows: the error names the importer whose pattern they match."""
+    import imageio.v3 as iio
+
+    for minute in (0, 5, 10):
+        iio.imwrite(tmp_path / f"AQC16193{21}{minute:02d}V_00005.801.gif",
+                    np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="pattern for mch_gif.*--importer mch_gif"):
+        open_radar(tmp_path)

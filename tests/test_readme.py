@@ -219,6 +219,11 @@ RECIPES: dict[str, Recipe] = {
     "convcast test --config configs/radar-fmi-cpu-small.yaml --ckpt_path last --compare "
     "optical_flow persistence --thresholds 0.5 2 5":
         Recipe("run", (*TINY_FMI, *QUIET, "--max_batches", "1")),
+    "convcast test --config configs/radar-convlstm-cpu-small.yaml --ckpt_path last --members 10 "
+    "--compare steps steps_noise optical_flow --thresholds 0.5 2 5":
+        Recipe("run", (*MNIST, *QUIET, "--max_batches", "1")),
+    "convcast nowcast --model steps --input radar_pngs/ --out nowcast/ --members 10 "
+    "--probability_thresholds 0.5 2 5": Recipe("run", ("--horizon", "3"), _radar_pngs),
     "python benchmarks/real_radar.py --samples radar-samples/":
         Recipe("elsewhere", why="the real radar samples: tests/test_radar_archives.py"),
     "convcast fit --config configs/kth_classifier.yaml --data.root data/kth":

@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from convcast.atomic import check_output_folder
 from convcast.cli.report import add_test_arguments, run_name, write_test_report
 from convcast.models import resolve
 from convcast.train import ForecastSystem
@@ -45,6 +48,7 @@ DEFAULT_CALLBACKS: dict[str, tuple[type, dict[str, Any]]] = {
     "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
     "images": (PredictionImages, {"every_n_steps": 250}),
 }
+SIGTERM_STATUS = 128 + signal.SIGTERM  # the status a shell reports for a process ended by SIGTERM
 RUN_FILES = ("hparams.yaml", "config.yaml", "metrics.csv")  # written before the first step
 DESCRIPTION = ("Train (fit), validate and test forecasters. Configs: configs/*.yaml; every Trainer "
                "flag works, e.g. --trainer.devices 2 --trainer.precision bf16-mixed.")
@@ -108,6 +112,8 @@ class ConvcastCLI(LightningCLI):
                              "checkpoint's pickle must not run code); drop the flag")
         if "weights_only" in cfg:
             cfg.weights_only = True
+        if sub == "test" and cfg.get("out") is not None:
+            check_output_folder(cfg.out)  # before scoring: an existing file is refused
         which, ckpt = cfg.get("ckpt_path"), None
         if which in ("last", "best"):
             root = cfg.trainer.default_root_dir or os.getcwd()
@@ -170,9 +176,30 @@ class ConvcastCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except SIGTERMException:  # Lightning's stop on SIGTERM, a SystemExit with no status
+            self._drop_empty_run()
+            print(f"convcast {subcommand}: {self._sigterm_message(subcommand)}", file=sys.stderr)
+            raise SystemExit(SIGTERM_STATUS) from None
         except BaseException:
             self._drop_empty_run()
             raise
+
+    def _sigterm_message(self, subcommand: str) -> str:
+        """What a run stopped by SIGTERM did and left, for stderr."""
+        trainer = self.trainer
+        end = (f"exiting with status {SIGTERM_STATUS} (128 + SIGTERM) so that a following "
+               "command (fit && test) does not go on")
+        if subcommand != "fit":
+            return f"stopped by SIGTERM before the end; nothing was written; {end}"
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+        if trainer.global_step == 0 or not ckpt:
+            saved = ("no checkpoint was saved (no training step had finished)"
+                     if trainer.global_step == 0 else "no checkpoint was saved (the checkpoint "
+                     "callback is off: --checkpoint null)")
+            return f"stopped by SIGTERM at training step {trainer.global_step}; {saved}; {end}"
+        return (f"stopped by SIGTERM at training step {trainer.global_step}; the state is saved "
+                f"in {ckpt}: continue exactly from it with --ckpt_path last (same "
+                f"--trainer.default_root_dir); {end} with a half-trained model")
 
     def _drop_empty_run(self) -> None:
         """A fit that failed before its first step (bad data, bad setting) leaves no empty run

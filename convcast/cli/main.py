@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,14 @@ DELEGATED = {"demo": "convcast.cli.demo", "nowcast": "convcast.cli.nowcast",
 # errors that describe a bad input or a failed run (cause and remedy): printed without a
 # traceback. OSError covers unreadable and unwritable files; FloatingPointError a diverged fit.
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
+SIGTERM_STATUS = 128 + signal.SIGTERM  # a run stopped by SIGTERM: never 0, as a shell reports it
+
+
+def _is_sigterm(exit_: SystemExit) -> bool:
+    """Whether `exit_` is Lightning's `SIGTERMException` (a run stopped by SIGTERM, which
+    carries no exit status: left alone it would exit 0, as if the run had finished)."""
+    module = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return module is not None and isinstance(exit_, module.SIGTERMException)
 
 
 def usage() -> str:
@@ -144,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(cmd, rest)
     except SystemExit as exit_:  # argument errors and --help of the subcommand parsers
+        if _is_sigterm(exit_):  # Lightning's stop on SIGTERM (a SystemExit with no status)
+            print(f"convcast {cmd}: stopped by SIGTERM; exiting with status {SIGTERM_STATUS}",
+                  file=sys.stderr)
+            return SIGTERM_STATUS
         code = exit_.code
         if isinstance(code, str):
             print(code, file=sys.stderr)

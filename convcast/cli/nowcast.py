@@ -21,6 +21,18 @@ and checkpoint), `OUT/forecast.npz` (`forecast` [K, C, H, W] float32 in the inpu
 `model`) and `OUT/forecast.gif` (the latest input frames, then the forecast, in mm/h with a
 colour scale and each frame's time). NaN marks pixels outside the radar's domain. Forecast frame
 k is valid at the last input time + k·step.
+
+    convcast nowcast --model steps --input radar/ --out nowcast/ --members 20 \
+        --probability_thresholds 0.5 2 5
+
+`--members N` also draws an ensemble (`model.sample`: N members from an ensemble model such as
+`steps` or `steps_noise`, one from a deterministic model) and `--probability_thresholds` (mm/h)
+the exceedance probabilities of its members: `forecast.nc` gets the members over the CF
+`realization` dimension and `probability_of_precipitation_above_threshold` over a `threshold`
+coordinate (mm/h), `forecast.npz` gets `members`, `members_physical`, `probabilities`,
+`probability_thresholds`, and `OUT/forecast_probability.gif` shows the probabilities (0..1) of
+every threshold at each valid time. Every output path is checked before the forecast is made, and
+every file is written atomically.
 """
 
 from __future__ import annotations
@@ -31,11 +43,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveInt
 
+from convcast.atomic import check_output_folder
 from convcast.data.radar.archive import UNITS
 from convcast.data.sources import list_sources
 from convcast.inference import RadarOptions, forecast
-from convcast.inference.outputs import OutputOptions, write_outputs
+from convcast.inference.outputs import OutputOptions, check_outputs, write_outputs
 from convcast.models import create_model, is_baseline, list_models
 
 
@@ -66,8 +80,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--format", type=str, default="auto",
                    help=f"reader of the archive: auto or one of {', '.join(list_sources())}")
     p.add_argument("--units", type=str | None, default=None,
-                   help=f"units of the archive: auto, {', '.join(UNITS)} (default: the "
-                        "checkpoint's training units, else auto)")
+                   help=f"units of the archive: auto, {', '.join(UNITS)} (default: what the "
+                        "archive's metadata says, else the checkpoint's training units); units "
+                        "that contradict the metadata are refused: force:UNITS overrides it")
     p.add_argument("--variable", type=str | None, default=None, help="array/variable name")
     p.add_argument("--time_variable", type=str | None, default=None)
     p.add_argument("--time_format", type=str | None, default=None,
@@ -104,6 +119,13 @@ def parser() -> ArgumentParser:
     p.add_argument("--accutime", type=float | None, default=None,
                    help="minutes an accumulation sums, where the archive does not say")
     p.add_argument("--fps", type=float, default=4.0, help="animation frames per second")
+    p.add_argument("--members", type=PositiveInt | None, default=None,
+                   help="also draw an ensemble of this many members (ensemble models such as "
+                        "steps; a deterministic model gives one) into forecast.nc and .npz")
+    p.add_argument("--probability_thresholds", type=float, default=None,
+                   nargs="+", help="exceedance probabilities of these rain rates (mm/h) from "
+                                   "the members (needs --members): forecast.nc, .npz and "
+                                   "forecast_probability.gif")
     return p
 
 
@@ -139,6 +161,7 @@ def radar_options(args) -> RadarOptions:
 
 def output_options(args, input_path: Path) -> OutputOptions:
     """The writers' options of parsed `args` (checked here, before any work is done)."""
+    check_output_folder(args.out)  # an existing file is refused before any forecast
     return OutputOptions(fps=args.fps, input=str(input_path),
                          checkpoint=str(args.ckpt_path) if args.ckpt_path else "none (baseline)")
 
@@ -151,8 +174,11 @@ def nowcast(args) -> dict:
         raise ValueError("give --input ARCHIVE (forecast from its latest frames), or --watch "
                          "FOLDER (a new forecast for each new file)")
     outputs = output_options(args, args.input)
+    members, thresholds = ensemble_options(args)
+    check_outputs(Path(args.out), probabilities=thresholds is not None)
     fc = forecast(load_model(args), args.input, args.horizon, input_frames=args.input_frames,
-                  radar=radar_options(args))
+                  radar=radar_options(args), members=members,
+                  probability_thresholds=thresholds)
     for note in fc.notes:
         _say(note)
     minutes, iso = fc.step_minutes, np.datetime_as_string(fc.valid_times, unit="s")
@@ -165,13 +191,38 @@ def nowcast(args) -> dict:
     nc = written["nc"]
     _say(f"wrote {out / 'forecast.npz'} ({fc.frames.shape}, {fc.units}), "
          + (f"{nc} ({fc.physical_units}), " if nc else "") + f"{out / 'forecast.gif'}")
+    if fc.members is not None:
+        _say(f"ensemble: {fc.members.shape[0]} member(s)"
+             + (f", exceedance probabilities of {', '.join(f'{t:g}' for t in thresholds)} "
+                f"{fc.probability_units} in {written['probability_gif']}" if thresholds else ""))
     return written
+
+
+def ensemble_options(args) -> tuple[int | None, list[float] | None]:
+    """`--members` and `--probability_thresholds` of parsed `args`, checked."""
+    members = getattr(args, "members", None)
+    thresholds = getattr(args, "probability_thresholds", None)
+    if members is not None and members < 1:
+        raise ValueError(f"--members must be a positive number of ensemble members, got "
+                         f"{members}")
+    if thresholds is not None:
+        thresholds = [float(t) for t in thresholds]
+        if not thresholds:
+            raise ValueError("--probability_thresholds needs at least one rain rate (mm/h)")
+        if members is None:
+            raise ValueError("--probability_thresholds are exceedance probabilities of the "
+                             "ensemble's members: give --members N too (e.g. --members 20)")
+    return members, thresholds
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.watch is not None:
         from convcast.cli.watch import run
+
+        if args.members is not None or args.probability_thresholds is not None:
+            raise ValueError("--members and --probability_thresholds are not available with "
+                             "--watch yet; run nowcast --input ARCHIVE for an ensemble")
 
         return run(args, model=load_model(args), radar=radar_options(args),
                    outputs=output_options(args, args.watch), say=_say)

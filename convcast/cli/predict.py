@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from jsonargparse import CLI
 
-from convcast.atomic import atomic_write
+from convcast.atomic import atomic_write, check_output_file
 from convcast.inference import forecast, resize_back
 from convcast.viz import write_animation, write_strip
 
@@ -67,9 +67,20 @@ def predict(
                          f"{', '.join(OUTPUTS)}")
     if strip is not None and Path(strip).suffix.lower() != ".png":
         raise ValueError(f"--strip {strip}: the strip is a PNG image; name it *.png")
+    check_output_file(dst)  # before any work: a folder, or a path inside a file, is refused
+    if strip is not None:
+        check_output_file(strip, "--strip")
     options = {k: v for k, v in (("key", key), ("layout", layout)) if v is not None}
-    fc = forecast(ckpt_path, input, horizon, input_frames=input_frames, device=device,
-                  reader=reader, reader_kwargs=options)
+    try:
+        fc = forecast(ckpt_path, input, horizon, input_frames=input_frames, device=device,
+                      reader=reader, reader_kwargs=options)
+    except ValueError as err:
+        if "holds no timestamps" not in str(err):
+            raise
+        raise ValueError(f"{err}. {ckpt_path} is a radar model, whose input needs the time of "
+                         "each frame: forecast it with `convcast nowcast --ckpt_path "
+                         f"{ckpt_path} --input {input} --start_time TIME --step_minutes "
+                         "MINUTES --out DIR`, which has these options") from None
     d = fc.description
     _say(f"model {fc.model_name} from {ckpt_path} (trained on {d.input_frames} -> "
          f"{d.output_frames} frames, {d.channels} channel(s), {list(d.frame_size)} px)")

@@ -8,6 +8,15 @@ Frame metrics are computed in the data's own values (the normalisation undone), 
 logs them; skill-score thresholds are in the data's physical units where it has them (radar: rain
 rate in mm/h, by the archive's own dBZ range and Z-R, from the checkpoint's data description).
 `metrics.json` says both in each model's entry (`space`, `threshold_units`).
+
+`--members N` scores every model as an ensemble of N too (`model.sample`; a deterministic model is
+an ensemble of one), in the skill scores' units (`probabilistic_units`): `crps`, `fair_crps` and
+`spread_skill` (ensembles of 2 or more members), and with `--thresholds` `brier@T`, `bss@T`
+(Brier skill score against the sample climatology) and `roc_auc@T`, each per lead time and as
+the mean, with each model's ensemble size (`members`); with thresholds `reliability.png` and
+`roc.png` (one panel per threshold, one line per model), and `rank_histogram.png` (one panel per
+ensemble model; values below the smallest threshold count as no rain, and all-dry pixels are
+left out, as pysteps' `rankhist` with `X_min`), all pooled over lead times.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveInt
 
 from convcast.atomic import write_text
 from convcast.data import units
@@ -27,9 +37,10 @@ from convcast.data.description import DataDescription
 from convcast.metrics import format_table, write_metrics_json
 from convcast.models import create_model, is_baseline, list_models
 from convcast.train.checkpoint import load_forecaster
-from convcast.train.evaluate import evaluate, split_batch
+from convcast.train.evaluate import Evaluation, run_evaluation, split_batch
 from convcast.viz import write_animation, write_strip
 from convcast.viz.plots import plot_lead_time
+from convcast.viz.probabilistic import plot_rank_histograms, plot_reliability, plot_roc
 
 CONVERSIONS = ("auto", "none", "pixel_to_dbz", "pixel_to_rainrate")
 ANIMATIONS = ("gif", "mp4", "none")
@@ -56,6 +67,10 @@ def add_test_arguments(parser: ArgumentParser) -> None:
                    help="score at most this many test batches")
     g.add_argument("--animation", type=str, default="gif",
                    help=f"animation of the first test sequence: {', '.join(ANIMATIONS)}")
+    g.add_argument("--members", type=PositiveInt | None, default=None,  # refused when parsed
+                   help="also score every model as an ensemble of this many members (CRPS, "
+                        "Brier, ROC, reliability, rank histogram; deterministic models are "
+                        "ensembles of one)")
 
 
 def run_name(path: Path) -> str:
@@ -110,20 +125,31 @@ def write_test_report(trainer: L.Trainer, system: nn.Module, datamodule: Any, cf
     denorm = d.to_data if d is not None else None
     to_phys, phys_units = physical(cfg.to_physical, d)
     device = trainer.strategy.root_device
-    results = evaluate(models, loader, thresholds=cfg.thresholds, to_physical=to_phys,
-                       device=device, max_batches=cfg.max_batches, data_range=cfg.data_range,
-                       denormalize=denorm)
+    members = getattr(cfg, "members", None)
+    if members is not None and (isinstance(members, bool) or members < 1):
+        raise ValueError(f"--members must be a positive number of ensemble members, got "
+                         f"{members}")
+    scored = run_evaluation(models, loader, thresholds=cfg.thresholds, to_physical=to_phys,
+                            device=device, max_batches=cfg.max_batches,
+                            data_range=cfg.data_range, denormalize=denorm, members=members)
+    results = scored.metrics
     about = {"space": d.data_space if d is not None else "model values"}
     if cfg.thresholds:
         about["threshold_units"] = phys_units
-    write_metrics_json(out / "metrics.json", results, cfg.thresholds, about)
+    if members is not None:
+        about["probabilistic_units"] = phys_units
+    write_metrics_json(out / "metrics.json", results, cfg.thresholds, about,
+                       per_model={n: {"members": m} for n, m in scored.members.items()})
     table = format_table(results, cfg.thresholds)
     write_text(out / "metrics.md", table + "\n")
     plot_lead_time(results, out / "plots", cfg.thresholds)
+    pictures = (_write_probabilistic(scored, cfg.thresholds, out, phys_units)
+                if members is not None else [])
     if cfg.animation != "none":
         _write_pictures(models, x[:1].to(device), y[:1].to(device), denorm, out, cfg.animation)
     print(table)
-    print(f"convcast test: wrote metrics.json, metrics.md, plots/ and pictures to {out}",
+    extra = "".join(f" {p.name}," for p in pictures)
+    print(f"convcast test: wrote metrics.json, metrics.md, plots/,{extra} and pictures to {out}",
           file=sys.stderr)
     return out
 
@@ -145,6 +171,27 @@ def physical(choice: str, d: DataDescription | None):
     if choice == "none":
         return None, d.data_space if d is not None else "model values"
     return getattr(units, choice), "dBZ" if choice == "pixel_to_dbz" else "mm/h"
+
+
+def _write_probabilistic(scored: Evaluation, thresholds: list[float] | None, out: Path,
+                         units: str) -> list[Path]:
+    """reliability.png and roc.png (with thresholds), rank_histogram.png (ensemble models);
+    returns the paths written."""
+    unit = units if units in ("mm/h", "mm", "dBZ") else None  # not a data space's long name
+    written = []
+    if thresholds:
+        written += [plot_reliability(scored.curves, thresholds, out / "reliability.png",
+                                     units=unit),
+                    plot_roc(scored.curves, thresholds, out / "roc.png", units=unit)]
+    else:
+        print("convcast test: no --thresholds, so no reliability.png or roc.png", file=sys.stderr)
+    ensembles = {n: c for n, c in scored.curves.items() if scored.members.get(n, 1) > 1}
+    if ensembles:
+        written.append(plot_rank_histograms(ensembles, out / "rank_histogram.png"))
+    else:
+        print("convcast test: no model drew 2 or more members, so no rank_histogram.png",
+              file=sys.stderr)
+    return written
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from convcast.atomic import atomic_path, write_text
 from convcast.data.download import cache_dir as default_cache_dir
 from convcast.data.sources.base import FrameSource
-from convcast.data.transform import Size, as_size, prepare_frames
+from convcast.data.transform import Size, as_size, dtype_scale, prepare_frames, source_scale
 
 CACHE_VERSION = 1
 FILL_CHUNK = 256  # frames decoded per read while filling
@@ -45,14 +45,17 @@ class PreparedFrames:
         cache: keep the prepared frames in a memory-mapped file (see the module docstring).
         cache_dir: where the cache lives (default `$CONVCAST_CACHE/frames`).
         store: how the cache keeps the frames: `float32` (exact) or `uint8` (round(255 x)).
+        scale: what integer frames are divided by (default: `source_scale` of the source: the
+            maximum of a type of at most 16 bits, else the range of the source's values).
     """
 
     def __init__(self, source: FrameSource, channels: int | None = None, size: Size = None,
                  cache: bool = False, cache_dir: str | os.PathLike | None = None,
-                 store: str = "float32") -> None:
+                 store: str = "float32", scale: float | None = None) -> None:
         if store not in STORES:
             raise ValueError(f"unknown cache store {store!r}; valid: {', '.join(STORES)}")
         self.source, self.channels, self.size, self.store = source, channels, as_size(size), store
+        self.scale = float(scale) if scale is not None else source_scale([source])
         self.name, self.num_frames = source.name, source.num_frames
         c, h, w = source.frame_shape
         self.frame_shape = (channels or c, *(self.size or (h, w)))
@@ -62,6 +65,8 @@ class PreparedFrames:
             key = {"version": CACHE_VERSION, "source": source.fingerprint(),
                    "channels": channels, "size": self.size, "dtype": str(source.dtype),
                    "store": store}
+            if dtype_scale(source.dtype) is None:  # wide integers: the scale is not the type's
+                key["scale"] = self.scale
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
             self.cache_path, self.cache_key = root / f"{digest}.f32", key
 
@@ -70,7 +75,7 @@ class PreparedFrames:
 
     def prepare(self, raw: np.ndarray) -> np.ndarray:
         """Stored frames `[n, C, H, W]` -> float32 `[n, C', h, w]`."""
-        return prepare_frames(raw, self.channels, self.size)
+        return prepare_frames(raw, self.channels, self.size, self.scale)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Prepared frames `start:stop` as float32 `[n, C', h, w]`."""
@@ -128,12 +133,15 @@ class PreparedFrames:
 
 
 def prepare_sources(sources: Sequence[FrameSource], channels: int | None, size: Size,
-                    cache: bool | str, cache_dir: str | os.PathLike | None = None
-                    ) -> list[PreparedFrames]:
+                    cache: bool | str, cache_dir: str | os.PathLike | None = None,
+                    scale: float | None = None) -> list[PreparedFrames]:
     """`PreparedFrames` of each source; `cache="auto"` caches videos and image folders (costly
-    to decode), `True` every source, `False` none."""
+    to decode), `True` every source, `False` none. `scale` divides integer frames (default: the
+    `source_scale` of all the sources together, so every sequence is divided alike)."""
     if cache not in (True, False, "auto"):
         raise ValueError(f"cache must be true, false or auto, got {cache!r}")
+    scale = source_scale(sources) if scale is None else scale
     return [PreparedFrames(s, channels, size,
-                           cache if cache != "auto" else s.kind in ("video", "images"), cache_dir)
+                           cache if cache != "auto" else s.kind in ("video", "images"), cache_dir,
+                           scale=scale)
             for s in sources]

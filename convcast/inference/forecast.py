@@ -11,11 +11,20 @@ also carries the valid time of each frame and what was done, in words, for the c
 radar also the forecast as rain rate in mm/h (an accumulation archive: in its mm per accutime
 minutes), NaN outside the radar's domain, and the georeference of its grid, when the archive
 has one (`convcast.data.radar.geo`), so it can be written where a GIS places it.
+
+`forecast(..., members=N)` also draws an ensemble, `model.sample(x, horizon, members=N)` (a model
+whose registry entry is `ensemble=True` draws N members; a deterministic one is an ensemble of
+one, its forecast): `members` `[M, K, C, h, w]` in the input's own values beside the
+deterministic `frames` (for radar `members_physical` as `physical`), and with
+`probability_thresholds=(...)` the exceedance probabilities `[P, K, C, h, w]`, the fraction of
+members at or above each threshold (radar: rain rate in mm/h, an accumulation archive's mm per
+`accutime` turned into mm/h; other data: the input's own values), NaN outside the radar's domain.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +39,17 @@ from convcast.data.radar.geo import Grid
 from convcast.data.radar.preprocess import RadarPreprocess
 from convcast.data.radar.timeline import as_step, latest_window
 from convcast.data.sources import FrameSource, open_source
+from convcast.data.sources.times import regular_timestamps
 from convcast.data.sources.video import VideoSource
-from convcast.data.transform import prepare_frames, resize_frames, unit_scale
+from convcast.data.transform import (
+    describe_scale,
+    dtype_scale,
+    prepare_frames,
+    range_scale,
+    resize_frames,
+    unit_scale,
+    value_peak,
+)
 from convcast.train.checkpoint import TrainedModel, load_checkpoint
 
 Frames = str | os.PathLike | FrameSource | np.ndarray | torch.Tensor
@@ -137,6 +155,11 @@ class Forecast:
     physical_units: str | None = None  # "mm/h", or "mm" (per `accutime` minutes)
     accutime: float | None = None  # minutes an accumulation sums (physical_units "mm")
     grid: Grid | None = None  # georeference of the forecast's grid, where the input has one
+    members: np.ndarray | None = None  # [M, K, C, h, w] float32 ensemble members, as `frames`
+    members_physical: np.ndarray | None = None  # [M, K, C, h, w] radar: as `physical`
+    probabilities: np.ndarray | None = None  # [P, K, C, h, w] in [0, 1], NaN = no data
+    probability_thresholds: np.ndarray | None = None  # [P] float64 of `probability_units`
+    probability_units: str | None = None  # "mm/h" (radar), else the input's units or None
 
 
 def trained_model(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, device: str
@@ -184,26 +207,32 @@ def _latest(source: FrameSource, need: int, step_minutes: float | None
     return recount.read(len(recount) - need, len(recount)), len(recount) - need, minutes
 
 
-def _frame_scale(raw: np.ndarray, d: DataDescription, notes: list[str]) -> float:
-    """What integer input frames are divided by: the training data's scale where the values
-    fit it (e.g. int32 frames holding 0..255 for a model trained on 8-bit video), else their
-    dtype's maximum."""
-    own = unit_scale(raw.dtype)
-    if own == 1.0:
-        return 1.0
-    if d.value_scale != 1.0 and float(raw.max(initial=0)) <= d.value_scale:
-        return d.value_scale
-    if d.value_scale != 1.0:
-        notes.append(f"warning: the input's values reach {float(raw.max()):g}, above the "
-                     f"training data's {d.value_scale:g}: scaled by its dtype's maximum")
-    return own
+def _frame_scale(raw: np.ndarray, d: DataDescription, notes: list[str], *,
+                 trained: bool = True) -> tuple[float, str]:
+    """What integer input frames are divided by, and why (for the log): the training data's
+    scale where the values fit it (e.g. int64 frames holding 0..255 for a model trained on 8-bit
+    video), else the maximum of a type of at most 16 bits, else (int32, int64) the values' own
+    range; never the maximum of a type wider than 16 bits (`convcast.data.transform`)."""
+    fixed = dtype_scale(raw.dtype)
+    if fixed == 1.0:
+        return 1.0, ""
+    peak = value_peak(raw)
+    if trained and d.value_scale != 1.0 and peak <= d.value_scale:
+        return d.value_scale, "the scale of the model's training data, which the values fit"
+    own = fixed if fixed is not None else range_scale(peak)
+    why = describe_scale(raw.dtype, own, peak)
+    if trained and d.value_scale != 1.0:
+        notes.append(f"warning: the input's values reach {peak:g}, above the training data's "
+                     f"{d.value_scale:g}: scaled by {own:g} ({why})")
+    return own, why
 
 
 def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames: Frames,
              horizon: int | None = None, *, input_frames: int | None = None,
              description: DataDescription | None = None, device: str = "cpu",
              reader: str = "auto", reader_kwargs: dict[str, Any] | None = None,
-             radar: RadarOptions | dict[str, Any] | None = None) -> Forecast:
+             radar: RadarOptions | dict[str, Any] | None = None, members: int | None = None,
+             probability_thresholds: Sequence[float] | None = None) -> Forecast:
     """Forecast the frames that follow `frames` (see the module docstring).
 
     Args:
@@ -216,7 +245,11 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
         radar: read the input as a radar archive, with these `RadarOptions` (or a dict of
             them); given a radar checkpoint, its settings (and the importer it was trained
             through) are the defaults.
+        members: also draw an ensemble of this many members (`Forecast.members`).
+        probability_thresholds: exceedance probabilities of these thresholds (radar: mm/h; else
+            the input's values) from the members (`Forecast.probabilities`); needs `members`.
     """
+    thresholds = _check_ensemble_options(members, probability_thresholds)
     tm = trained_model(model_or_ckpt, device)
     d = description or tm.description
     notes: list[str] = []
@@ -232,11 +265,15 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
     if step is None and len(source) < 2 and d is not None:  # one frame: the step trained on
         step = d.step_minutes
     raw, start, minutes = _latest(source, need, step)
+    if is_radar:
+        check_coverage(raw, source, start)
     if d is not None and d.step_minutes and minutes and abs(d.step_minutes - minutes) > 1e-6:
         notes.append(f"warning: the input's step is {minutes:g} min but the model was trained "
                      f"on {d.step_minutes:g}-minute steps")
     what = f"{source.kind} {source.path or source.name}"
-    notes.append(f"read the last {need} of {len(source)} frames of {what}"
+    last = "the last" if start + len(raw) == len(source) else "the latest consecutive"
+    notes.append(f"read {last} {len(raw)} of {len(source)} frames (frames {start}.."
+                 f"{start + len(raw) - 1}) of {what}"
                  + (" (sorted by name)" if source.kind == "images" and source.timestamps is None
                     else ""))
     if is_radar:
@@ -246,12 +283,102 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
         prep = Preparation.for_frames(raw, d, input_frames=need, horizon=k, notes=notes)
     prepared = prep.prepare(raw)  # [T, C, h, w] model values, NaN = missing
     model_in = torch.from_numpy(np.nan_to_num(prepared, nan=0.0))[None].to(device)
+    model = tm.model.to(device).eval()
     with torch.inference_mode():
-        pred = tm.model.to(device).eval()(model_in, k)[0].float().cpu().numpy()  # [K, C, h, w]
+        pred = model(model_in, k)  # [1, K, C, h, w]
+        ens = None if members is None else draw_members(model, model_in, pred, members)[0]
     times = None if source.timestamps is None else source.timestamps[start:]
-    return assemble(pred, prepared, prep, model_name=tm.model_name,
-                    input_size=tuple(raw.shape[-2:]), input_times=times, minutes=minutes,
-                    notes=notes)
+    fc = assemble(pred[0].float().cpu().numpy(), prepared, prep, model_name=tm.model_name,
+                  input_size=tuple(raw.shape[-2:]), input_times=times, minutes=minutes,
+                  notes=notes)
+    if ens is not None:
+        add_members(fc, ens.float().cpu().numpy(), prepared, prep, thresholds=thresholds)
+    return fc
+
+
+def _check_ensemble_options(members: int | None, thresholds: Sequence[float] | None
+                            ) -> list[float] | None:
+    """The ensemble options of `forecast`, checked before any work; the thresholds as a list."""
+    if members is not None and (isinstance(members, bool) or not isinstance(members, int)
+                                or members < 1):
+        raise ValueError(f"members must be a positive int (ensemble members to draw), got "
+                         f"{members!r}")
+    if thresholds is None:
+        return None
+    if members is None:
+        raise ValueError("probability_thresholds are exceedance probabilities of the ensemble's "
+                         "members: give members=N too (e.g. members=20)")
+    from convcast.metrics.checks import check_thresholds
+
+    return check_thresholds("probability_thresholds", thresholds)
+
+
+def draw_members(model: nn.Module, x: torch.Tensor, pred: torch.Tensor,
+                 members: int) -> torch.Tensor:
+    """`model`'s ensemble `[B, M, K, C, h, w]` of input `x`: its `sample(x, K, members=...)`
+    where it draws members, else its forecast `pred` `[B, K, C, h, w]` as an ensemble of one."""
+    from convcast.train.evaluate import draws_members
+
+    if not draws_members(model):
+        return pred.unsqueeze(1)
+    ens = model.sample(x, pred.shape[1], members=members)
+    if ens.dim() != 6 or ens.shape[:1] + ens.shape[2:] != pred.shape:
+        raise ValueError(f"{type(model).__name__}.sample returned {tuple(ens.shape)}; the "
+                         f"ensemble contract is [B, M, horizon, C, H, W] with B, horizon, C, H, "
+                         f"W as its forecast {tuple(pred.shape)}")
+    return ens
+
+
+def add_members(fc: Forecast, ens: np.ndarray, prepared: np.ndarray, prep: Preparation, *,
+                thresholds: Sequence[float] | None = None) -> Forecast:
+    """Fill `fc`'s ensemble fields from the model's members `ens` `[M, K, C, h, w]` (model
+    values) on the prepared input `[T, C, h, w]`: `members` (the input's values), for radar
+    `members_physical`, and with `thresholds` the exceedance `probabilities` (see the module
+    docstring). Returns `fc`."""
+    if ens.ndim != 5 or ens.shape[1:] != fc.forecast_data.shape:
+        raise ValueError(f"members must be [M, K, C, h, w] with K, C, h, w as the forecast "
+                         f"{fc.forecast_data.shape}, got {ens.shape}")
+    if not np.isfinite(ens).all():
+        raise ValueError("the model produced NaN or infinite members; is the checkpoint trained?")
+    M = ens.shape[0]
+    flat = ens.reshape(-1, *ens.shape[2:])  # [M * K, C, h, w]
+    missing = prep.missing(prepared)  # [C, h, w] or None
+    fc.members = prep.restore(flat, missing).astype(np.float32).reshape(ens.shape)
+    values, fc.probability_units = fc.members, fc.units
+    if prep.radar is not None:
+        rain, _ = prep.to_physical(flat)
+        fc.members_physical = np.where(missing, np.nan, rain).astype(np.float32).reshape(
+            ens.shape)
+        per_hour = 60.0 / fc.accutime if fc.physical_units == "mm" else 1.0  # mm -> mm/h
+        values, fc.probability_units = fc.members_physical * per_hour, "mm/h"
+    if M == 1:
+        fc.notes.append(f"{fc.model_name} is deterministic: an ensemble of one member")
+    if thresholds:
+        thr = np.asarray(list(thresholds), dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            prob = np.stack([(values >= t).mean(axis=0) for t in thr])  # [P, K, C, h, w]
+        nodata = ~np.isfinite(values).all(axis=0)  # [K, C, h, w]
+        fc.probabilities = np.where(nodata, np.nan, prob).astype(np.float32)
+        fc.probability_thresholds = thr
+    return fc
+
+
+def check_coverage(raw: np.ndarray, source: FrameSource, start: int) -> None:
+    """Refuse radar input whose frames hold no data at all (an outage): the forecast would be
+    NaN everywhere. Names the frames and their times."""
+    empty = [i for i in range(len(raw)) if not np.isfinite(raw[i]).any()]
+    if not empty:
+        return
+    times = source.timestamps
+    which = ", ".join(str(times[start + i])[:16] if times is not None else f"#{start + i}"
+                      for i in empty)
+    newest = len(raw) - 1 in empty
+    what = ("the newest frame" if newest and len(empty) == 1 else
+            "input frames, the newest among them," if newest else "input frames")
+    verb = "holds" if len(empty) == 1 else "hold"
+    raise ValueError(f"{source.name}: {what} ({which}) {verb} no data at all (NaN or no-data "
+                     "everywhere: a radar outage?); forecast from the frames before the outage "
+                     "(an earlier window) or wait for the next frame")
 
 
 def assemble(pred: np.ndarray, prepared: np.ndarray, prep: Preparation, *, model_name: str,
@@ -291,7 +418,12 @@ def open_input(frames: Frames, is_radar: bool, d: DataDescription | None, reader
                ) -> FrameSource:
     """The input as a frame source (a radar archive where the model is a radar model)."""
     if isinstance(frames, (np.ndarray, torch.Tensor)):
-        source = ArrayFrames(frames)
+        times = None
+        if is_radar and (radar.start_time is not None or radar.step_minutes is not None):
+            n = frames.shape[0] if frames.ndim == 4 else 0  # a bad shape is named below
+            step = radar.step_minutes or (d.step_minutes if d is not None else None)
+            times = regular_timestamps(n, radar.start_time, step, "the array")
+        source = ArrayFrames(frames, timestamps=times)
     elif isinstance(frames, FrameSource):
         source = frames
     elif is_radar:
@@ -299,7 +431,7 @@ def open_input(frames: Frames, is_radar: bool, d: DataDescription | None, reader
         read = reader_options(d, radar, notes)
         # an importer says its units; other files may not: then the training archive's
         units = radar.units or ("auto" if read["importer"] else
-                                       d.radar.units if d is not None and d.radar else "auto")
+                                f"auto:{d.radar.units}" if d is not None and d.radar else "auto")
         return open_radar(frames, format=fmt, units=units, variable=radar.variable,
                           time_variable=radar.time_variable, time_format=radar.time_format,
                           time_regex=radar.time_regex, start_time=radar.start_time,
@@ -314,7 +446,7 @@ def open_input(frames: Frames, is_radar: bool, d: DataDescription | None, reader
             notes.append(f"layout {f.layout} {'guessed' if f.guessed else 'given'} from shape "
                          f"{f.shape}")
     if is_radar and not isinstance(source, RadarSource):
-        units = radar.units or (d.radar.units if d is not None and d.radar else "auto")
+        units = radar.units or (f"auto:{d.radar.units}" if d is not None and d.radar else "auto")
         source = RadarSource(source, units, radar.nodata)
     return source
 
@@ -359,11 +491,12 @@ class Preparation:
             bad = int((~np.isfinite(raw)).sum())
             raise ValueError(f"the input has {bad} NaN or infinite values; fill them (e.g. with "
                              "np.nan_to_num) before forecasting")
+        trained = d is not None
         if d is None:  # an untrained baseline: the frames as they are, [0, 1]-scaled
             d = DataDescription(input_frames, horizon, c, (h, w),
-                                value_scale=unit_scale(raw.dtype))
-        scale = _frame_scale(raw, d, notes)
-        steps = [f"scaled {raw.dtype} by 1/{scale:g}"] if scale != 1 else []
+                                value_scale=unit_scale(raw.dtype, raw))
+        scale, why = _frame_scale(raw, d, notes, trained=trained)
+        steps = [f"scaled {raw.dtype} by 1/{scale:g} ({why})"] if scale != 1 else []
         if d.channels != c:
             steps.append(f"converted {c} -> {d.channels} channel(s)")
         if tuple(d.frame_size) != (h, w):

@@ -2,7 +2,9 @@
 
 `results` is `{model_name: {metric_name: values}}` where values are per lead time `[T]`, or
 `[K, T]` for thresholded skill scores; those are split into one metric per threshold named
-`csi@0.5` (so `thresholds` must be given). The "mean" of a metric is the mean over lead times
+`csi@0.5` (so `thresholds` must be given); the ensemble scores of `convcast test --members`
+(`crps`, `fair_crps`, `spread_skill` `[T]`; `brier`, `bss`, `roc_auc` `[K, T]`, hence
+`brier@0.5`, ...) are metrics like the others. The "mean" of a metric is the mean over lead times
 that skips NaN ones (a skill score is NaN at a lead time without events); it is NaN (null in
 JSON) only if every lead time is. Files are written atomically (temporary file + os.replace).
 """
@@ -87,12 +89,15 @@ def _json_safe(x: Any) -> Any:
 
 def write_metrics_json(path: str | os.PathLike, results: Results,
                        thresholds: Sequence[float] | None = None,
-                       about: Mapping[str, Any] | None = None) -> Path:
+                       about: Mapping[str, Any] | None = None, *,
+                       per_model: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """Write `summarize(results)` as JSON (NaN as null) and return the path; `about` (e.g. the
-    value space the metrics were computed in) is added to every model's entry."""
+    value space the metrics were computed in) is added to every model's entry, `per_model[name]`
+    (e.g. its ensemble size, `members`) to that model's."""
     data = summarize(results, thresholds)
-    for entry in data.values():
+    for model, entry in data.items():
         entry.update(about or {})
+        entry.update((per_model or {}).get(model, {}))
     data = _json_safe(data)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")

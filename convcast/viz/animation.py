@@ -4,12 +4,17 @@ Pictures say what they show: named panels of an animation carry their name (and,
 `input_frames`, the time of the frame: `t-2`, `t0` for inputs, `+1`, `+2`, ... for lead times)
 in a band above them; a strip names each row on the left and labels each frame with its time.
 Every writer builds the file under a temporary name and moves it into place, so a crash never
-leaves a half-written output.
+leaves a half-written output, and a failure of the encoder or the disk (a full disk) is raised
+naming the file, never only printed. GIF and PNG are encoded in memory, then written; MP4 (H.264)
+is encoded by the `ffmpeg` program that imageio-ffmpeg ships, whose exit status is checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import errno
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 
 from convcast.atomic import atomic_path
+from convcast.ffmpeg import ffmpeg_exe, ffmpeg_reason
 
 ArrayLike = np.ndarray | torch.Tensor
 InputFrames = int | Mapping[str, int] | None
@@ -132,10 +138,40 @@ def _panel_rows(panels: Mapping[str, ArrayLike], vmin: float, vmax: float,
     return np.concatenate([np.stack(bands), video], axis=1)
 
 
-def _atomic_write(path: Path, write) -> Path:
+def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     with atomic_path(path) as tmp:
         write(str(tmp))
     return Path(path)
+
+
+def _write_encoded(path: Path, encode: Callable[[], bytes]) -> Path:
+    """Encode in memory, then write the bytes atomically: a disk error is raised once, naming
+    `path` (an encoder writing itself may report it late, or twice)."""
+    data = encode()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return _atomic_write(path, write)
+
+
+def encode_mp4(tmp: str, video: np.ndarray, fps: float) -> None:
+    """uint8 RGB frames `[T, H, W, 3]` (sides even) as an H.264 MP4 at `tmp`, by the `ffmpeg`
+    program that imageio-ffmpeg ships; ffmpeg's failure (a full disk, a missing encoder) is
+    raised with its own words, never only printed."""
+    t, h, w, _ = video.shape
+    rate = str(Fraction(fps).limit_denominator(1000))
+    cmd = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-v", "error", "-f", "rawvideo",
+           "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", rate, "-i", "-", "-an",
+           "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "25", "-f", "mp4", tmp]
+    run = subprocess.run(cmd, input=np.ascontiguousarray(video).tobytes(), capture_output=True,
+                         check=False)
+    if run.returncode != 0:
+        log = run.stderr.decode(errors="replace")
+        code = errno.ENOSPC if "No space left" in log else errno.EIO
+        raise OSError(code, f"the MP4 encoder (ffmpeg) failed with status {run.returncode}: "
+                            f"{ffmpeg_reason(log)}")
 
 
 def write_animation(path: str | Path, panels: Mapping[str, ArrayLike] | ArrayLike,
@@ -148,36 +184,24 @@ def write_animation(path: str | Path, panels: Mapping[str, ArrayLike] | ArrayLik
     frames each panel starts with, or `{name: number}`) adds each frame's time to the band:
     `t-1`, `t0` for inputs, then the lead time `+1`, `+2`, ...; a panel named `input` is all
     inputs. Without it, panels beside an `input` panel are taken as forecasts (`+1`, ...), and
-    with no `input` panel no time is shown."""
+    with no `input` panel no time is shown. The file appears whole or not at all: an encoder's
+    or the disk's failure is raised (an `OSError` naming `path`)."""
     path = Path(path)
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
         raise ValueError(f"cannot write {path}: fps (frames per second) must be a positive "
                          f"number, got {fps!r}")
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"unsupported animation format {path.suffix!r}; use .gif or .mp4")
     if not isinstance(panels, Mapping):
         panels = {"": panels}
     video = _panel_rows(panels, vmin, vmax, scale=max(1, scale), input_frames=input_frames)
-    suffix = path.suffix.lower()
     if suffix == ".gif":
-        def write(tmp: str) -> None:
-            iio.imwrite(tmp, video, extension=".gif", duration=1000 / fps, loop=0)
-    elif suffix == ".mp4":
-        h, w = video.shape[1:3]  # codecs want sides in multiples of 16 (macro blocks)
-        video = np.pad(video, ((0, 0), (0, -h % 16), (0, -w % 16), (0, 0)))
-
-        def write(tmp: str) -> None:
-            iio.imwrite(tmp, video, extension=".mp4", fps=fps, codec="libx264",
-                        plugin="pyav" if _has_pyav() else None)
-    else:
-        raise ValueError(f"unsupported animation format {path.suffix!r}; use .gif or .mp4")
-    return _atomic_write(path, write)
-
-
-def _has_pyav() -> bool:
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        return _write_encoded(path, lambda: iio.imwrite("<bytes>", video, extension=".gif",
+                                                        duration=1000 / fps, loop=0))
+    h, w = video.shape[1:3]  # codecs want sides in multiples of 16 (macro blocks)
+    video = np.pad(video, ((0, 0), (0, -h % 16), (0, -w % 16), (0, 0)))
+    return _atomic_write(path, lambda tmp: encode_mp4(tmp, video, fps))
 
 
 def write_strip(path: str | Path, rows: Mapping[str, ArrayLike], vmin: float = 0.0,
@@ -209,7 +233,7 @@ def write_strip(path: str | Path, rows: Mapping[str, ArrayLike], vmin: float = 0
             body = np.concatenate([side, body], axis=1)
         out += [body, np.full((2, body.shape[1], 3), 128, np.uint8)]
     img = np.concatenate(out[:-1], axis=0)
-    return _atomic_write(Path(path), lambda tmp: iio.imwrite(tmp, img, extension=".png"))
+    return _write_encoded(Path(path), lambda: iio.imwrite("<bytes>", img, extension=".png"))
 
 
 def frame_grid(rows: Sequence[ArrayLike], vmin: float = 0.0, vmax: float = 1.0,

@@ -44,7 +44,7 @@ from convcast.data.sources import (
     open_sources,
 )
 from convcast.data.splits import SPLITS
-from convcast.data.transform import as_size, unit_scale
+from convcast.data.transform import as_size, describe_scale, dtype_scale, source_scale
 
 Window = tuple[int, int]  # (source index, first frame)
 
@@ -145,7 +145,7 @@ def all_windows(lengths: Sequence[int], window: int, stride: int) -> list[Window
 def _frame_kinds(sources: list, frame_size: int | Sequence[int] | None, channels: int | None
                  ) -> dict[str, set]:
     """What every window must share: value scale and, unless converted, frame size and channels."""
-    return {"value type": {unit_scale(np.dtype(s.dtype)) for s in sources},
+    return {"value type": {dtype_scale(s.dtype) or "integer" for s in sources},
             "frame size": set() if frame_size is not None else
             {tuple(s.frame_shape[1:]) for s in sources},
             "channels": set() if channels is not None else {s.frame_shape[0] for s in sources}}
@@ -192,7 +192,9 @@ class FramesDataModule(SequenceDataModule):
         channels: 1 (gray) or 3 (RGB); None keeps the stored channels (videos decode as RGB).
         normalization: `none`, `minmax` (to [0, 1]; from `value_range` if given, else the
             training data's min/max) or `standard` (training mean/std). Integer frames are first
-            divided by their dtype's maximum (uint8: 255).
+            divided by their type's maximum (uint8: 255, uint16: 65535); int32 / int64 frames
+            by their values' range (255 where they fit 8 bits, 65535 where 16, else their
+            largest magnitude), never by the type's maximum.
         key / layout: the array inside an `.npz`/HDF5 file, and the array's axis order.
         reader / reader_kwargs: the frame source kind that reads `path` (`auto`: by the path;
             any of `convcast.data.sources.list_sources()`) and its own options.
@@ -233,6 +235,7 @@ class FramesDataModule(SequenceDataModule):
         own = {s: p for s, p in (("val", hp.val_path), ("test", hp.test_path)) if p is not None}
         extra = {s: self._discover(p, f"{s}_path") for s, p in own.items()}
         self._check_alike(sources, extra)
+        self.value_scale = self._value_scale([*sources, *(x for v in extra.values() for x in v)])
         frames = self._prepare(sources)
         extra_frames = {s: self._prepare(srcs) for s, srcs in extra.items()}
         f = _check_fractions(hp.split_fractions)
@@ -279,7 +282,18 @@ class FramesDataModule(SequenceDataModule):
 
     def _prepare(self, sources: list[FrameSource]) -> list[PreparedFrames]:
         hp = self.hparams
-        return prepare_sources(sources, hp.channels, hp.frame_size, hp.cache, hp.cache_dir)
+        return prepare_sources(sources, hp.channels, hp.frame_size, hp.cache, hp.cache_dir,
+                               scale=self.value_scale)
+
+    def _value_scale(self, sources: list[FrameSource]) -> float:
+        """What the integer frames of every split are divided by (1 for float frames): their
+        type's maximum up to 16 bits, else the range of their values (said on stderr)."""
+        scale, peak = source_scale(sources, peak=True)
+        dtype = np.dtype(sources[0].dtype)
+        if dtype_scale(dtype) is None:
+            rank_zero_info(f"{self.hparams.path}: {dtype} frames divided by {scale:g} "
+                           f"({describe_scale(dtype, scale, peak)})")
+        return scale
 
     def _check_alike(self, sources: list, extra: dict[str, list]) -> None:
         """Every sequence, in every path, must give windows of one value type, size and channels."""
@@ -325,5 +339,5 @@ class FramesDataModule(SequenceDataModule):
         hp = self.hparams
         return DataDescription(
             hp.input_frames, hp.output_frames, hp.channels or c, as_size(hp.frame_size) or (h, w),
-            normalization=self.normalization, value_scale=unit_scale(self.dtype),
+            normalization=self.normalization, value_scale=self.value_scale,
             source=str(hp.path), datamodule=f"{type(self).__module__}.{type(self).__name__}")

@@ -30,6 +30,7 @@ import numpy as np
 from convcast.atomic import write_bytes
 from convcast.data.radar.geo import Grid
 from convcast.data.sources import FrameSource, detect_kind, get_method, list_sources, open_source
+from convcast.data.sources.pysteps_importer import suggest_importer
 from convcast.data.sources.times import regular_timestamps, to_datetime64
 from convcast.data.units import HKO_ZR, MARSHALL_PALMER_ZR
 
@@ -50,19 +51,35 @@ def parse_units(text: str | bytes | None) -> str | None:
 
 
 def check_units(units: str) -> str:
-    if units not in (*UNITS, "auto"):
-        raise ValueError(f"unknown units {units!r}; valid: auto, {', '.join(UNITS)}")
+    """`units`: one of `UNITS`, `auto`, `auto:U` (the file's own, else U) or `force:U` (U even
+    where the file's metadata says otherwise)."""
+    how, _, unit = units.rpartition(":") if isinstance(units, str) else ("", "", units)
+    if how not in ("", "auto", "force") or unit not in (*UNITS, "auto") or (
+            how and unit == "auto"):
+        raise ValueError(f"unknown units {units!r}; valid: auto, {', '.join(UNITS)} (or "
+                         "force:UNITS to override what the archive's metadata says)")
     return units
 
 
 def resolve_units(units: str, attr: str | bytes | None, dtype: np.dtype, where: str) -> str:
-    """`units`, or (auto) the file's units attribute, or `gray` for 8-bit data."""
+    """The units of an archive: `units` as given, checked against the file's own units
+    attribute (a contradiction is refused, naming both, unless given as `force:U`); with `auto`
+    the attribute, else `gray` for 8-bit data; with `auto:U` the attribute, else U."""
     check_units(units)
-    if units != "auto":
-        return units
+    how, _, unit = units.rpartition(":")
     found = parse_units(attr)
+    if how == "force":
+        return unit
+    if unit != "auto" and how != "auto":
+        if found and found != unit:
+            raise ValueError(f"{where}: units {unit!r} were given but the archive's metadata "
+                             f"says {found!r} ({attr!r}); drop the units option to use the "
+                             f"archive's, or pass units force:{unit} if the metadata is wrong")
+        return unit
     if found:
         return found
+    if how == "auto":
+        return unit
     if dtype == np.uint8:
         return "gray"
     raise ValueError(f"cannot tell the units of {where} ({dtype} data, units attribute "
@@ -139,11 +156,19 @@ def open_radar(path: str | os.PathLike, *, format: str = "auto", units: str = "a
         except ValueError as err:
             raise ValueError(f"unknown format {format!r}; valid: auto, "
                              f"{', '.join(list_sources())}") from err
-    kind = detect_format(path) if format == "auto" else format
     options = {"key": variable, "time_key": time_variable, "time_format": time_format,
                "time_regex": time_regex, "start_time": start_time, "step_minutes": step_minutes,
                "time_first": True, "require_times": True, "recursive": True, "gray": True}
-    source = open_source(path, kind, strict=False, **{**options, **(reader_kwargs or {})})
+    try:
+        kind = detect_format(path) if format == "auto" else format
+        source = open_source(path, kind, strict=False, **{**options, **(reader_kwargs or {})})
+    except ValueError as err:
+        found = suggest_importer(path) if Path(path).exists() else None
+        if found is None:
+            raise
+        raise ValueError(f"{err}. Its file names follow pysteps' pattern for {found[0]} "
+                         f"({found[1]}): read it with --importer {found[0]} (importer= in "
+                         "Python)") from err
     return RadarSource(source, units, nodata)
 
 

@@ -10,13 +10,22 @@ pysteps uses), 2-D `lat` / `lon`, the valid `time` of each frame and the
 `forecast_reference_time` (the last input frame); global attributes say which model and which
 checkpoint made it. xarray writes it, atomically (`convcast.atomic`); GIS tools (QGIS, GDAL),
 xarray and pysteps' readers place it on the map.
+
+An ensemble forecast adds, beside the deterministic variable, its members as `<name>_members`
+(e.g. `precip_intensity_members`, the same units) over `(realization, time, y, x)`, with the
+CF `realization` coordinate (standard name `realization`, the member's number 0..M-1), and
+exceedance probabilities as `probability_of_precipitation_above_threshold` (units 1: the
+fraction of members at or above the threshold) over `(threshold, time, y, x)`, whose
+`threshold` coordinate is the rain rate (standard name `lwe_precipitation_rate`, mm h-1) with
+`spp__relative_to_threshold = "greater_than_or_equal_to"` (the convention of the Met Office's
+IMPROVER probability files).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +34,7 @@ import numpy as np
 from convcast.atomic import atomic_path
 from convcast.data.radar.geo import Grid
 
+PROBABILITY = "probability_of_precipitation_above_threshold"
 VARIABLES = {  # physical unit -> (name, CF standard name, CF units, long name)
     "mm/h": ("precip_intensity", "lwe_precipitation_rate", "mm h-1", "precipitation rate"),
     "mm": ("precip_accum", "lwe_thickness_of_precipitation_amount", "mm",
@@ -48,8 +58,12 @@ def grid_mapping(grid: Grid) -> dict[str, Any]:
 def forecast_dataset(rain: np.ndarray, valid_times: np.ndarray, grid: Grid | None,
                      units: str = "mm/h", accutime: float | None = None,
                      reference_time: np.datetime64 | None = None,
-                     attrs: Mapping[str, Any] | None = None):
-    """The `xarray.Dataset` of a forecast `rain` `[K, H, W]` (see the module docstring)."""
+                     attrs: Mapping[str, Any] | None = None, *,
+                     members: np.ndarray | None = None, probabilities: np.ndarray | None = None,
+                     thresholds: Sequence[float] | None = None):
+    """The `xarray.Dataset` of a forecast `rain` `[K, H, W]` (see the module docstring), with
+    its ensemble `members` `[M, K, H, W]` (units as `rain`) and exceedance `probabilities`
+    `[P, K, H, W]` of `thresholds` (P of them, mm/h) where given."""
     import xarray as xr
 
     rain = np.asarray(rain, dtype=np.float32)
@@ -90,9 +104,45 @@ def forecast_dataset(rain: np.ndarray, valid_times: np.ndarray, grid: Grid | Non
         data_vars["crs"] = ((), np.int32(0), grid_mapping(grid))
         var.update(grid_mapping="crs")
     data_vars[name] = (("time", "y", "x"), rain, var)
+    if members is not None:
+        members = _frames(members, rain.shape, "members", "[M, K, H, W]")
+        coords["realization"] = ("realization", np.arange(len(members), dtype=np.int32),
+                                 {"standard_name": "realization", "units": "1",
+                                  "long_name": "ensemble member"})
+        data_vars[f"{name}_members"] = (("realization", "time", "y", "x"), members,
+                                        {**var, "long_name": f"{long_name} of each ensemble "
+                                                             "member"})
+    if (probabilities is None) != (thresholds is None):
+        raise ValueError("give exceedance probabilities [P, K, H, W] together with their P "
+                         "thresholds (mm/h), or neither")
+    if probabilities is not None:
+        probabilities = _frames(probabilities, rain.shape, "probabilities", "[P, K, H, W]")
+        thr = np.asarray(list(thresholds), dtype=np.float64)
+        if thr.shape != (len(probabilities),):
+            raise ValueError(f"{len(probabilities)} probability fields but {thr.size} "
+                             "thresholds; give one threshold (mm/h) per field")
+        coords["threshold"] = ("threshold", thr, {
+            "standard_name": "lwe_precipitation_rate", "long_name": "precipitation rate "
+            "threshold", "units": "mm h-1", "spp__relative_to_threshold":
+            "greater_than_or_equal_to"})
+        prob = {"long_name": "probability of a precipitation rate at or above the threshold",
+                "units": "1", "valid_min": np.float32(0), "valid_max": np.float32(1),
+                "comment": "fraction of the ensemble members at or above the threshold"}
+        if grid is not None:
+            prob["grid_mapping"] = "crs"
+        data_vars[PROBABILITY] = (("threshold", "time", "y", "x"), probabilities, prob)
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({"Conventions": "CF-1.8", **{k: _attr(v) for k, v in (attrs or {}).items()}})
     return ds
+
+
+def _frames(a: np.ndarray, shape: tuple[int, ...], what: str, layout: str) -> np.ndarray:
+    """`a` as float32 `[N, K, H, W]` with K, H, W of the forecast `shape`, or a clear error."""
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim != 4 or a.shape[1:] != shape:
+        raise ValueError(f"{what} must be {layout} with K, H, W of the forecast {shape}, got "
+                         f"shape {a.shape}")
+    return a
 
 
 def _attr(v: Any) -> Any:
@@ -103,15 +153,22 @@ def _attr(v: Any) -> Any:
 def write_forecast_netcdf(path: str | os.PathLike, rain: np.ndarray, valid_times: np.ndarray,
                           grid: Grid | None, *, units: str = "mm/h", accutime: float | None = None,
                           reference_time: np.datetime64 | None = None,
-                          attrs: Mapping[str, Any] | None = None) -> Path:
-    """Write a forecast `[K, H, W]` as CF NetCDF (see the module docstring), atomically."""
-    ds = forecast_dataset(rain, valid_times, grid, units, accutime, reference_time, attrs)
+                          attrs: Mapping[str, Any] | None = None,
+                          members: np.ndarray | None = None,
+                          probabilities: np.ndarray | None = None,
+                          thresholds: Sequence[float] | None = None) -> Path:
+    """Write a forecast `[K, H, W]` as CF NetCDF (see the module docstring), atomically; with
+    its ensemble `members` `[M, K, H, W]` and exceedance `probabilities` `[P, K, H, W]` of
+    `thresholds` (mm/h) where given."""
+    ds = forecast_dataset(rain, valid_times, grid, units, accutime, reference_time, attrs,
+                          members=members, probabilities=probabilities, thresholds=thresholds)
     name = VARIABLES[units][0]
-    encoding = {name: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)},
-                "time": {"units": "minutes since 1970-01-01 00:00:00", "dtype": "float64"}}
+    field = {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)}
+    encoding = {v: dict(field) for v in (name, f"{name}_members", PROBABILITY) if v in ds}
+    encoding["time"] = {"units": "minutes since 1970-01-01 00:00:00", "dtype": "float64"}
     if "forecast_reference_time" in ds.coords:
         encoding["forecast_reference_time"] = dict(encoding["time"])
-    for c in ("x", "y", "lon", "lat"):
+    for c in ("x", "y", "lon", "lat", "realization", "threshold"):
         if c in ds.coords:
             encoding[c] = {"_FillValue": None}
     with atomic_path(path) as tmp:

@@ -154,6 +154,32 @@ def pattern_regex(fn_pattern: str, fn_ext: str | None) -> tuple[re.Pattern, list
     return re.compile("^" + "".join(parts) + ext + "$"), codes
 
 
+def suggest_importer(path: str | os.PathLike, limit: int = 200) -> tuple[str, str] | None:
+    """`(importer, fn_pattern)` of the pysteps data source whose file-name pattern the files
+    under `path` match most (at least half of those looked at), or None. For an error that says
+    how to read a provider's archive given without `--importer`."""
+    root = Path(path)
+    names = [root.name] if root.is_file() else [
+        p.name for _, p in zip(range(limit), (q for q in root.rglob("*") if q.is_file()),
+                               strict=False)]
+    if not names:
+        return None
+    try:
+        sources = _pystepsrc()
+    except ImportError:
+        return None
+    best, hits = None, 0
+    for src in sources.values():
+        importer = RC_ALIASES.get(src.get("importer"), src.get("importer"))
+        if not importer or importer.endswith("_nwp") or "fn_pattern" not in src:
+            continue
+        regex, codes = pattern_regex(src["fn_pattern"], src.get("fn_ext"))
+        n = sum(time_of(name, regex, codes) is not None for name in names)
+        if n > hits:
+            best, hits = (importer, src["fn_pattern"]), n
+    return best if hits * 2 >= len(names) else None
+
+
 def time_of(name: str, regex: re.Pattern, codes: list[str]) -> datetime | None:
     """The time in file name `name` by a `pattern_regex`, or None if the name does not match."""
     m = regex.match(name)
