@@ -28,27 +28,22 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from convcast.layers import depth_to_space, space_to_depth
 from convcast.layers.mim import MIMBlock
 from convcast.layers.st_lstm import SpatioTemporalLSTMCell
 from convcast.models.base import (
-    RecurrentForecaster,
     State,
-    check_kernel,
-    check_size,
     make_activation,
 )
 from convcast.models.registry import register_model, register_variant
+from convcast.models.zigzag import ZigzagForecaster
 
 
 @register_model("mim", inputs=("condition", "teacher", "teacher_mask", "input_mask"),
                 tiny={"hidden_channels": 4, "num_layers": 2, "kernel_size": 3, "patch_size": 2})
-class MIM(RecurrentForecaster):
+class MIM(ZigzagForecaster):
     """ST-LSTM + MIM blocks forecaster. Defaults are small; the paper uses 4×128, kernel 5."""
 
-    autoregressive = True
 
     def __init__(
         self,
@@ -65,22 +60,12 @@ class MIM(RecurrentForecaster):
         frame_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        self.check_stack(in_channels=in_channels, hidden_channels=hidden_channels,
+                         num_layers=num_layers, kernel_size=kernel_size, patch_size=patch_size,
+                         context_weight=context_weight, min_layers=2,
+                         why="an ST-LSTM layer, then at least one MIM block; use predrnn for one "
+                             "layer")
         name = type(self).model_name
-        check_size(name, "in_channels", in_channels)
-        check_size(name, "num_layers", num_layers)
-        if num_layers < 2:
-            raise ValueError(f"{name}: num_layers must be >= 2 (an ST-LSTM layer, then at least "
-                             f"one MIM block), got {num_layers}; use predrnn for one layer")
-        if not isinstance(hidden_channels, int):
-            raise ValueError(
-                f"hidden_channels must be one int (got {hidden_channels!r}): the spatiotemporal "
-                "memory passes through every layer, so all layers have the same width"
-            )
-        check_size(name, "hidden_channels", hidden_channels)
-        check_kernel(name, kernel_size)
-        check_size(name, "patch_size", patch_size)
-        if context_weight < 0:
-            raise ValueError(f"context_weight must be >= 0, got {context_weight}")
         self.frame_size = self._check_frame_size(name, frame_size, patch_size)
         cc = self.set_condition_channels(condition_channels)
         self.shared_anchor(in_channels, cc)
@@ -98,9 +83,6 @@ class MIM(RecurrentForecaster):
         ])
         self.head = nn.Conv2d(hidden_channels, pc, kernel_size=1)
         self.act = make_activation(output_activation)
-        self._extra: dict[str, torch.Tensor] = {}
-        self._ctx: list[torch.Tensor] | None = None  # input-frame predictions for `context`
-
     @staticmethod
     def _check_frame_size(name: str, frame_size: int | Sequence[int] | None,
                           patch_size: int) -> tuple[int, int] | None:
@@ -117,19 +99,12 @@ class MIM(RecurrentForecaster):
                              f"patch_size={patch_size}; choose a patch size that divides both")
         return size  # type: ignore[return-value]
 
-    def extra_losses(self) -> dict[str, torch.Tensor]:
-        """Weighted extra losses of the last training-mode forward (empty in eval mode)."""
-        return dict(self._extra) if self.training else {}
-
-    def __getstate__(self) -> dict:  # the stored losses hold a graph: never copy or pickle them
-        return {**self.__dict__, "_extra": {}, "_ctx": None}
-
     def state_keys(self) -> list[str]:
         return (["last", "m", "started"]
                 + [f"{n}{i}" for i in range(self.num_layers) for n in "hc"]
                 + [f"{n}{i}" for i in range(1, self.num_layers) for n in "dns"])
 
-    def _check_frames_size(self, xp: torch.Tensor) -> None:
+    def check_grid(self, xp: torch.Tensor) -> None:
         if self.frame_size is None:
             return
         got = (xp.shape[-2] * self.patch_size, xp.shape[-1] * self.patch_size)
@@ -139,15 +114,10 @@ class MIM(RecurrentForecaster):
                 f"frames (frame_size: per-position peephole weights) but got {got[0]}×{got[1]}; "
                 "resize the frames or build it with frame_size=None (any size)")
 
-    @staticmethod
-    def _check_input_mask(x: torch.Tensor, input_mask: torch.Tensor | None) -> torch.Tensor | None:
-        if input_mask is None:
-            return None
-        B, T = x.shape[:2]
-        if input_mask.shape != (B, T - 1):
-            raise ValueError(f"input_mask must be [B, T_in-1] = [{B}, {T - 1}], got "
-                             f"{tuple(input_mask.shape)}")
-        return input_mask.to(x.dtype)
+    def fresh_state(self, xp: torch.Tensor) -> State:
+        st = self.zero_state(xp, self.cells[1], "cmns")  # C, M, N, S: >= float32
+        st["started"] = torch.zeros_like(st["h0"][:, :1, :1, :1], dtype=torch.bool)  # [B,1,1,1]
+        return st
 
     def _step(self, inp: torch.Tensor, st: State) -> torch.Tensor:
         """One time step of the stack on `inp` (a patch frame, with its condition frame);
@@ -165,88 +135,6 @@ class MIM(RecurrentForecaster):
             x, delta = h, d
         st["m"], st["started"] = m, torch.ones_like(started)
         return x  # [B, hid, hp, wp]
-
-    def encode(
-        self, x: torch.Tensor, state: State | None = None, input_mask: torch.Tensor | None = None,
-    ) -> State:
-        """Read every frame of `x [B, k, C, H, W]` but the newest, which waits in `last` (the step
-        that reads it produces the first forecast). `input_mask [B, k-1]` (reverse scheduled
-        sampling, only from a fresh state): 0 replaces input frame t + 1 by its prediction."""
-        self.check_frames(x)
-        x = self.cast(x)
-        imask = self._check_input_mask(x, input_mask)
-        xp = space_to_depth(x, self.patch_size)  # [B, k, C*p*p, H/p, W/p]
-        self._check_frames_size(xp)
-        if state is None:
-            B, _, _, hp, wp = xp.shape
-            cell = self.cells[1]
-            h = cell.init_state(B, hp, wp, xp)  # zeros [B, hid, hp, wp]
-            mem = cell.init_state(B, hp, wp, xp, memory=True)  # C, M, N, S: >= float32
-            st = {k: mem if k[0] in "cmns" else h for k in self.state_keys()[3:]}
-            st["m"] = mem
-            st["started"] = torch.zeros_like(h[:, :1, :1, :1], dtype=torch.bool)  # [B, 1, 1, 1]
-            frames = list(xp.unbind(1))
-        else:
-            if imask is not None:
-                raise ValueError("input_mask applies to a fresh sequence only; encode without a "
-                                 "state or drop input_mask")
-            self.check_state(state)
-            st = {k: v for k, v in state.items() if k != "last"}  # a copy: state stays
-            frames = [state["last"], *xp.unbind(1)]
-        ctx = self._ctx
-        frame = frames[0]  # [B, C*p*p, hp, wp]
-        for t in range(len(frames) - 1):
-            top = self._step(torch.cat([frame, frame], 1) if self.condition_channels else frame, st)
-            frame = frames[t + 1]  # the next input: true frame t + 1 ...
-            if imask is not None or ctx is not None:
-                pred = self.act(self.head(top))  # the prediction of input frame t + 1
-                if ctx is not None:
-                    ctx.append(pred)
-                if imask is not None:  # ... or, where the mask is 0, its prediction
-                    w = imask[:, t].view(-1, 1, 1, 1)  # [B, 1, 1, 1]
-                    frame = w * frame + (1 - w) * pred
-        st["last"] = frame
-        return st
-
-    def decode(
-        self, state: State, horizon: int, condition: torch.Tensor | None = None,
-        teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Roll out `horizon` frames from (a copy of) `state`, feeding each prediction back."""
-        cp, tp, mask = self.decode_inputs(state, horizon, condition, teacher, teacher_mask)
-        st = dict(state)  # a copy: state stays
-        frame = st.pop("last")  # [B, C*p*p, hp, wp]
-        preds = []
-        for k in range(horizon):  # step k reads frame k - 1 (the last input for k = 0)
-            inp = frame if cp is None else torch.cat([frame, cp[:, k]], dim=1)
-            pred = self.act(self.head(self._step(inp, st)))  # [B, C*p*p, hp, wp]
-            preds.append(pred)
-            if k < horizon - 1:
-                frame = self.next_input(pred, k, tp, mask)
-        return depth_to_space(torch.stack(preds, dim=1), self.patch_size)  # [B,K,C,H,W]
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        horizon: int,
-        teacher: torch.Tensor | None = None,
-        teacher_mask: torch.Tensor | None = None,
-        input_mask: torch.Tensor | None = None,
-        condition: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        self.check_horizon(horizon)
-        self._extra = {}
-        self._ctx = [] if self.training and self.context_weight > 0 else None
-        try:
-            state = self.encode(x, input_mask=input_mask)
-            y = self.decode(state, horizon, condition, teacher, teacher_mask)
-            if self._ctx:
-                xp = space_to_depth(self.cast(x), self.patch_size)  # [B, T_in, C*p*p, hp, wp]
-                err = F.mse_loss(torch.stack(self._ctx, dim=1), xp[:, 1:])
-                self._extra["context"] = self.context_weight * err
-        finally:
-            self._ctx = None
-        return y.to(x.dtype)  # [B, horizon, C, H, W]
 
 
 register_variant(

@@ -31,16 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convcast.layers import depth_to_space, space_to_depth
 from convcast.layers.st_lstm import SpatioTemporalLSTMCell
-from convcast.models.base import (
-    RecurrentForecaster,
-    State,
-    check_kernel,
-    check_size,
-    make_activation,
-)
+from convcast.models.base import State, make_activation
 from convcast.models.registry import register_model
+from convcast.models.zigzag import ZigzagForecaster
 
 
 def decoupling_loss(delta_c: torch.Tensor, delta_m: torch.Tensor) -> torch.Tensor:
@@ -58,10 +52,8 @@ def decoupling_loss(delta_c: torch.Tensor, delta_m: torch.Tensor) -> torch.Tenso
 
 @register_model("predrnn", inputs=("condition", "teacher", "teacher_mask", "input_mask"),
                 tiny={"hidden_channels": 4, "num_layers": 2, "kernel_size": 3, "patch_size": 2})
-class PredRNN(RecurrentForecaster):
+class PredRNN(ZigzagForecaster):
     """Stacked ST-LSTM forecaster (PredRNN). Defaults are small; the paper uses 4×128, kernel 5."""
-
-    autoregressive = True
 
     def __init__(
         self,
@@ -76,19 +68,9 @@ class PredRNN(RecurrentForecaster):
         condition_channels: int = 0,
     ) -> None:
         super().__init__()
-        name = type(self).model_name
-        check_size(name, "in_channels", in_channels)
-        check_size(name, "num_layers", num_layers)
-        if not isinstance(hidden_channels, int):
-            raise ValueError(
-                f"hidden_channels must be one int (got {hidden_channels!r}): the spatiotemporal "
-                "memory passes through every layer, so all layers have the same width"
-            )
-        check_size(name, "hidden_channels", hidden_channels)
-        check_kernel(name, kernel_size)
-        check_size(name, "patch_size", patch_size)
-        if context_weight < 0:
-            raise ValueError(f"context_weight must be >= 0, got {context_weight}")
+        self.check_stack(in_channels=in_channels, hidden_channels=hidden_channels,
+                         num_layers=num_layers, kernel_size=kernel_size, patch_size=patch_size,
+                         context_weight=context_weight)
         cc = self.set_condition_channels(condition_channels)
         self.shared_anchor(in_channels, cc)
         self.in_channels, self.patch_size = in_channels, patch_size
@@ -104,35 +86,23 @@ class PredRNN(RecurrentForecaster):
         self.act = make_activation(output_activation)
         self.adapter: nn.Module | None = None  # PredRNN-v2's 1×1 decoupling adapter
         self.decouple_beta = 0.0
-        self._extra: dict[str, torch.Tensor] = {}
-        self._trace: dict | None = None  # what a training forward collects for its extra losses
-
-    def extra_losses(self) -> dict[str, torch.Tensor]:
-        """Weighted extra losses of the last training-mode forward (empty in eval mode)."""
-        return dict(self._extra) if self.training else {}
+        self._trace: dict | None = None  # the memory increments a training forward collects
 
     def __getstate__(self) -> dict:  # the stored losses hold a graph: never copy or pickle them
-        return {**self.__dict__, "_extra": {}, "_trace": None}
+        return {**super().__getstate__(), "_trace": None}
 
     def state_keys(self) -> list[str]:
         return ["last", "m"] + [f"{n}{i}" for i in range(self.num_layers) for n in "hc"]
 
-    @staticmethod
-    def _check_input_mask(x: torch.Tensor, input_mask: torch.Tensor | None) -> torch.Tensor | None:
-        if input_mask is None:
-            return None
-        B, T = x.shape[:2]
-        if input_mask.shape != (B, T - 1):
-            raise ValueError(f"input_mask must be [B, T_in-1] = [{B}, {T - 1}], got "
-                             f"{tuple(input_mask.shape)}")
-        return input_mask.to(x.dtype)
+    def fresh_state(self, xp: torch.Tensor) -> State:
+        return self.zero_state(xp, self.cells[0], "cm")  # C and M: >= float32
 
     def _step(self, inp: torch.Tensor, st: State) -> torch.Tensor:
         """One time step of the stack on `inp` (a patch frame, with its condition frame);
         updates `st` and returns the top layer's H. M climbs the stack, then goes on to layer 0
         at the next step (the zigzag)."""
         trace = self._trace
-        track = trace is not None and trace["track"]
+        track = trace is not None
         m = st["m"]  # [B, hid, hp, wp]
         for i, cell in enumerate(self.cells):
             out = cell(inp, st[f"h{i}"], st[f"c{i}"], m, return_increments=track)
@@ -144,91 +114,19 @@ class PredRNN(RecurrentForecaster):
         st["m"] = m
         return inp  # [B, hid, hp, wp]
 
-    def encode(
-        self, x: torch.Tensor, state: State | None = None, input_mask: torch.Tensor | None = None,
-    ) -> State:
-        """Read every frame of `x [B, k, C, H, W]` but the newest, which waits in `last` (the step
-        that reads it produces the first forecast). `input_mask [B, k-1]` (reverse scheduled
-        sampling, only from a fresh state): 0 replaces input frame t + 1 by its prediction."""
-        self.check_frames(x)
-        x = self.cast(x)
-        imask = self._check_input_mask(x, input_mask)
-        xp = space_to_depth(x, self.patch_size)  # [B, k, C*p*p, H/p, W/p]
-        if state is None:
-            B, _, _, hp, wp = xp.shape
-            h = self.cells[0].init_state(B, hp, wp, xp)  # zeros [B, hid, hp, wp]
-            mem = self.cells[0].init_state(B, hp, wp, xp, memory=True)  # C and M: >= float32
-            st = {k: mem if k[0] in "cm" else h for k in self.state_keys()[1:]}
-            frames = list(xp.unbind(1))
-        else:
-            if imask is not None:
-                raise ValueError("input_mask applies to a fresh sequence only; encode without a "
-                                 "state or drop input_mask")
-            self.check_state(state)
-            st = {k: v for k, v in state.items() if k != "last"}  # a copy: state stays
-            frames = [state["last"], *xp.unbind(1)]
-        ctx = self._trace["ctx"] if self._trace is not None and self._trace["want_ctx"] else None
-        frame = frames[0]  # [B, C*p*p, hp, wp]
-        for t in range(len(frames) - 1):
-            top = self._step(torch.cat([frame, frame], 1) if self.condition_channels else frame, st)
-            frame = frames[t + 1]  # the next input: true frame t + 1 ...
-            if imask is not None or ctx is not None:
-                pred = self.act(self.head(top))  # the prediction of input frame t + 1
-                if ctx is not None:
-                    ctx.append(pred)
-                if imask is not None:  # ... or, where the mask is 0, its prediction
-                    w = imask[:, t].view(-1, 1, 1, 1)  # [B, 1, 1, 1]
-                    frame = w * frame + (1 - w) * pred
-        st["last"] = frame
-        return st
-
-    def decode(
-        self, state: State, horizon: int, condition: torch.Tensor | None = None,
-        teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Roll out `horizon` frames from (a copy of) `state`, feeding each prediction back."""
-        cp, tp, mask = self.decode_inputs(state, horizon, condition, teacher, teacher_mask)
-        st = dict(state)  # a copy: state stays
-        frame = st.pop("last")  # [B, C*p*p, hp, wp]
-        preds = []
-        for k in range(horizon):  # step k reads frame k - 1 (the last input for k = 0)
-            inp = frame if cp is None else torch.cat([frame, cp[:, k]], dim=1)
-            pred = self.act(self.head(self._step(inp, st)))  # [B, C*p*p, hp, wp]
-            preds.append(pred)
-            if k < horizon - 1:
-                frame = self.next_input(pred, k, tp, mask)
-        return depth_to_space(torch.stack(preds, dim=1), self.patch_size)  # [B,K,C,H,W]
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        horizon: int,
-        teacher: torch.Tensor | None = None,
-        teacher_mask: torch.Tensor | None = None,
-        input_mask: torch.Tensor | None = None,
-        condition: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        self.check_horizon(horizon)
-        self._extra = {}
+    def _begin_extras(self) -> None:
         track = self.training and self.adapter is not None and self.decouple_beta > 0
-        want_ctx = self.training and self.context_weight > 0
-        self._trace = ({"track": track, "want_ctx": want_ctx, "dc": [], "dm": [], "ctx": []}
-                       if track or want_ctx else None)
-        try:
-            state = self.encode(x, input_mask=input_mask)
-            y = self.decode(state, horizon, condition, teacher, teacher_mask)
-            trace = self._trace
-            if trace is not None and trace["dc"]:
-                a = self.adapter(torch.cat(trace["dc"]))  # [(T·L)·B, hid, hp, wp]
-                b = self.adapter(torch.cat(trace["dm"]))
-                self._extra["decouple"] = self.decouple_beta * decoupling_loss(a, b)
-            if trace is not None and trace["ctx"]:
-                xp = space_to_depth(self.cast(x), self.patch_size)  # [B, T_in, C*p*p, hp, wp]
-                err = F.mse_loss(torch.stack(trace["ctx"], dim=1), xp[:, 1:])  # either layout
-                self._extra["context"] = self.context_weight * err
-        finally:
-            self._trace = None
-        return y.to(x.dtype)  # [B, horizon, C, H, W]
+        self._trace = {"dc": [], "dm": []} if track else None
+
+    def _finish_extras(self) -> None:
+        trace = self._trace
+        if trace is not None and trace["dc"]:
+            a = self.adapter(torch.cat(trace["dc"]))  # [(T·L)·B, hid, hp, wp]
+            b = self.adapter(torch.cat(trace["dm"]))
+            self._extra["decouple"] = self.decouple_beta * decoupling_loss(a, b)
+
+    def _end_extras(self) -> None:
+        self._trace = None
 
 
 @register_model("predrnn_v2", inputs=("condition", "teacher", "teacher_mask", "input_mask"),
