@@ -35,6 +35,9 @@ class ResumableSampler(DistributedSampler):
         if self.position is not None:  # the epoch and offset follow from the batches trained
             self.epoch, start = divmod(self.position(), self.batches_per_epoch)
         indices = list(super().__iter__())  # [num_samples], the order of epoch self.epoch
+        if getattr(self.dataset, "epoch_indices", False):  # e.g. augmentation drawn per epoch
+            n = len(self.dataset)
+            indices = [self.epoch * n + i for i in indices]  # the dataset takes i % n
         return iter(indices[start * self.batch_size:])
 
 

@@ -23,13 +23,16 @@ both given, all of `path` is training data and `split` / `split_fractions` are u
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
+from convcast.data.augment import VideoAugment
 from convcast.data.cache import PreparedFrames, prepare_sources
 from convcast.data.datamodule import SequenceDataModule
 from convcast.data.description import DataDescription
@@ -157,21 +160,31 @@ class WindowDataset(Dataset):
 
     def __init__(self, frames: Sequence[PreparedFrames], windows: Sequence[Window],
                  input_frames: int, output_frames: int,
-                 normalization: Normalization | None = None) -> None:
+                 normalization: Normalization | None = None,
+                 augment: VideoAugment | None = None) -> None:
         self.frames, self.windows = list(frames), list(windows)
         self.input_frames, self.output_frames = input_frames, output_frames
         self.normalization = normalization or Normalization()
+        self.augment = augment
+
+    @property
+    def epoch_indices(self) -> bool:
+        """Whether the training loader passes `epoch * len + i` (augmentation draws by epoch)."""
+        return self.augment is not None
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(index, len(self.windows))
         s, t = self.windows[index]
         stop = t + self.input_frames + self.output_frames
         seq = self.frames[s].read(t, stop)  # [T, C, H, W] float32
         if not np.isfinite(seq).all():
             raise ValueError(f"{self.frames[s].name} frames {t}:{stop} hold NaN or infinite "
                              "values; fill them (e.g. np.nan_to_num) or give the data a mask")
+        if self.augment is not None:  # in data values, before the normalisation
+            seq = self.augment(torch.from_numpy(seq), index, epoch).numpy()
         seq = torch.from_numpy(self.normalization.apply(seq).astype(np.float32))
         return seq[: self.input_frames], seq[self.input_frames:]
 
@@ -203,6 +216,10 @@ class FramesDataModule(SequenceDataModule):
         cache_frames: decoded frames a video keeps for overlapping windows.
         stats_frames: at most this many training frames fit the normalisation.
         shuffle / seed: training order (a function of seed and epoch) and the file split.
+        augment: augment the training windows (`convcast.data.augment.VideoAugment`): true for
+            the defaults (left-right flips), or a mapping of its options, e.g. `{flip: true,
+            crop_scale: 0.7, reverse: 0.5, brightness: 0.2}`; validation and test windows are
+            never augmented.
     """
 
     def __init__(
@@ -214,9 +231,10 @@ class FramesDataModule(SequenceDataModule):
         stats_frames: int = 256, shuffle: bool = True, seed: int = 0, batch_size: int = 16,
         num_workers: int = 0, val_path: str | None = None, test_path: str | None = None,
         reader: str = "auto", reader_kwargs: dict | None = None, cache: bool | str = "auto",
-        cache_dir: str | None = None,
+        cache_dir: str | None = None, augment: bool | dict[str, Any] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers)
+        VideoAugment.of(augment)  # bad options fail here, before any data is read
         if channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 (gray), 3 (RGB) or None (as stored), got "
                              f"{channels}")
@@ -260,7 +278,13 @@ class FramesDataModule(SequenceDataModule):
             hp.normalization, self._stats_frames(frames, ranges["train"]), hp.value_range)
         common = dict(input_frames=hp.input_frames, output_frames=hp.output_frames,
                       normalization=self.normalization)
-        self.train_set = WindowDataset(frames, windows["train"], **common)
+        augment = VideoAugment.of(hp.augment)
+        if augment is not None and augment.brightness and augment.clip is None \
+                and self.value_scale != 1:  # integer frames were scaled to [0, 1]
+            augment = VideoAugment(**{**asdict(augment), "clip": 1.0, "seed": hp.seed})
+        elif augment is not None:
+            augment = VideoAugment(**{**asdict(augment), "seed": hp.seed})
+        self.train_set = WindowDataset(frames, windows["train"], **common, augment=augment)
         self.val_set = WindowDataset(stage_frames["val"], windows["val"], **common)
         self.test_set = WindowDataset(stage_frames["test"], windows["test"], **common)
         self.sources, self.dtype = sources, np.dtype(sources[0].dtype)
