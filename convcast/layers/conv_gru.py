@@ -76,7 +76,31 @@ def gru_update(x_gates: torch.Tensor | None, h_gates: torch.Tensor, h: torch.Ten
     return z * h + (1 - z) * new  # [B, hid, H, W]
 
 
-class ConvGRUCell(nn.Module):
+class GRUCellBase(nn.Module):
+    """What the GRU cells share: a zero state and one checked step, `forward(x, h) -> h`, on
+    top of the cell's `prepare(x)` (its input convolutions) and `step(prepared, h)`."""
+
+    in_channels: int
+    hidden_channels: int
+    conv_x: nn.Module | None
+
+    def init_state(self, batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """Zero H for frames of the given size, in `like`'s dtype and on its device."""
+        return like.new_zeros(batch, self.hidden_channels, height, width)
+
+    def forward(self, x: torch.Tensor | None, h: torch.Tensor | None = None) -> torch.Tensor:
+        if x is None and h is None:
+            raise ValueError("an input-less step needs a state to know the batch and frame size")
+        if x is not None and self.conv_x is None:
+            raise ValueError("this cell has in_channels=0 and reads no input; pass x=None")
+        if x is not None and (x.dim() != 4 or x.shape[1] != self.in_channels):
+            raise ValueError(f"expected input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        if h is None:
+            h = self.init_state(x.shape[0], x.shape[2], x.shape[3], x)
+        return self.step(self.prepare(x), h)
+
+
+class ConvGRUCell(GRUCellBase):
     """One ConvGRU step: `forward(x [B, C_in, H, W] or None, h [B, hid, H, W] or None) -> h`.
 
     `in_channels=0` makes an input-less cell (call it with `x=None` and a state).
@@ -102,10 +126,6 @@ class ConvGRUCell(nn.Module):
                                 padding=(kh[0] // 2, kh[1] // 2))  # W_hr, W_hz, W_hh (+ b_h·)
         self.checkpointing = False  # recompute the step in backward (set_checkpointing)
 
-    def init_state(self, batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-        """Zero H for frames of the given size, in `like`'s dtype and on its device."""
-        return like.new_zeros(batch, self.hidden_channels, height, width)
-
     def prepare(self, x: torch.Tensor | None) -> torch.Tensor | None:
         """The input part W_x·*X `[N, 3*hid, H, W]` of frames `x [N, C_in, H, W]` (any number
         of them at once, e.g. a whole sequence); None for no input."""
@@ -122,17 +142,6 @@ class ConvGRUCell(nn.Module):
 
     def _step(self, prepared: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
         return gru_update(prepared, self.conv_h(h), h, self.act)
-
-    def forward(self, x: torch.Tensor | None, h: torch.Tensor | None = None) -> torch.Tensor:
-        if x is None and h is None:
-            raise ValueError("an input-less step needs a state to know the batch and frame size")
-        if x is not None and self.conv_x is None:
-            raise ValueError("this cell has in_channels=0 and reads no input; pass x=None")
-        if x is not None and (x.dim() != 4 or x.shape[1] != self.in_channels):
-            raise ValueError(f"expected input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
-        if h is None:
-            h = self.init_state(x.shape[0], x.shape[2], x.shape[3], x)
-        return self.step(self.prepare(x), h)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}, "

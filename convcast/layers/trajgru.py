@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convcast.layers.checkpoint import maybe_checkpoint
-from convcast.layers.conv_gru import activation_fn, gru_update, kernel_pair
+from convcast.layers.conv_gru import GRUCellBase, activation_fn, gru_update, kernel_pair
 
 
 def warp(h: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def warp(h: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     return out.to(h.dtype).reshape(-1, C, L, H, W).transpose(1, 2).reshape(-1, L * C, H, W)
 
 
-class TrajGRUCell(nn.Module):
+class TrajGRUCell(GRUCellBase):
     """One TrajGRU step: `forward(x [B, C_in, H, W] or None, h [B, hid, H, W] or None) -> h`.
 
     `links` is L, the number of flow fields; `input_kernel_size` the input-to-state kernel (3x3
@@ -101,10 +101,6 @@ class TrajGRUCell(nn.Module):
             self.flow_out.weight.zero_()
             self.flow_out.bias.zero_()
 
-    def init_state(self, batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-        """Zero H for frames of the given size, in `like`'s dtype and on its device."""
-        return like.new_zeros(batch, self.hidden_channels, height, width)
-
     def prepare(self, x: torch.Tensor | None) -> torch.Tensor | None:
         """The input parts of frames `x [N, C_in, H, W]` (any number at once):
         `[N, 3*hid + flow_channels, H, W]`, W_x·*X then W_xf*X; None for no input."""
@@ -133,17 +129,6 @@ class TrajGRUCell(nn.Module):
         warped = warp(h, self._flows(prepared, h))  # [B, L*hid, H, W]
         x_gates = None if prepared is None else prepared[:, :3 * self.hidden_channels]
         return gru_update(x_gates, self.conv_h(warped), h, self.act)
-
-    def forward(self, x: torch.Tensor | None, h: torch.Tensor | None = None) -> torch.Tensor:
-        if x is None and h is None:
-            raise ValueError("an input-less step needs a state to know the batch and frame size")
-        if x is not None and self.conv_x is None:
-            raise ValueError("this cell has in_channels=0 and reads no input; pass x=None")
-        if x is not None and (x.dim() != 4 or x.shape[1] != self.in_channels):
-            raise ValueError(f"expected input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
-        if h is None:
-            h = self.init_state(x.shape[0], x.shape[2], x.shape[3], x)
-        return self.step(self.prepare(x), h)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.hidden_channels}, links={self.links}, "

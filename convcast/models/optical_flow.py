@@ -9,9 +9,6 @@ pysteps is an optional dependency (`pip install convcast[nowcast]`), imported on
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,20 +16,15 @@ import torch
 
 from convcast.models.base import Forecaster, check_size
 from convcast.models.registry import register_model
+from convcast.pysteps_modules import pysteps_module
 
 METHODS = ("lucaskanade", "vet", "darts", "proesmans", "farneback")
 
 
 def import_pysteps() -> SimpleNamespace:
     """pysteps' motion and extrapolation modules, imported quietly (pysteps prints a banner)."""
-    os.environ.setdefault("PYSTEPS_SILENT_IMPORT", "1")  # a no-op for pysteps <= 1.21, harmless
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from pysteps import extrapolation, motion
-    except ImportError as err:
-        raise ImportError("the optical_flow baseline needs pysteps: pip install convcast[nowcast]"
-                          ) from err
-    return SimpleNamespace(motion=motion, extrapolation=extrapolation)
+    return SimpleNamespace(**{m: pysteps_module(m, needed_by="the optical_flow baseline")
+                              for m in ("motion", "extrapolation")})
 
 
 @register_model("optical_flow", baseline=True)

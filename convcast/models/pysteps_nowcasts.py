@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
-import os
 import warnings
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -49,6 +48,7 @@ import torch
 from convcast.data.units import HKO_ZR, dbz_to_rainrate, rainrate_to_dbz, rainrate_to_pixel
 from convcast.models.base import Forecaster, check_size
 from convcast.models.registry import register_model
+from convcast.pysteps_modules import pysteps_module
 
 PIXEL_RAIN = float(rainrate_to_pixel(0.1))  # pysteps' 0.1 mm/h as an HKO-7 pixel (HKO Z-R), ~0.172
 ROUTES = ("pysteps", "dry", "extrapolation")
@@ -62,16 +62,10 @@ FAILURES = (ValueError, IndexError, ZeroDivisionError, FloatingPointError, np.li
 
 def import_nowcasts() -> SimpleNamespace:
     """pysteps' nowcasts, extrapolation and transformation modules, imported quietly."""
-    os.environ.setdefault("PYSTEPS_SILENT_IMPORT", "1")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from pysteps import extrapolation, nowcasts
-            from pysteps.utils import transformation
-    except ImportError as err:
-        raise ImportError("the sprog, anvil and steps baselines need pysteps: "
-                          "pip install convcast[nowcast]") from err
-    return SimpleNamespace(nowcasts=nowcasts, extrapolation=extrapolation,
-                           transformation=transformation)
+    need = "the sprog, anvil and steps baselines"
+    return SimpleNamespace(nowcasts=pysteps_module("nowcasts", needed_by=need),
+                           extrapolation=pysteps_module("extrapolation", needed_by=need),
+                           transformation=pysteps_module("utils.transformation", needed_by=need))
 
 
 @contextlib.contextmanager

@@ -33,11 +33,8 @@ pysteps 1.21 does), and says so when built with an older one.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import inspect
-import io
-import os
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -59,20 +56,15 @@ from convcast.models.pysteps_nowcasts import (
     quiet,
 )
 from convcast.models.registry import register_model
+from convcast.pysteps_modules import pysteps_module
 
 ISSUE_TIME = datetime.datetime(2000, 1, 1)  # blending names its skill file by it; any time does
 
 
 def import_blending() -> SimpleNamespace:
     """pysteps' blended STEPS (`pysteps.blending.steps`), imported quietly."""
-    os.environ.setdefault("PYSTEPS_SILENT_IMPORT", "1")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from pysteps.blending import steps
-    except ImportError as err:
-        raise ImportError("the steps_noise baseline needs pysteps: pip install "
-                          "convcast[nowcast]") from err
-    return SimpleNamespace(steps=steps)
+    return SimpleNamespace(steps=pysteps_module("blending.steps",
+                                                needed_by="the steps_noise baseline"))
 
 
 def has_external_nowcast() -> bool:

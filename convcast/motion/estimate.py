@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
+
+from convcast.pysteps_modules import pysteps_module
 
 METHODS = ("lucaskanade", "vet", "darts", "proesmans", "farneback")
 MIN_FRAMES = {"darts": 3}  # DARTS fits N_t < T - 1 temporal Fourier modes
@@ -24,13 +25,7 @@ MAX_FRAMES = {"proesmans": 2}  # Proesmans' method compares exactly two frames
 
 def pysteps_motion() -> Any:
     """`pysteps.motion`, imported quietly (pysteps prints a banner) with a clear error if absent."""
-    os.environ.setdefault("PYSTEPS_SILENT_IMPORT", "1")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from pysteps import motion
-    except ImportError as err:
-        raise ImportError("motion fields need pysteps: pip install convcast[nowcast]") from err
-    return motion
+    return pysteps_module("motion", needed_by="estimating motion fields")
 
 
 def check_method(method: str, motion_frames: int) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 
 from convcast.data.sources.base import FrameSource, register_source
 from convcast.data.sources.times import check_sorted
+from convcast.pysteps_modules import pysteps_module
 
 # the packages each importer needs beyond pysteps: (module, what to install)
 NEEDS = {
@@ -55,14 +56,7 @@ CODES = {"Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{2}", "d": r"\d{2}", "j": r"\d{3
 
 def pysteps_io():
     """`pysteps.io`, imported quietly (pysteps prints a banner on import)."""
-    os.environ.setdefault("PYSTEPS_SILENT_IMPORT", "1")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            import pysteps.io
-    except ImportError as err:
-        raise ImportError("reading radar archives with an importer needs pysteps: "
-                          "pip install 'convcast[nowcast]'") from err
-    return pysteps.io
+    return pysteps_module("io", needed_by="reading radar archives with an importer")
 
 
 def importer_names() -> list[str]:
