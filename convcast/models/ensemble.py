@@ -88,8 +88,10 @@ class AnchoredEnsemble(Anchored):
                  method: str = "lucaskanade", method_kwargs: dict | None = None,
                  outval: float | str = "min", motion_hidden: int = 0, calibrate_leads: int = 0,
                  noise_channels: int = 8, noise_kernel: int = 3) -> None:
-        super().__init__(in_channels, base, base_kwargs, anchor, value_range, motion_frames,
-                         method, method_kwargs, outval, motion_hidden, calibrate_leads)
+        super().__init__(in_channels=in_channels, base=base, base_kwargs=base_kwargs,
+                         anchor=anchor, value_range=value_range, motion_frames=motion_frames,
+                         method=method, method_kwargs=method_kwargs, outval=outval,
+                         motion_hidden=motion_hidden, calibrate_leads=calibrate_leads)
         self.noise_channels = check_size("anchored_ensemble", "noise_channels", noise_channels)
         check_kernel("anchored_ensemble", noise_kernel)
         hidden = _hidden_channels(self.net, in_channels)

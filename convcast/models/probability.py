@@ -154,8 +154,10 @@ class ExceedanceHeads(Anchored):
                  outval: float | str = "min", motion_hidden: int = 0, calibrate_leads: int = 0,
                  thresholds: Sequence[float] = (0.5, 2.0, 5.0), width: float = 0.03,
                  leads: int = 1, head_hidden: int = 16) -> None:
-        super().__init__(in_channels, base, base_kwargs, anchor, value_range, motion_frames,
-                         method, method_kwargs, outval, motion_hidden, calibrate_leads)
+        super().__init__(in_channels=in_channels, base=base, base_kwargs=base_kwargs,
+                         anchor=anchor, value_range=value_range, motion_frames=motion_frames,
+                         method=method, method_kwargs=method_kwargs, outval=outval,
+                         motion_hidden=motion_hidden, calibrate_leads=calibrate_leads)
         try:
             thr = [float(t) for t in thresholds] if not isinstance(thresholds, str) else []
         except (TypeError, ValueError):

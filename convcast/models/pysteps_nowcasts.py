@@ -56,6 +56,10 @@ ROUTES = ("pysteps", "dry", "extrapolation")
 # output as an array): `nowcast_kwargs` may not set them
 FIXED = ("precip", "vil", "velocity", "timesteps", "rainrate", "measure_time", "callback",
          "return_output")
+# pysteps' STEPS arguments the `steps` and `steps_noise` baselines set from their own
+STEPS_OWN = {"n_ens_members": "members", "precip_thr": "threshold", **{k: k for k in (
+    "n_cascade_levels", "kmperpixel", "timestep", "noise_method", "ar_order", "vel_pert_method",
+    "mask_method", "seed")}}
 # what pysteps raises on fields it cannot model (non-finite cascade statistics, singular AR fits)
 FAILURES = (ValueError, IndexError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
 
@@ -436,9 +440,7 @@ class Steps(PystepsNowcast):
     """
 
     transforms = ("none", "db")
-    own = {"n_ens_members": "members", "precip_thr": "threshold", **{k: k for k in (
-        "n_cascade_levels", "kmperpixel", "timestep", "noise_method", "ar_order",
-        "vel_pert_method", "mask_method", "seed")}}
+    own = STEPS_OWN
 
     def __init__(self, in_channels: int = 1, *, members: int = 20, seed: int | None = 24,
                  transform: str = "none", threshold: float | None = None,

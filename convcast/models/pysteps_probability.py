@@ -50,6 +50,7 @@ from convcast.models.base import check_size
 from convcast.models.pysteps_nowcasts import (
     FAILURES,
     FIXED,
+    STEPS_OWN,
     PystepsNowcast,
     check_choice,
     check_number,
@@ -205,9 +206,7 @@ class StepsNoise(PystepsNowcast):
     """
 
     transforms = ("none", "db")
-    own = {"n_ens_members": "members", "precip_thr": "threshold", **{k: k for k in (
-        "n_cascade_levels", "kmperpixel", "timestep", "noise_method", "ar_order",
-        "vel_pert_method", "mask_method", "seed")}}
+    own = STEPS_OWN  # the STEPS settings it sets itself, as `steps`
     BLEND_FIXED = ("precip_models", "velocity_models", "issuetime", "precip_nowcast",
                    "nowcasting_method", "outdir_path_skill")
     routes = ("pysteps", "dry", "nowcast")
@@ -299,8 +298,10 @@ class StepsNoise(PystepsNowcast):
         motion = np.broadcast_to(velocity, (1, horizon + 1, 2, H, W)).copy()
         with tempfile.TemporaryDirectory(prefix="convcast-steps-noise-") as skill, quiet():
             return import_blending().steps.forecast(
-                window, no_skill, velocity, motion, horizon, self.timestep, ISSUE_TIME,
-                members, precip_nowcast=stack, nowcasting_method="external_nowcast",
+                precip=window, precip_models=no_skill, velocity=velocity,
+                velocity_models=motion, timesteps=horizon, timestep=self.timestep,
+                issuetime=ISSUE_TIME, n_ens_members=members, precip_nowcast=stack,
+                nowcasting_method="external_nowcast",
                 n_cascade_levels=self.n_cascade_levels, precip_thr=self.method_threshold,
                 kmperpixel=self.kmperpixel, noise_method=self.noise_method,
                 ar_order=self.ar_order, vel_pert_method=self.vel_pert_method,
