@@ -1,29 +1,34 @@
-"""Real radar: learned and extrapolation nowcasts on three providers' composites, every window.
+"""Real radar, leave one provider out: learned and pysteps nowcasts on four providers' composites.
 
-The real composites of pysteps' example data in `--samples` (FMI reflectivity, two events;
-KNMI 5-minute and BoM 10-minute accumulations) are read by pysteps' importers through
-`RadarDataModule(importer=...)` and block-averaged to a coarser grid (FMI and KNMI 1 -> 4 km,
-BoM 0.5 -> 2 km). Every gap-free window of 5 input and 12 output frames is forecast by
-`persistence`, `optical_flow` (pysteps Lucas-Kanade + semi-Lagrangian extrapolation), the
-ConvLSTM of `configs/radar-convlstm-cpu-small.yaml` and the anchored ConvLSTM of
-`configs/radar-anchored-cpu-small.yaml` (a learned correction on top of optical flow), each
-trained `--minutes` on synthetic radar and, for FMI, also fine-tuned `--finetune_minutes` on
-random crops of the other event. Scores are in rain rate by the archive's own conversion
-(reflectivity by FMI's Z-R; accumulations per hour), pixels outside the radar's domain left
-out: CSI, POD and FAR at 0.5 / 2 / 5 mm/h, rainfall MSE and correlation, per lead time.
+The real composites of pysteps' example data in `--samples` (FMI reflectivity, two events; KNMI
+5-minute and BoM 10-minute accumulations; OPERA's 2-km pan-European rain rate, 15-minute steps)
+are read by pysteps' importers through `RadarDataModule(importer=...)` and block-averaged (FMI,
+KNMI 1 -> 4 km, BoM 0.5 -> 2 km, OPERA 2 -> 4 km). Every gap-free window of 5 input and 12 output
+frames is forecast by `persistence`, `optical_flow` (pysteps Lucas-Kanade + semi-Lagrangian
+extrapolation), pysteps' deterministic `sprog` (S-PROG) and `anvil` (ANVIL) with their defaults,
+the anchored ConvLSTM of `configs/radar-anchored-cpu-small.yaml` trained `--minutes` on synthetic
+radar, and the pretrained nowcaster (`configs/radar-pretrained.yaml`, trained on the real radar
+pool): for each provider the run of `--lopo DIR` that left that provider out
+(`DIR/lopo-<provider>/`, its best checkpoint: "pretrained (held out)"), and the shipped weights
+(`create_model("radar_nowcaster", pretrained=True)`, trained on every provider: "shipped (seen)").
+Scores are in rain rate by the archive's own conversion (reflectivity by FMI's Z-R,
+accumulations per hour), pixels outside the radar's domain left out: CSI at 0.5 / 2 / 5 mm/h,
+FSS at 2 mm/h over 10 and 20 km (the nearest window of whole pixels at least that wide), rainfall
+MSE and MAE, per lead time; and the issue's goal per provider (`goal` in the JSON).
 
 Writes `--json` (default `benchmarks/real_radar.json`: the run's facts and every metric per lead
 time), lead-time plots per case in `--plots` (default `benchmarks/real_radar/`) and checkpoints
 in `--out`; prints the Markdown tables of `benchmarks/RESULTS.md`. One thread by default; run
 it under `flock /tmp/convcast-heavy.lock` on a shared machine.
 
-    python benchmarks/real_radar.py [--minutes 10] [--finetune_minutes 5] [--reuse]
+    python benchmarks/real_radar.py [--minutes 10] [--lopo runs/lopo [LABEL=DIR ...]] [--reuse]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -34,13 +39,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from convcast.atomic import atomic_path
 from convcast.data.radar import RadarDataModule
 from convcast.metrics.report import expand_thresholds
 from convcast.models import create_model
+from convcast.models.pretrained import list_pretrained
 from convcast.train import ForecastSystem
+from convcast.train.checkpoint import find_checkpoint, load_checkpoint
 from convcast.train.evaluate import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,10 +63,14 @@ PROVIDERS = {  # what each archive needs; crops keep the grid a multiple of 2 x 
              "downsample": 4},
     "bom": {"path": "bom", "importer": "bom_rf3", "fn_pattern": "66_%Y%m%d_%H%M%S.prcp-c10",
             "downsample": 4},
+    "opera": {"path": "OPERA/20180824", "importer": "opera_hdf5", "downsample": 2},
 }
 LEADS = (1, 3, 6, 12)
-SCORES = ("csi@0.5", "csi@2", "csi@5", "pod@0.5", "far@0.5", "rainfall_mse", "correlation")
-HIGHER_IS_BETTER = {"rainfall_mse": False, "far@0.5": False}
+FSS_KM = (10, 20)  # FSS neighbourhoods at 2 mm/h
+SCORES = ("csi@0.5", "csi@2", "csi@5", "fss10km@2", "fss20km@2", "rainfall_mse",
+          "rainfall_mae")
+HIGHER_IS_BETTER = {"rainfall_mse": False, "rainfall_mae": False}
+PRETRAINED, SHIPPED = "pretrained (held out)", "shipped (seen)"
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,17 +78,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--samples", type=Path, default=Path(os.environ.get(
         "CONVCAST_RADAR_SAMPLES", ROOT.parent / "shared" / "radar-samples")))
     p.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=list(PROVIDERS))
-    p.add_argument("--models", nargs="+", default=["convlstm", "anchored"],
-                   choices=["convlstm", "anchored"], help="learned models to train")
+    p.add_argument("--models", nargs="*", default=["anchored"],
+                   choices=["convlstm", "anchored"], help="models to train on synthetic radar")
     p.add_argument("--minutes", type=float, default=10.0, help="synthetic training per model")
-    p.add_argument("--finetune_minutes", type=float, default=5.0, help="per model and event")
-    p.add_argument("--finetune_lr", type=float, default=3e-4)
-    p.add_argument("--crop", type=int, default=96, help="fine-tuning crop (pixels)")
+    p.add_argument("--lopo", nargs="*", default=[],
+                   help="folders of leave-one-provider-out runs of configs/radar-pretrained.yaml "
+                        "(one lopo-<provider>/ each), as DIR (the shipped recipe) or LABEL=DIR "
+                        "(another recipe, scored as 'LABEL (held out)')")
+    p.add_argument("--baselines", nargs="*", default=["persistence", "optical_flow", "sprog",
+                                                      "anvil"])
     p.add_argument("--input_frames", type=int, default=5)
     p.add_argument("--output_frames", type=int, default=12)
     p.add_argument("--max_windows", type=int, default=None, help="per case (smoke tests)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reuse", action="store_true", help="load checkpoints left in --out")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other cases already in --json (score providers in parts)")
     p.add_argument("--out", type=Path, default=ROOT / "runs/real_radar")
     p.add_argument("--plots", type=Path, default=ROOT / "benchmarks/real_radar")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks/real_radar.json")
@@ -95,25 +111,6 @@ def windows(args: argparse.Namespace, provider: str, event: str | None = None
                          **spec)
     dm.setup()
     return dm
-
-
-class RandomCrops(Dataset):
-    """The windows of a dataset cut to random `size` x `size` squares: cheaper training steps
-    that still see the whole archive over an epoch."""
-
-    def __init__(self, data: Dataset, size: int, seed: int = 0) -> None:
-        self.data, self.size, self.rng = data, size, np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        x, y, mask = self.data[i]  # [T, C, H, W] each
-        H, W = x.shape[-2:]
-        top = int(self.rng.integers(0, H - self.size + 1))
-        left = int(self.rng.integers(0, W - self.size + 1))
-        window = (..., slice(top, top + self.size), slice(left, left + self.size))
-        return x[window], y[window], mask[window]
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -141,47 +138,94 @@ def synthetic(name: str, args: argparse.Namespace) -> tuple[ForecastSystem, dict
                     "minutes": round((time.monotonic() - t0) / 60, 2)}
 
 
-def finetune(base: ForecastSystem, data: Dataset, args: argparse.Namespace
-             ) -> tuple[ForecastSystem, dict]:
-    """A copy of `base` trained further on random crops of real windows."""
-    L.seed_everything(0, verbose=False)
-    system = ForecastSystem(**{**dict(base.hparams), "lr": args.finetune_lr})
-    system.model.load_state_dict(base.model.state_dict())
-    loader = DataLoader(RandomCrops(data, args.crop), batch_size=4, shuffle=True)
-    t0, tr = time.monotonic(), trainer(args.finetune_minutes)
-    tr.fit(system, train_dataloaders=loader)
-    return system, {"steps": tr.global_step, "windows": len(data),
-                    "minutes": round((time.monotonic() - t0) / 60, 2)}
+def recipes(args: argparse.Namespace) -> dict[str, Path]:
+    """`{model name: folder}` of the `--lopo` runs."""
+    out = {}
+    for entry in args.lopo:
+        label, _, folder = entry.rpartition("=")
+        out[f"{label} (held out)" if label else PRETRAINED] = Path(folder)
+    return out
 
 
-def score(models: dict[str, Any], dm: RadarDataModule, max_windows: int | None
-          ) -> tuple[dict, float]:
-    """Every model on every window of `dm` (its rain rates by its own conversion)."""
+def held_out(folder: Path, provider: str) -> tuple[torch.nn.Module | None, dict]:
+    """The model of `folder` trained without `provider` (its run's best checkpoint)."""
+    run = folder / f"lopo-{provider}"
+    ckpt = find_checkpoint("best", run) if run.is_dir() else None
+    if ckpt is None:
+        print(f"no leave-{provider}-out run with a best checkpoint under {run}", flush=True)
+        return None, {}
+    tm = load_checkpoint(ckpt)
+    return tm.model, {"checkpoint": str(ckpt), "steps": tm.global_step}
+
+
+def fss_scales(pixel_km: float) -> list[int]:
+    """FSS windows (pixels) `FSS_KM` wide, rounded up (1% short counts: 3.9987-km pixels)."""
+    return [max(1, math.ceil(0.99 * km / pixel_km)) for km in FSS_KM]
+
+
+def score(models: dict[str, Any], dm: RadarDataModule, max_windows: int | None,
+          scales: list[int]) -> tuple[dict, float]:
+    """Every model on every window of `dm` (its rain rates by its own conversion), the FSS
+    keys named by their width in km."""
     data = dm.train_set
     if max_windows is not None:
         data = torch.utils.data.Subset(data, range(min(max_windows, len(data))))
     loader = DataLoader(data, batch_size=4, shuffle=False)
     t0 = time.monotonic()
-    results = evaluate(models, loader, thresholds=THRESHOLDS,
+    results = evaluate(models, loader, thresholds=THRESHOLDS, scales=scales,
                        to_physical=dm.describe().data_to_physical)
+    for r in results.values():
+        for km, s in zip(FSS_KM, scales, strict=True):
+            r[f"fss{km}km"] = r.pop(f"fss_{s}px")
     return results, (time.monotonic() - t0) / 60
+
+
+def curve(results: dict, model: str, key: str) -> np.ndarray:
+    return np.asarray(expand_thresholds(results[model], THRESHOLDS)[key], dtype=float)
+
+
+def goal(results: dict) -> dict[str, Any] | None:
+    """The pretrained model against the goal: mean CSI at 0.5 / 2 / 5 mm/h each >= 1.05 x
+    optical flow's and >= the best of sprog / anvil at >= 9 of 12 lead times, rainfall MSE <=
+    optical flow's."""
+    if PRETRAINED not in results or "optical_flow" not in results:
+        return None
+    out: dict[str, Any] = {}
+    rivals = [m for m in ("sprog", "anvil") if m in results]
+    for t in THRESHOLDS:
+        key = f"csi@{t:g}"
+        ours, of = curve(results, PRETRAINED, key), curve(results, "optical_flow", key)
+        best = np.max([curve(results, m, key) for m in rivals], axis=0) if rivals else of
+        out[key] = {"ratio_to_optical_flow": float(np.nanmean(ours) / np.nanmean(of)),
+                    "mean_vs_best_pysteps": float(np.nanmean(ours) - np.nanmean(best)),
+                    "leads_at_least_both": int(np.sum((ours >= 1.05 * of) & (ours >= best))),
+                    "met": bool(np.nanmean(ours) >= 1.05 * np.nanmean(of)
+                                and np.nanmean(ours) >= np.nanmean(best)
+                                and np.sum((ours >= 1.05 * of) & (ours >= best)) >= 9)}
+    mse, of = curve(results, PRETRAINED, "rainfall_mse"), curve(results, "optical_flow",
+                                                                "rainfall_mse")
+    out["rainfall_mse"] = {"ratio_to_optical_flow": float(mse.mean() / of.mean()),
+                           "met": bool(mse.mean() <= of.mean())}
+    out["met"] = all(v["met"] for v in out.values())
+    return out
 
 
 # ---- tables and plots --------------------------------------------------------------------------
 def figure(results: dict, path: Path, title: str, step: float) -> Path:
-    """CSI at 0.5 and 2 mm/h, rainfall MSE and correlation against lead time, one line per
-    model, in one PNG."""
+    """CSI at 0.5, 2 and 5 mm/h, FSS at 2 mm/h over 20 km, rainfall MSE and MAE against lead
+    time, one line per model, in one PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 3.2))
-    FigureCanvasAgg(fig)
     panels = (("csi@0.5", "CSI at 0.5 mm/h"), ("csi@2", "CSI at 2 mm/h"),
-              ("rainfall_mse", "rainfall MSE (mm/h)²"), ("correlation", "correlation"))
+              ("csi@5", "CSI at 5 mm/h"), ("fss20km@2", "FSS 2 mm/h, 20 km"),
+              ("rainfall_mse", "rainfall MSE (mm/h)²"), ("rainfall_mae", "rainfall MAE (mm/h)"))
+    fig = Figure(figsize=(15, 3.2))
+    FigureCanvasAgg(fig)
     for i, (key, label) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
-        for model, r in results.items():
-            v = np.asarray(expand_thresholds(r, THRESHOLDS)[key], dtype=float)
+        for model in results:
+            v = curve(results, model, key)
             ax.plot(step * np.arange(1, len(v) + 1), v, label=model, lw=1.5)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("lead time (min)", fontsize=8)
@@ -196,12 +240,19 @@ def figure(results: dict, path: Path, title: str, step: float) -> Path:
     return path
 
 
+def means(results: dict) -> str:
+    """One row per model: each score's mean over lead times."""
+    rows = [["model", *SCORES]]
+    for model in results:
+        rows.append([model, *[f"{np.nanmean(curve(results, model, k)):.3f}" for k in SCORES]])
+    return markdown(rows)
+
+
 def per_lead(results: dict, step: float) -> str:
     rows = [["model", "metric", *[f"+{step * k:g} min" for k in LEADS], "mean"]]
-    for model, m in results.items():
-        flat = expand_thresholds(m, THRESHOLDS)
+    for model in results:
         for name in SCORES:
-            v = np.asarray(flat[name], dtype=float)
+            v = curve(results, model, name)
             rows.append([model, name, *[f"{v[k - 1]:.3f}" for k in LEADS],
                          f"{np.nanmean(v):.3f}"])
     return markdown(rows)
@@ -213,8 +264,7 @@ def winners(results: dict, step: float) -> tuple[str, dict]:
     rows = [["metric", *[f"+{step * k:g} min" for k in LEADS], "leads won (of all)"]]
     won: dict[str, dict[str, int]] = {}
     for name in SCORES:
-        curves = {m: np.asarray(expand_thresholds(r, THRESHOLDS)[name], dtype=float)
-                  for m, r in results.items()}
+        curves = {m: curve(results, m, name) for m in results}
         sign = 1 if HIGHER_IS_BETTER.get(name, True) else -1
         stack = np.stack([np.nan_to_num(sign * c, nan=-np.inf) for c in curves.values()])
         top2 = np.sort(stack, axis=0)[-2:]  # [2, T]
@@ -243,41 +293,54 @@ def main() -> None:
     for name in args.models:
         print(f"training {name} on synthetic radar for {args.minutes:g} min", flush=True)
         learned[name], run["training"][f"{name} (synthetic)"] = synthetic(name, args)
+    shipped = None
+    if "radar_nowcaster" in list_pretrained():
+        try:
+            shipped = create_model("radar_nowcaster", pretrained=True)
+            run["training"][SHIPPED] = shipped.card.get("training", {})
+        except (FileNotFoundError, ValueError) as err:
+            print(f"no shipped weights: {err}", flush=True)
     cases: dict[str, dict] = {}
     for provider in args.providers:
-        events = PROVIDERS[provider].get("events") or [None]
-        dms = {e: windows(args, provider, e) for e in events}
-        for event, dm in dms.items():
+        lopo = {}
+        for label, folder in recipes(args).items():
+            lopo[label], facts = held_out(folder, provider)
+            if facts:
+                run["training"][f"{label}: without {provider}"] = facts
+        for event in PROVIDERS[provider].get("events") or [None]:
+            dm = windows(args, provider, event)
             case = provider + (f"-{event}" if event else "")
-            models = {"persistence": create_model("persistence"),
-                      "optical_flow": create_model("optical_flow")}
+            models: dict[str, Any] = {n: create_model(n) for n in args.baselines}
             models.update({f"{n} (synthetic)": s.model for n, s in learned.items()})
-            for other in (e for e in events if e != event):  # fine-tune on the other event
-                for n, s in learned.items():
-                    print(f"{case}: fine-tuning {n} on {provider}-{other}", flush=True)
-                    tuned, facts = finetune(s, dms[other].train_set, args)
-                    models[f"{n} (fine-tuned)"] = tuned.model
-                    run["training"][f"{n} fine-tuned on {provider}-{other}"] = facts
+            models.update({label: m for label, m in lopo.items() if m is not None})
+            if shipped is not None:
+                models[SHIPPED] = shipped
+            d = dm.describe()
+            pixel_km = d.radar.output_grid().xpixelsize / 1000
             print(f"{case}: scoring {len(models)} models on {len(dm.train_set)} windows",
                   flush=True)
-            results, minutes = score(models, dm, args.max_windows)
-            d = dm.describe()
+            results, minutes = score(models, dm, args.max_windows, fss_scales(pixel_km))
             cases[case] = {"results": results, "eval_minutes": round(minutes, 2),
                            "windows": len(dm.train_set), "grid": list(d.frame_size),
-                           "step_minutes": d.step_minutes,
-                           "pixel_km": d.radar.output_grid().xpixelsize / 1000,
-                           "units": d.radar.units, "zr": list(d.radar.zr)}
+                           "step_minutes": d.step_minutes, "pixel_km": pixel_km,
+                           "fss_pixels": fss_scales(pixel_km), "units": d.radar.units,
+                           "zr": list(d.radar.zr), "goal": goal(results)}
             figure(results, args.plots / f"{case}.png", case, d.step_minutes)
     run["minutes_total"] = round((time.monotonic() - t_start) / 60, 1)
     run["load_after"] = os.getloadavg()
     text, out = [], {"run": run, "cases": {}}
+    if args.update and args.json.exists():  # the cases scored by earlier parts stay
+        earlier = json.loads(args.json.read_text())
+        out["cases"] = earlier.get("cases", {})
+        out["earlier_runs"] = [*earlier.get("earlier_runs", []), earlier.get("run")]
     for case, c in cases.items():
         table, won = winners(c["results"], c["step_minutes"])
-        what = "reflectivity" if c["units"] == "dbz" else "accumulations"
+        what = "reflectivity" if c["units"] == "dbz" else "rain rate" if c["units"] == \
+            "rainrate" else "accumulations"
         text += [f"### {case}: {c['windows']} windows, {c['grid'][0]}x{c['grid'][1]} pixels of "
                  f"{c['pixel_km']:g} km, {c['step_minutes']:g}-min steps ({what}, scored in "
-                 "mm/h)",
-                 per_lead(c["results"], c["step_minutes"]), "Best model:", table]
+                 "mm/h)", means(c["results"]), per_lead(c["results"], c["step_minutes"]),
+                 "Best model:", table, f"Goal: {json.dumps(c['goal'])}"]
         out["cases"][case] = {**{k: v for k, v in c.items() if k != "results"}, "won": won,
                               "metrics": {m: {k: np.asarray(v, dtype=float).tolist()
                                               for k, v in expand_thresholds(

@@ -20,6 +20,7 @@ from convcast.metrics import (
     POD,
     Bias,
     Correlation,
+    RainfallMAE,
     RainfallMSE,
     SkillScores,
     bias,
@@ -31,6 +32,7 @@ from convcast.metrics import (
     fss,
     hss,
     pod,
+    rainfall_mae,
     rainfall_mse,
     skill_scores,
 )
@@ -163,6 +165,10 @@ def test_rainfall_mse_matches_pysteps_and_correlation_matches_formula():
     ref = det_cont_fct(p, t_nan, scores=["MSE"], axis=(0, 2, 3, 4))["MSE"]
     np.testing.assert_allclose(rainfall_mse(pred, torch.as_tensor(t_nan), mask=mask), ref,
                                rtol=1e-6)
+    for m, tt in ((None, t), (mask, t_nan)):  # MAE as pysteps, with and without a mask
+        ref = det_cont_fct(p, tt, scores=["MAE"], axis=(0, 2, 3, 4))["MAE"]
+        np.testing.assert_allclose(rainfall_mae(pred, torch.as_tensor(tt), mask=m), ref,
+                                   rtol=1e-6)
     pm, tm = np.where(mask.numpy(), p, 0), np.where(mask.numpy(), t, 0)
     corr = (pm * tm).sum((0, 2, 3, 4)) / np.sqrt((pm**2).sum((0, 2, 3, 4))
                                                  * (tm**2).sum((0, 2, 3, 4)) + 1e-9)
@@ -205,7 +211,8 @@ def test_fss_matches_pysteps():
 def test_skill_scores_include_fss_per_scale():
     pred, target = rain_pair(seed=10)
     s = skill_scores(pred, target, THRESHOLDS, scales=[1, 5])
-    assert set(s) == {*SCORES, "rainfall_mse", "correlation", "fss_1px", "fss_5px"}
+    assert set(s) == {*SCORES, "rainfall_mse", "rainfall_mae", "correlation", "fss_1px",
+                      "fss_5px"}
     assert s["csi"].shape == (3, 3) and s["rainfall_mse"].shape == (3,)
     torch.testing.assert_close(s["fss_5px"], fss(pred, target, THRESHOLDS, 5)[:, 0])
 
@@ -219,7 +226,8 @@ def test_streamed_skill_scores_equal_one_call():
     stream = SkillScores(THRESHOLDS, scales=[3])
     singles = {"csi": CSI(THRESHOLDS), "pod": POD(THRESHOLDS), "far": FAR(THRESHOLDS),
                "hss": HSS(THRESHOLDS), "ets": ETS(THRESHOLDS), "bias": Bias(THRESHOLDS),
-               "rainfall_mse": RainfallMSE(), "correlation": Correlation(),
+               "rainfall_mse": RainfallMSE(), "rainfall_mae": RainfallMAE(),
+               "correlation": Correlation(),
                "fss_3px": FSS(THRESHOLDS, [3])}
     for sl in (slice(0, 2), slice(2, 3), slice(3, 6)):
         stream.update(pred[sl], target[sl], mask=mask[sl])

@@ -406,14 +406,16 @@ def test_real_radar_benchmark_runs_small(tmp_path, monkeypatch, one_thread):
     samples("fmi", "pgm")
     monkeypatch.setattr(sys, "argv", [
         "real_radar.py", "--samples", str(SAMPLES), "--providers", "fmi", "--models", "convlstm",
-        "--minutes", "0.05", "--finetune_minutes", "0.02", "--max_windows", "1",
-        "--out", str(tmp_path / "out"), "--plots", str(tmp_path / "plots"),
+        "--minutes", "0.05", "--max_windows", "1", "--baselines", "persistence", "optical_flow",
+        "sprog", "--out", str(tmp_path / "out"), "--plots", str(tmp_path / "plots"),
         "--json", str(tmp_path / "real_radar.json")])
     runpy.run_path(str(ROOT / "benchmarks" / "real_radar.py"), run_name="__main__")
     out = json.loads((tmp_path / "real_radar.json").read_text())
     case = out["cases"]["fmi-20160928"]
     assert case["windows"] == 24 and case["grid"] == [306, 190] and case["pixel_km"] > 3.9
-    assert set(case["metrics"]) == {"persistence", "optical_flow", "convlstm (synthetic)",
-                                    "convlstm (fine-tuned)"}
-    assert len(case["metrics"]["optical_flow"]["csi@0.5"]) == 12
+    assert set(case["metrics"]) == {"persistence", "optical_flow", "sprog",
+                                    "convlstm (synthetic)", "shipped (seen)"}
+    assert case["fss_pixels"] == [3, 5]  # 10 and 20 km at 4 km
+    for key in ("csi@0.5", "csi@5", "fss10km@2", "fss20km@2", "rainfall_mse", "rainfall_mae"):
+        assert len(case["metrics"]["optical_flow"][key]) == 12, key
     assert (tmp_path / "plots" / "fmi-20170509.png").exists()

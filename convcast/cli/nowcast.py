@@ -51,6 +51,7 @@ from convcast.data.sources import list_sources
 from convcast.inference import RadarOptions, forecast
 from convcast.inference.outputs import OutputOptions, check_outputs, write_outputs
 from convcast.models import create_model, is_baseline, list_models
+from convcast.models.pretrained import list_pretrained
 
 
 def parser() -> ArgumentParser:
@@ -70,7 +71,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--ckpt_path", type=Path | None, default=None, help="trained checkpoint")
     p.add_argument("--model", type=str | None, default=None,
-                   help=f"a baseline instead of a checkpoint: {', '.join(baselines())}")
+                   help="a baseline or a pretrained model instead of a checkpoint: "
+                        f"{', '.join([*baselines(), *list_pretrained()])}")
     p.add_argument("--method", type=str, default="lucaskanade",
                    help="optical_flow motion method (lucaskanade, vet, darts, proesmans, ...)")
     p.add_argument("--horizon", type=int | None, default=None,
@@ -144,11 +146,14 @@ def load_model(args) -> torch.nn.Module | Path:
         if args.model is not None:
             raise ValueError("give either --ckpt_path or --model, not both")
         return args.ckpt_path
+    ready = [*baselines(), *list_pretrained()]
     if args.model is None:
-        raise ValueError(f"give --ckpt_path model.ckpt, or --model one of {', '.join(baselines())}")
+        raise ValueError(f"give --ckpt_path model.ckpt, or --model one of {', '.join(ready)}")
+    if args.model in list_pretrained():
+        return create_model(args.model, pretrained=True)
     if args.model not in baselines():
-        raise ValueError(f"--model {args.model!r} is not a baseline; valid: "
-                         f"{', '.join(baselines())} (trained models come with --ckpt_path)")
+        raise ValueError(f"--model {args.model!r} is neither a baseline nor a pretrained model; "
+                         f"valid: {', '.join(ready)} (trained models come with --ckpt_path)")
     if args.model == "optical_flow":
         return create_model("optical_flow", method=args.method)
     return create_model(args.model)

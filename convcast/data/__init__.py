@@ -28,6 +28,8 @@ from convcast.data.synthetic import (
     MovingMNISTTestFile,
     MovingShapes,
     MovingShapesDataModule,
+    StepsRadar,
+    StepsRadarDataModule,
     SyntheticRadar,
     SyntheticRadarDataModule,
     load_digits,
@@ -36,6 +38,7 @@ from convcast.data.synthetic import (
 __all__ = ["DataDescription", "FrameSource", "FramesDataModule", "MovingMNIST",
            "MovingMNISTDataModule", "MovingMNISTTestFile", "MovingShapes",
            "MovingShapesDataModule", "Normalization", "RadarDataModule", "RadarValues",
-           "RadarWindows", "SequenceDataModule", "SyntheticRadar", "SyntheticRadarDataModule",
-           "WindowDataset", "get_method", "list_sources", "load_digits", "open_radar",
-           "open_source", "open_sources", "register_source"]
+           "RadarWindows", "SequenceDataModule", "StepsRadar", "StepsRadarDataModule",
+           "SyntheticRadar", "SyntheticRadarDataModule", "WindowDataset", "get_method",
+           "list_sources", "load_digits", "open_radar", "open_source", "open_sources",
+           "register_source"]

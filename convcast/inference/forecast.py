@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from convcast.data.transform import (
     unit_scale,
     value_peak,
 )
+from convcast.models.pretrained import grid_factor
 from convcast.train.checkpoint import TrainedModel, load_checkpoint
 
 Frames = str | os.PathLike | FrameSource | np.ndarray | torch.Tensor
@@ -277,6 +278,7 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
                  + (" (sorted by name)" if source.kind == "images" and source.timestamps is None
                     else ""))
     if is_radar:
+        radar = within_card(tm.model, source, radar, minutes, notes)
         prep = Preparation.for_radar(source, d, radar, input_frames=need, horizon=k,
                                      model=tm.model, notes=notes)
     else:
@@ -565,6 +567,35 @@ def _check_range(model_in: np.ndarray, d: DataDescription, notes: list[str]) -> 
     if bad:
         notes.append(f"warning: the prepared input spans [{lo:.3g}, {hi:.3g}], far from what the "
                      "model was trained on; is it the same kind of data (units, value scale)?")
+
+
+def within_card(model: nn.Module, source: FrameSource, radar: RadarOptions,
+                minutes: float | None, notes: list[str]) -> RadarOptions:
+    """A pretrained model's card states the pixel sizes and steps it was trained on: an archive
+    finer than that is block-averaged into the range (unless `downsample`/`resize` is given),
+    and one outside it otherwise is warned about."""
+    card = getattr(model, "card", None) or {}
+    name = getattr(model, "pretrained_name", "the model")
+    grid = archive_grid(source)
+    px = None if grid is None else abs(grid.xpixelsize) / 1000
+    lo_hi = card.get("pixel_km")
+    if lo_hi and px:
+        k = radar.downsample or 1
+        if radar.downsample is None and radar.resize is None:
+            k = grid_factor(card, px)
+            if k > 1:
+                notes.append(f"block-averaging the {px:.3g}-km archive by {k} to {px * k:.3g} km: "
+                             f"{name} was trained on {lo_hi[0]:g}-{lo_hi[1]:g} km pixels "
+                             "(--downsample overrides)")
+                radar = replace(radar, downsample=k)
+        if radar.resize is None and not lo_hi[0] * 0.9 <= px * k <= lo_hi[1] * 1.1:
+            notes.append(f"warning: pixels of {px * k:.3g} km, outside the {lo_hi[0]:g}-"
+                         f"{lo_hi[1]:g} km {name} was trained on")
+    steps = card.get("step_minutes")
+    if steps and minutes and not steps[0] * 0.9 <= minutes <= steps[1] * 1.1:
+        notes.append(f"warning: {minutes:g}-minute steps, outside the {steps[0]:g}-{steps[1]:g} "
+                     f"minutes {name} was trained on")
+    return radar
 
 
 def _radar_values(source: FrameSource, d: DataDescription | None, radar: RadarOptions,

@@ -2,7 +2,7 @@
 
 Entry points: `frame_metrics(pred, target)` (mse, mae, mse_pixel, mae_pixel, ssim, psnr: `[T]`)
 and `skill_scores(pred, target, thresholds)` (csi, pod, far, hss, ets, bias: `[K, T]`, plus
-rainfall_mse and correlation `[T]`); for ensembles `[B, M, T, C, H, W]`,
+rainfall_mse, rainfall_mae and correlation `[T]`); for ensembles `[B, M, T, C, H, W]`,
 `probabilistic_metrics(ensemble, target, thresholds)` (crps, fair_crps, Brier, ROC, reliability,
 rank histogram, spread-skill). Each metric is also a function and a streaming torchmetrics
 Metric; `FrameMetrics`, `SkillScores` and `ProbabilisticMetrics` stream them all, DDP-safe.
@@ -62,6 +62,7 @@ from convcast.metrics.skill import (
     POD,
     Bias,
     Correlation,
+    RainfallMAE,
     RainfallMSE,
     SkillScores,
     bias,
@@ -73,6 +74,7 @@ from convcast.metrics.skill import (
     fss,
     hss,
     pod,
+    rainfall_mae,
     rainfall_mse,
     scores_from_table,
     skill_scores,
@@ -81,11 +83,11 @@ from convcast.metrics.skill import (
 __all__ = [
     "CSI", "ETS", "FAR", "FSS", "HSS", "MAE", "MSE", "POD", "PSNR", "SSIM", "Accuracy",
     "BalancedMAE", "BalancedMSE", "Bias", "ConfusionMatrix", "Correlation", "FrameMetrics",
-    "MAEPixel", "MSEPixel", "RainfallMSE", "SkillScores", "accuracy", "balanced_mae",
+    "MAEPixel", "MSEPixel", "RainfallMAE", "RainfallMSE", "SkillScores", "accuracy", "balanced_mae",
     "balanced_mse", "balanced_weights", "bias", "confusion_matrix", "contingency_table",
     "correlation", "csi", "ets", "far", "format_table", "frame_metrics", "fss", "hss", "mae",
-    "mae_pixel", "mse", "mse_pixel", "pod", "psnr", "rainfall_mse", "scores_from_table",
-    "skill_scores", "ssim", "write_metrics_json",
+    "mae_pixel", "mse", "mse_pixel", "pod", "psnr", "rainfall_mae", "rainfall_mse",
+    "scores_from_table", "skill_scores", "ssim", "write_metrics_json",
     # probabilistic (ensemble / probability forecasts)
     "CRPS", "BrierScore", "BrierSkillScore", "ProbabilisticMetrics", "ROCCurve", "RankHistogram",
     "ReliabilityDiagram", "SpreadSkillRatio", "brier_score", "brier_skill_score", "crps",

@@ -60,7 +60,7 @@ def _table(pred: Tensor, target: Tensor, thresholds: list[float], rule: str,
 
 
 def _rain_sums(pred: Tensor, target: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
-    """Pooled sums per lead time `[T]` for rainfall MSE and correlation, float64."""
+    """Pooled sums per lead time `[T]` for rainfall MSE, MAE and correlation, float64."""
     if mask is not None:
         pred = torch.where(mask, pred, torch.zeros_like(pred))
         target = torch.where(mask, target, torch.zeros_like(target))
@@ -73,7 +73,8 @@ def _rain_sums(pred: Tensor, target: Tensor, mask: Tensor | None) -> dict[str, T
     def total(x: Tensor) -> Tensor:
         return x.sum(dim=LEAD_DIMS, dtype=torch.float64)  # [T]
 
-    return {"sq": total(diff * diff), "n_pix": n_pix, "pt": total(pred * target),
+    return {"sq": total(diff * diff), "ab": total(diff.abs()), "n_pix": n_pix,
+            "pt": total(pred * target),
             "pp": total(pred * pred), "tt": total(target * target)}
 
 
@@ -196,6 +197,14 @@ def rainfall_mse(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
     return reduce_lead_time(safe_div(s["sq"], s["n_pix"]), reduction)
 
 
+def rainfall_mae(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
+                 reduction: Reduction = "none") -> Tensor:
+    """Per-pixel mean absolute error of the field (rain rate) per lead time `[T]`."""
+    pred, target, mask = check_pair("rainfall_mae", pred, target, mask)
+    s = _rain_sums(pred, target, mask)
+    return reduce_lead_time(safe_div(s["ab"], s["n_pix"]), reduction)
+
+
 def correlation(pred: Tensor, target: Tensor, *, mask: Tensor | None = None,
                 eps: float = CORRELATION_EPS, reduction: Reduction = "none") -> Tensor:
     """Shi et al. 2015's correlation sum(P*T) / sqrt(sum(P**2) sum(T**2) + eps) per lead time
@@ -216,8 +225,8 @@ def fss(pred: Tensor, target: Tensor, thresholds: Thresholds, scales: int | Sequ
 
 def skill_scores(pred: Tensor, target: Tensor, thresholds: Thresholds, *, rule: str = ">=",
                  mask: Tensor | None = None, scales: Sequence[int] = ()) -> dict[str, Tensor]:
-    """All skill scores per lead time: csi, pod, far, hss, ets, bias `[K, T]`, rainfall_mse and
-    correlation `[T]`, and `fss_{s}px` `[K, T]` for each scale s in `scales`."""
+    """All skill scores per lead time: csi, pod, far, hss, ets, bias `[K, T]`, rainfall_mse,
+    rainfall_mae and correlation `[T]`, and `fss_{s}px` `[K, T]` for each scale s in `scales`."""
     metric = SkillScores(thresholds, rule=rule, scales=scales, sync_on_compute=False)
     metric = metric.to(pred.device)
     metric.update(pred, target, mask=mask)
@@ -241,7 +250,7 @@ class SkillScores(LeadTimeMetric):
         self.scales = _check_scales(scales)
         K, S, T = len(self.thresholds), len(self.scales), self._lead_times
         self.add_state("table", torch.zeros(K, T, 4, dtype=torch.long), dist_reduce_fx="sum")
-        for name in ("sq", "n_pix", "pt", "pp", "tt"):
+        for name in ("sq", "ab", "n_pix", "pt", "pp", "tt"):
             self._add_sum(name)
         self.add_state("fss_sums", torch.zeros(K, S, T, 3, dtype=torch.float64),
                        dist_reduce_fx="sum")
@@ -257,6 +266,7 @@ class SkillScores(LeadTimeMetric):
     def compute(self) -> dict[str, Tensor]:
         out = scores_from_table(self.table)  # each [K, T]
         out["rainfall_mse"] = safe_div(self.sq, self.n_pix)  # [T]
+        out["rainfall_mae"] = safe_div(self.ab, self.n_pix)  # [T]
         out["correlation"] = _correlation({"pt": self.pt, "pp": self.pp, "tt": self.tt})  # [T]
         if self.scales:
             values = _fss_from_sums(self.fss_sums)  # [K, S, T]
@@ -351,7 +361,7 @@ class _RainMetric(LeadTimeMetric):
     def __init__(self, reduction: Reduction = "none", lead_times: int | None = None,
                  **kwargs: Any) -> None:
         super().__init__(reduction=reduction, lead_times=lead_times, **kwargs)
-        for name in ("sq", "n_pix", "pt", "pp", "tt"):
+        for name in ("sq", "ab", "n_pix", "pt", "pp", "tt"):
             self._add_sum(name)
 
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
@@ -366,6 +376,15 @@ class RainfallMSE(_RainMetric):
 
     def compute(self) -> Tensor:
         return self._reduce(safe_div(self.sq, self.n_pix))
+
+
+class RainfallMAE(_RainMetric):
+    """Streaming per-pixel mean absolute error of the rain field `[T]` (see `rainfall_mae`)."""
+
+    higher_is_better = False
+
+    def compute(self) -> Tensor:
+        return self._reduce(safe_div(self.ab, self.n_pix))
 
 
 class Correlation(_RainMetric):

@@ -189,9 +189,14 @@ def get_model_class(name: str) -> Callable[..., nn.Module]:
     return _MODELS[resolve(name)[0]]
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build the registered model (or variant) `name`, of any kind; `kwargs` override a
-    variant's."""
+    variant's. `pretrained=True` loads the weights shipped with the package (offline; see
+    `convcast.models.pretrained`), in eval mode."""
+    if pretrained:
+        from convcast.models.pretrained import load_pretrained
+
+        return load_pretrained(name, **kwargs)
     arch, base = resolve(name)
     kwargs = {**base, **kwargs}
     try:

@@ -77,6 +77,7 @@ def evaluate(
     data_range: float = 1.0,
     denormalize: Callable[[Tensor], Tensor] | None = None,
     members: int | None = None,
+    scales: Sequence[int] = (),
 ) -> dict[str, dict[str, Tensor]]:
     """Metrics of every model: `{model: {metric: [T] (frame metrics) or [K, T] (skill)}}`.
 
@@ -85,11 +86,12 @@ def evaluate(
     applied to forecasts and targets before every metric; `to_physical` then maps both to the
     units of `thresholds` (e.g. `convcast.data.units.pixel_to_rainrate`) for the skill scores.
     Masks of `(x, y, mask)` batches exclude pixels; SSIM/PSNR are skipped for masked data.
-    `members=N` adds the ensemble scores (see the module docstring).
+    `members=N` adds the ensemble scores (see the module docstring); `scales` (pixels, with
+    thresholds) adds the fractions skill score `fss_{s}px` `[K, T]` per neighbourhood size.
     """
     return run_evaluation(models, dataloader, thresholds=thresholds, to_physical=to_physical,
                           device=device, max_batches=max_batches, data_range=data_range,
-                          denormalize=denormalize, members=members).metrics
+                          denormalize=denormalize, members=members, scales=scales).metrics
 
 
 @torch.no_grad()
@@ -104,6 +106,7 @@ def run_evaluation(
     data_range: float = 1.0,
     denormalize: Callable[[Tensor], Tensor] | None = None,
     members: int | None = None,
+    scales: Sequence[int] = (),
 ) -> Evaluation:
     """`evaluate`, with the ensemble curves and sizes of `members=N` (an `Evaluation`)."""
     if not models:
@@ -142,7 +145,7 @@ def run_evaluation(
             frame[name].update(pred, target, mask)
             if thresholds:
                 if name not in skill:
-                    skill[name] = SkillScores(list(thresholds)).to(device)
+                    skill[name] = SkillScores(list(thresholds), scales=scales).to(device)
                 phys = to_physical(pred) if to_physical is not None else pred
                 skill[name].update(phys, target_phys, mask)
             if members is not None:
@@ -171,7 +174,8 @@ def run_evaluation(
     return out
 
 
-PER_LEAD_TIME = ("rainfall_mse", "correlation")  # skill metrics without a threshold axis
+# skill metrics without a threshold axis
+PER_LEAD_TIME = ("rainfall_mse", "rainfall_mae", "correlation")
 
 
 def _lead_time_shape(value: Tensor, thresholds: int | None) -> Tensor:

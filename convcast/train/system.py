@@ -84,11 +84,13 @@ class _NoTip(logging.Filter):
 quiet_third_party()
 
 
-def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def _build(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Module:
     """`create_model`, with a wrong keyword argument named beside the ones the model takes."""
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"model_kwargs must be a mapping of keyword arguments, got {kwargs!r}")
     try:
+        if pretrained:  # the shipped weights, to fine-tune
+            return create_model(name, pretrained=True, **kwargs).train()
         return create_model(name, **kwargs)
     except TypeError as err:
         try:
@@ -158,6 +160,9 @@ class ForecastSystem(L.LightningModule):
             one member); its val/test MSE and predictions are the zero-noise member (`forward`).
             Exceedance heads (`exceedance_heads`) train on their raw logits with
             `exceedance_bce` at the model's thresholds, and are evaluated on the calibrated ones.
+        pretrained: start from the weights shipped with the package
+            (`create_model(model_name, pretrained=True)`, e.g. `radar_nowcaster`) and fine-tune
+            them; a checkpoint of the run holds the weights itself.
     """
 
     def __init__(
@@ -179,6 +184,7 @@ class ForecastSystem(L.LightningModule):
         gradient_checkpointing: bool = False,
         nonfinite_loss: Literal["stop", "skip"] = "stop",
         members: int = 2,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if nonfinite_loss not in NONFINITE:
@@ -193,7 +199,7 @@ class ForecastSystem(L.LightningModule):
             model_name, model_kwargs = (spec["name"], spec["kwargs"]) if spec else (None, None)
         self.save_hyperparameters(ignore=["model", "sampling"])
         if model is None:
-            model = _build(model_name, model_kwargs or {})
+            model = _build(model_name, model_kwargs or {}, pretrained)
         self.model = model
         if gradient_checkpointing and not set_checkpointing(model):
             warnings.warn(f"gradient_checkpointing: {type(model).__name__} has no recurrent cell "
