@@ -3,9 +3,6 @@ the radar nowcaster forecasts a real archive with no training and no download.""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +10,6 @@ import torch
 from convcast.models import create_model
 from convcast.models import pretrained as pre
 
-SAMPLES = Path(os.environ.get("CONVCAST_RADAR_SAMPLES",
-                              Path(__file__).resolve().parents[2] / "shared" / "radar-samples"))
 TINY = {"in_channels": 1, "anchor": "optical_flow", "calibrate_leads": 3,
         "base": "encoder_forecaster", "base_kwargs": {"hidden_channels": [4], "patch_size": 2}}
 
@@ -82,19 +77,13 @@ def test_shipped_radar_nowcaster_loads_offline_with_its_card() -> None:
     assert float(y[0, 0, 0, 10:18, 10:18].mean()) > 0.3
 
 
-def _samples(*parts: str) -> Path:
-    path = SAMPLES.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"the real radar samples are not here ({path}); set CONVCAST_RADAR_SAMPLES "
-                    "to the radar-samples folder to run this test")
-    return path
-
-
 def test_shipped_nowcaster_forecasts_a_real_archive_from_the_command_line(tmp_path, capsys):
     xr = pytest.importorskip("xarray")
+    from test_radar_archives import samples
+
     from convcast.cli.main import main
 
-    folder = _samples("fmi", "pgm", "20170509")
+    folder = samples("fmi", "pgm", "20170509")
     out = tmp_path / "out"
     assert main(["nowcast", "--model", "radar_nowcaster", "--importer", "fmi_pgm",
                  "--importer_kwargs", '{"gzipped": true}', "--input", str(folder),
