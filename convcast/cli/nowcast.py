@@ -152,7 +152,7 @@ def load_model(args) -> torch.nn.Module | Path:
     if args.model in list_pretrained():
         return create_model(args.model, pretrained=True)
     if args.model not in baselines():
-        raise ValueError(f"--model {args.model!r} is neither a baseline nor a pretrained model; "
+        raise ValueError(f"--model {args.model!r} is not a baseline or a pretrained model; "
                          f"valid: {', '.join(ready)} (trained models come with --ckpt_path)")
     if args.model == "optical_flow":
         return create_model("optical_flow", method=args.method)
