@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from convcast.models.registry import create_model, register_variant
+from convcast.models.registry import create_model, register_variant, register_weights
 
 FORMAT = "convcast-pretrained-v1"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -40,6 +40,7 @@ def register_pretrained(name: str, architecture: str, asset: str, doc: str = "",
     """A variant `name` of `architecture` (sizes `kwargs`) whose weights are `asset`."""
     register_variant(name, architecture, doc, **kwargs)
     PRETRAINED[name] = asset
+    register_weights(name, lambda **overrides: load_pretrained(name, **overrides))
 
 
 register_pretrained(

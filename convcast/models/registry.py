@@ -43,6 +43,7 @@ _BASELINES: set[str] = set()
 _VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {}  # name -> (architecture, kwargs, doc)
 _KINDS: dict[str, str] = {}  # architecture -> kind
 _INFO: dict[str, ModelInfo] = {}
+_WEIGHTS: dict[str, Callable[..., nn.Module]] = {}  # name -> loader of its shipped weights
 KINDS = ("forecaster", "classifier")
 # the optional keyword inputs of the one forecaster call, `model(x, horizon, **inputs)`:
 #   condition    [B, horizon, Cc, H, W]  frames known per lead time (a baseline's forecast, ...)
@@ -142,6 +143,11 @@ def register_variant(name: str, architecture: str, doc: str = "", **kwargs: Any)
     _VARIANTS[name] = (architecture, dict(kwargs), doc)
 
 
+def register_weights(name: str, load: Callable[..., nn.Module]) -> None:
+    """`create_model(name, pretrained=True)` returns `load(**kwargs)` (shipped weights)."""
+    _WEIGHTS[name] = load
+
+
 def _of_kind(arch: str, kind: str | None) -> bool:
     return kind is None or _KINDS[arch] == kind
 
@@ -194,9 +200,11 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     variant's. `pretrained=True` loads the weights shipped with the package (offline; see
     `convcast.models.pretrained`), in eval mode."""
     if pretrained:
-        from convcast.models.pretrained import load_pretrained
-
-        return load_pretrained(name, **kwargs)
+        if name not in _WEIGHTS:
+            have = ", ".join(sorted(_WEIGHTS)) or "none"
+            raise ValueError(f"no pretrained weights for {name!r}; models with shipped weights: "
+                             f"{have} (others start from random weights: pretrained=False)")
+        return _WEIGHTS[name](**kwargs)
     arch, base = resolve(name)
     kwargs = {**base, **kwargs}
     try:
