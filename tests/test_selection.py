@@ -57,3 +57,32 @@ def test_training_that_helps_is_kept_and_plain_models_skip_the_start(tmp_path):
     plain = ForecastSystem("encoder_forecaster", TINY["base_kwargs"], lr=1e-3)
     _, ck = _fit(plain, tmp_path / "b")  # not anchored: no validation before training
     assert not getattr(ck, "_anchor_path", "")
+
+
+def _fading_frames(n: int = 16) -> DataLoader:
+    """Windows whose frames fade: persistence is off, and a correction learns it quickly."""
+    g = torch.Generator().manual_seed(0)
+    frame = torch.rand(n, 1, 1, 8, 8, generator=g)
+    scale = torch.linspace(1.0, 0.5, 5).view(1, 5, 1, 1, 1)
+    seq = frame * scale  # [n, 5, 1, 8, 8]
+    return DataLoader(TensorDataset(seq[:, :3].clone(), seq[:, 3:].clone()), batch_size=4)
+
+
+def test_a_margin_keeps_the_anchor_unless_training_beats_it_clearly(tmp_path):
+    def fit(margin: float, root) -> Checkpoint:
+        torch.manual_seed(0)
+        ck = Checkpoint(dirpath=root, monitor="val/loss", mode="min", save_top_k=1,
+                        save_last=True, anchor_margin=margin)
+        trainer = L.Trainer(max_steps=8, val_check_interval=4, logger=False, callbacks=[ck],
+                            enable_progress_bar=False, enable_model_summary=False,
+                            num_sanity_val_steps=0, accelerator="cpu")
+        trainer.fit(ForecastSystem("anchored", TINY, lr=0.01), _fading_frames(),
+                    _fading_frames())
+        return ck
+
+    assert not fit(0.0, tmp_path / "plain").anchor_won  # training helps, a little
+    with pytest.warns(UserWarning, match="with its 90% margin\\): no learned improvement"):
+        strict = fit(0.9, tmp_path / "strict")  # but not by 90%
+    assert strict.anchor_won and "step=0" in strict.best_model_path
+    with pytest.raises(ValueError, match="anchor_margin is a fraction"):
+        Checkpoint(anchor_margin=1.5)

@@ -260,3 +260,31 @@ def test_once_with_a_corrupt_newest_file_forecasts_from_the_latest_readable_wind
     assert "no forecast: the newest file 202106011012.png could not be read" in \
         capsys.readouterr().err
     assert not (out2 / "forecast.npz").exists()
+
+
+def test_watch_draws_an_ensemble_as_a_nowcast_does(tmp_path):
+    """`--members` / `--probability_thresholds` in watch mode: each forecast carries the members
+    and exceedance probabilities that a nowcast of the same frames gives (a seeded ensemble)."""
+    pytest.importorskip("pysteps")
+    radar, out, log = tmp_path / "radar", tmp_path / "out", []
+    levels = np.zeros((4, 32, 32), np.uint8)
+    for i in range(4):  # a rain cell moving right by one pixel per step
+        levels[i, 8:20, 6 + i:18 + i] = 120
+        write_image_folder(radar, levels[i:i + 1], (T0 + STEP * i)[None])
+    kw = dict(input_frames=3, horizon=2, members=3, probability_thresholds=(0.5, 2.0))
+    assert convcast.watch(radar, out, model="steps", once=True, radar={"step_minutes": 6},
+                          say=log.append, **kw) == 0
+    watched = forecast_of(out)
+    fc = convcast.forecast(convcast.create_model("steps"), str(radar),
+                           radar={"step_minutes": 6, "format": "png"}, **kw)
+    assert watched["members"].shape == (3, 2, 1, 32, 32)
+    assert np.ptp(watched["members"], axis=0).max() > 0  # three different members
+    np.testing.assert_allclose(watched["members"], fc.members, atol=1e-5)
+    np.testing.assert_allclose(watched["probabilities"], fc.probabilities, atol=1e-6)
+    np.testing.assert_array_equal(watched["probability_thresholds"], [0.5, 2.0])
+    with pytest.raises(ValueError, match="give members=N too"):
+        convcast.watch(radar, out, model="steps", probability_thresholds=(1.0,))
+    assert main(args("--model", "persistence", "--watch", radar, "--out", tmp_path / "cli",
+                     "--once", "--step_minutes", 6, "--input_frames", 2, "--horizon", 2,
+                     "--members", 2, "--probability_thresholds", 1)) == 0
+    assert forecast_of(tmp_path / "cli")["members"].shape == (1, 2, 1, 32, 32)  # one member

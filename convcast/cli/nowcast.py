@@ -225,10 +225,7 @@ def main(argv: list[str]) -> int:
     if args.watch is not None:
         from convcast.cli.watch import run
 
-        if args.members is not None or args.probability_thresholds is not None:
-            raise ValueError("--members and --probability_thresholds are not available with "
-                             "--watch yet; run nowcast --input ARCHIVE for an ensemble")
-
+        ensemble_options(args)  # checked before the model loads
         return run(args, model=load_model(args), radar=radar_options(args),
                    outputs=output_options(args, args.watch), say=_say)
     nowcast(args)

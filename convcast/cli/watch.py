@@ -3,6 +3,8 @@
 
     convcast nowcast --ckpt_path model.ckpt --watch radar/ --out nowcast/ [--poll_seconds 10]
     convcast nowcast --model optical_flow --importer fmi_pgm --watch fmi/ --out nowcast/ --once
+    convcast nowcast --model steps --importer fmi_pgm --watch fmi/ --out nowcast/ --members 8 \
+        --probability_thresholds 0.5 2 5
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from convcast.inference.watch import WatchConfig, Watcher
 def config(args, *, model: nn.Module | Path, radar: RadarOptions, outputs: OutputOptions,
            say: Callable[[str], None]) -> WatchConfig:
     """The `WatchConfig` of parsed nowcast `args` (`--watch`, `--out`, `--input_frames`,
-    `--horizon`) with the model, radar and output options the nowcast command made of them."""
+    `--horizon`, `--members`, `--probability_thresholds`) with the model, radar and output
+    options the nowcast command made of them."""
     if args.input is not None:
         raise ValueError("give either --input ARCHIVE (one nowcast) or --watch FOLDER (a "
                          "forecast per new file), not both")
+    thresholds = getattr(args, "probability_thresholds", None)
     return WatchConfig(folder=Path(args.watch), out=Path(args.out), model=model, radar=radar,
-                       input_frames=args.input_frames, horizon=args.horizon, outputs=outputs,
-                       say=say)
+                       input_frames=args.input_frames, horizon=args.horizon,
+                       members=getattr(args, "members", None),
+                       probability_thresholds=None if thresholds is None else tuple(thresholds),
+                       outputs=outputs, say=say)
 
 
 def run(args, *, model: nn.Module | Path, radar: RadarOptions, outputs: OutputOptions,

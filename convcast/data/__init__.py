@@ -2,6 +2,7 @@
 (radar: `(x, y, mask)`).
 
     sources/     one frame-source interface and a registry of readers by kind
+    windows      one windowing dataset over frame sequences (own data, KTH, radar share it)
     own/         your own videos, frame folders and arrays: FramesDataModule
     radar/       radar archives: RadarDataModule (Shi et al.'s experiment)
     synthetic/   generated data: Moving MNIST, moving shapes, synthetic radar
@@ -34,11 +35,12 @@ from convcast.data.synthetic import (
     SyntheticRadarDataModule,
     load_digits,
 )
+from convcast.data.windows import ArrayFrames, Windows
 
-__all__ = ["DataDescription", "FrameSource", "FramesDataModule", "MovingMNIST",
+__all__ = ["ArrayFrames", "DataDescription", "FrameSource", "FramesDataModule", "MovingMNIST",
            "MovingMNISTDataModule", "MovingMNISTTestFile", "MovingShapes",
            "MovingShapesDataModule", "Normalization", "RadarDataModule", "RadarValues",
            "RadarWindows", "SequenceDataModule", "StepsRadar", "StepsRadarDataModule",
-           "SyntheticRadar", "SyntheticRadarDataModule", "WindowDataset", "get_method",
+           "SyntheticRadar", "SyntheticRadarDataModule", "WindowDataset", "Windows", "get_method",
            "list_sources", "load_digits", "open_radar", "open_source", "open_sources",
            "register_source"]

@@ -250,7 +250,7 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
         probability_thresholds: exceedance probabilities of these thresholds (radar: mm/h; else
             the input's values) from the members (`Forecast.probabilities`); needs `members`.
     """
-    thresholds = _check_ensemble_options(members, probability_thresholds)
+    thresholds = check_ensemble_options(members, probability_thresholds)
     tm = trained_model(model_or_ckpt, device)
     d = description or tm.description
     notes: list[str] = []
@@ -298,7 +298,7 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
     return fc
 
 
-def _check_ensemble_options(members: int | None, thresholds: Sequence[float] | None
+def check_ensemble_options(members: int | None, thresholds: Sequence[float] | None
                             ) -> list[float] | None:
     """The ensemble options of `forecast`, checked before any work; the thresholds as a list."""
     if members is not None and (isinstance(members, bool) or not isinstance(members, int)

@@ -61,7 +61,10 @@ from convcast.data.sources.times import parse_time
 from convcast.inference.forecast import (
     Preparation,
     RadarOptions,
+    add_members,
     assemble,
+    check_ensemble_options,
+    draw_members,
     open_input,
     reader_options,
     trained_model,
@@ -86,8 +89,9 @@ class WatchConfig:
     `model`: a checkpoint path, a forecaster module, or the name of a registered baseline
     (e.g. "optical_flow"); `radar`: how files are read and prepared (`RadarOptions`; the
     checkpoint's settings by default); `input_frames` / `horizon`: default the checkpoint's
-    (else 5 and 15); `outputs`: the writers' options; `say`: where the log goes, one line per
-    call.
+    (else 5 and 15); `members` / `probability_thresholds`: also draw an ensemble with each
+    forecast and its exceedance probabilities, as `forecast(..., members=N)` does; `outputs`:
+    the writers' options; `say`: where the log goes, one line per call.
     """
 
     folder: Path
@@ -96,6 +100,8 @@ class WatchConfig:
     radar: RadarOptions = field(default_factory=RadarOptions)
     input_frames: int | None = None
     horizon: int | None = None
+    members: int | None = None
+    probability_thresholds: tuple[float, ...] | None = None
     outputs: OutputOptions = field(default_factory=OutputOptions)
     say: Callable[[str], None] = say_to_stderr
 
@@ -152,6 +158,8 @@ class Watcher:
             raise FileNotFoundError(f"--watch {folder}: not a folder; give the folder the radar "
                                     "writes its files into")
         self.config, self.say = config, config.say
+        # ensemble options are checked before the model loads
+        self.thresholds = check_ensemble_options(config.members, config.probability_thresholds)
         self.radar = config.radar
         self.tm = trained_model(config.load(), "cpu")
         self.d = self.tm.description
@@ -342,8 +350,16 @@ class Watcher:
             self.d.step_minutes if self.d else None)
         if not minutes:
             return "no forecast: the time step is unknown from one frame; pass --step_minutes"
-        fc = assemble(pred, np.stack(self.recent), prep, model_name=self.tm.model_name,
+        prepared = np.stack(self.recent)  # [T, C, h, w] model values, NaN = missing
+        fc = assemble(pred, prepared, prep, model_name=self.tm.model_name,
                       input_size=size, input_times=times, minutes=minutes, notes=[])
+        if self.config.members is not None:  # the ensemble, from the latest input frames
+            x = torch.from_numpy(np.nan_to_num(prepared[-self.need:], nan=0.0))[None]
+            with torch.inference_mode():
+                ens = draw_members(self.tm.model, x, torch.from_numpy(pred)[None],
+                                   self.config.members)[0]
+            add_members(fc, ens.float().numpy(), prepared, prep, thresholds=self.thresholds)
+            self.timing["forecast"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         write_outputs(self.out, fc, self.outputs, self.say)
         self.timing["write"] = time.perf_counter() - t1

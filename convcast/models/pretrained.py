@@ -50,6 +50,14 @@ register_pretrained(
     in_channels=1, anchor="optical_flow", calibrate_leads=12, base="encoder_forecaster",
     base_kwargs={"hidden_channels": [32, 32], "kernel_size": 3, "patch_size": 2})
 
+register_pretrained(
+    "video_nowcaster", "anchored", "video_nowcaster.pt",
+    "a generic pretrained video model: a 2x32 ConvLSTM correction on top of persistence, 64x64 "
+    "gray, 10 -> 10, trained on real clips and moving digits (see its card); fine-tune it on "
+    "your own video with --model.pretrained true",
+    in_channels=1, anchor="persistence", base="encoder_forecaster",
+    base_kwargs={"hidden_channels": [32, 32], "kernel_size": 3, "patch_size": 4})
+
 
 def list_pretrained() -> list[str]:
     """Names of the models with shipped weights."""

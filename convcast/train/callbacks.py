@@ -118,7 +118,10 @@ class Checkpoint(ModelCheckpoint):
     baseline): a new run is validated once before its first step, so the step-0 model competes
     for "best" (`--ckpt_path best`, selected on `val/loss`); training that only hurts on the
     validation windows then leaves the anchor as the best checkpoint, and the end of training
-    says so ("no learned improvement on this data").
+    says so ("no learned improvement on this data"). `anchor_margin` (e.g. 0.05) makes a trained
+    state replace the step-0 model only where it beats it by that fraction of its score: a few
+    validation windows are noisy, and a short clip's last frames may not be like its validation
+    frames, so a small gain is not worth leaving a known-good anchor for.
 
     Lightning writes `last.ckpt` only beside another checkpoint, so after a run stopped by
     `max_steps` mid-epoch it would hold an older state; here the end of training rewrites it,
@@ -129,9 +132,14 @@ class Checkpoint(ModelCheckpoint):
 
     _train_start_step: int | None = None
 
-    def __init__(self, *args: Any, validate_at_start: bool | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, validate_at_start: bool | None = None,
+                 anchor_margin: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not 0.0 <= anchor_margin < 1.0:
+            raise ValueError(f"checkpoint anchor_margin is a fraction of the step-0 score, in "
+                             f"[0, 1), got {anchor_margin} (e.g. 0.05: 5% better to replace it)")
         self.validate_at_start = validate_at_start
+        self.anchor_margin = anchor_margin
 
     def _anchored(self, pl_module: L.LightningModule) -> bool:
         model = getattr(pl_module, "model", None)
@@ -148,6 +156,16 @@ class Checkpoint(ModelCheckpoint):
             self._last_global_step_saved = -1  # step 0 may be saved: it is a candidate
             trainer.fit_loop.epoch_loop.val_loop.run()  # logs val/*, saves it if the best
             self._anchor_path = self.best_model_path  # the step-0 checkpoint
+            self._handicap_anchor()
+
+    def _handicap_anchor(self) -> None:
+        """Rank the step-0 checkpoint as if it scored `anchor_margin` better than it did."""
+        score = self.best_k_models.get(self._anchor_path)
+        if not self.anchor_margin or score is None:
+            return
+        shift = self.anchor_margin * score.abs()
+        score = score - shift if self.mode == "min" else score + shift
+        self.best_k_models[self._anchor_path] = self.best_model_score = self.kth_value = score
 
     @property
     def anchor_won(self) -> bool:
@@ -186,8 +204,10 @@ class Checkpoint(ModelCheckpoint):
         if self.anchor_won:
             rank_zero_warn(f"the best checkpoint on the validation windows is the untrained "
                            f"model ({self.best_model_path}, {self.monitor} "
-                           f"{float(self.best_model_score):.4g}): no learned improvement on "
-                           "this data; --ckpt_path best forecasts as its anchor does")
+                           f"{float(self.best_model_score):.4g}"
+                           + (f" with its {self.anchor_margin:.0%} margin" if self.anchor_margin
+                              else "") + "): no learned improvement on this data; --ckpt_path "
+                           "best forecasts as its anchor does")
         if (self.save_last and self.dirpath and not trainer.fast_dev_run
                 and self._finite(trainer, self._last_path())):
             trainer.save_checkpoint(self._last_path(), weights_only=self.save_weights_only)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from convcast.data.cache import PreparedFrames
 from convcast.data.sources.video import VideoSource
+from convcast.data.windows import ArrayFrames, Windows
 
 
 def load_video(path: str | Path, channels: int = 1,
@@ -34,31 +34,36 @@ def load_video(path: str | Path, channels: int = 1,
     return np.round(unit * 255).astype(np.uint8)  # [T, C, H, W]
 
 
-class VideoWindows(Dataset):
-    """Windows of `window` frames every `stride` frames of decoded uint8 videos `[T, C, H, W]`.
+class VideoWindows(Windows):
+    """Windows of `window` frames every `stride` frames of decoded uint8 videos `[T, C, H, W]`,
+    as float32 in [0, 1].
 
     `flip=True` mirrors a window left-right with probability 1/2 (training augmentation; drawn
     from torch's generator, which `seed_everything` seeds).
     """
 
     def __init__(self, videos: Sequence[np.ndarray], window: int, stride: int,
-                 flip: bool = False) -> None:
+                 flip: bool = False, input_frames: int | None = None) -> None:
         if window < 1 or stride < 1:
             raise ValueError(f"need window >= 1 and stride >= 1 frames, got {window}, {stride}")
         self.videos, self.window, self.flip = list(videos), window, flip
-        self.index = [(v, t) for v, f in enumerate(self.videos)
-                      for t in range(0, len(f) - window + 1, stride)]  # (video, first frame)
+        starts = [(v, t) for v, f in enumerate(self.videos)
+                  for t in range(0, len(f) - window + 1, stride)]  # (video, first frame)
+        t_in = window if input_frames is None else input_frames
+        super().__init__([ArrayFrames(v) for v in self.videos], starts, input_frames=t_in,
+                         output_frames=window - t_in, transform=self.to_unit)
 
-    def __len__(self) -> int:
-        return len(self.index)
+    def to_unit(self, clip: np.ndarray, index: int, epoch: int) -> np.ndarray:
+        """uint8 `[window, C, H, W]` -> float32 in [0, 1], mirrored left-right half the time
+        with `flip`."""
+        clip = clip.astype(np.float32) / np.float32(255)
+        if self.flip and bool(torch.rand(()) < 0.5):
+            clip = clip[..., ::-1]
+        return clip
 
     def clip(self, i: int) -> tuple[torch.Tensor, int]:
         """Window `i` as float32 `[window, C, H, W]` in [0, 1], and its video's index."""
-        v, t = self.index[i]
-        clip = torch.from_numpy(np.array(self.videos[v][t:t + self.window])).float().div_(255)
-        if self.flip and bool(torch.rand(()) < 0.5):
-            clip = clip.flip(-1)  # [window, C, H, W], mirrored left-right
-        return clip, v
+        return self.load(i)
 
 
 class ClipDataset(VideoWindows):
@@ -79,9 +84,4 @@ class ForecastWindows(VideoWindows):
 
     def __init__(self, videos: Sequence[np.ndarray], input_frames: int, output_frames: int,
                  stride: int, flip: bool = False) -> None:
-        super().__init__(videos, input_frames + output_frames, stride, flip)
-        self.input_frames = input_frames
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        clip, _ = self.clip(i)
-        return clip[:self.input_frames], clip[self.input_frames:]
+        super().__init__(videos, input_frames + output_frames, stride, flip, input_frames)

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import Dataset
 
 from convcast.data.augment import VideoAugment
 from convcast.data.cache import PreparedFrames, prepare_sources
@@ -48,6 +47,7 @@ from convcast.data.sources import (
 )
 from convcast.data.splits import SPLITS
 from convcast.data.transform import as_size, describe_scale, dtype_scale, source_scale
+from convcast.data.windows import Windows
 
 Window = tuple[int, int]  # (source index, first frame)
 
@@ -154,39 +154,31 @@ def _frame_kinds(sources: list, frame_size: int | Sequence[int] | None, channels
             "channels": set() if channels is not None else {s.frame_shape[0] for s in sources}}
 
 
-class WindowDataset(Dataset):
+class WindowDataset(Windows):
     """Item `i`: `(x [T_in,C,H,W], y [T_out,C,H,W])` float32 of window `windows[i]` of the
-    prepared frames `frames` (`convcast.data.cache.PreparedFrames`), normalised."""
+    prepared frames `frames` (`convcast.data.cache.PreparedFrames`), augmented (training) and
+    normalised."""
 
     def __init__(self, frames: Sequence[PreparedFrames], windows: Sequence[Window],
                  input_frames: int, output_frames: int,
                  normalization: Normalization | None = None,
                  augment: VideoAugment | None = None) -> None:
-        self.frames, self.windows = list(frames), list(windows)
-        self.input_frames, self.output_frames = input_frames, output_frames
+        super().__init__(frames, windows, input_frames=input_frames, output_frames=output_frames,
+                         transform=self.prepare, epoch_indices=augment is not None)
+        self.frames = self.sequences
         self.normalization = normalization or Normalization()
         self.augment = augment
 
-    @property
-    def epoch_indices(self) -> bool:
-        """Whether the training loader passes `epoch * len + i` (augmentation draws by epoch)."""
-        return self.augment is not None
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = divmod(index, len(self.windows))
-        s, t = self.windows[index]
-        stop = t + self.input_frames + self.output_frames
-        seq = self.frames[s].read(t, stop)  # [T, C, H, W] float32
+    def prepare(self, seq: np.ndarray, index: int, epoch: int) -> np.ndarray:
+        """Frames `[T, C, H, W]` of window `index` -> checked, augmented, normalised."""
         if not np.isfinite(seq).all():
-            raise ValueError(f"{self.frames[s].name} frames {t}:{stop} hold NaN or infinite "
-                             "values; fill them (e.g. np.nan_to_num) or give the data a mask")
+            s, t = self.windows[index]
+            raise ValueError(f"{self.frames[s].name} frames {t}:{t + len(seq)} hold NaN or "
+                             "infinite values; fill them (e.g. np.nan_to_num) or give the data "
+                             "a mask")
         if self.augment is not None:  # in data values, before the normalisation
             seq = self.augment(torch.from_numpy(seq), index, epoch).numpy()
-        seq = torch.from_numpy(self.normalization.apply(seq).astype(np.float32))
-        return seq[: self.input_frames], seq[self.input_frames:]
+        return self.normalization.apply(seq).astype(np.float32)
 
 
 class FramesDataModule(SequenceDataModule):

@@ -3,7 +3,9 @@ by day blocks, and the `RadarDataModule` of Shi et al.'s experiment."""
 
 from convcast.data.radar.archive import UNITS, RadarSource, open_radar, write_image_folder
 from convcast.data.radar.datamodule import RadarDataModule, RadarWindows
+from convcast.data.radar.parts import RadarArchive, RadarClutter, RadarPreparation, RadarSplit
 from convcast.data.radar.preprocess import RadarPreprocess
 
-__all__ = ["UNITS", "RadarDataModule", "RadarPreprocess", "RadarSource", "RadarWindows",
-           "open_radar", "write_image_folder"]
+__all__ = ["UNITS", "RadarArchive", "RadarClutter", "RadarDataModule", "RadarPreparation",
+           "RadarPreprocess", "RadarSource", "RadarSplit", "RadarWindows", "open_radar",
+           "write_image_folder"]

@@ -13,32 +13,22 @@ downsampling, disk filter, resize and clutter (`preprocess`), the georeference (
 
 from __future__ import annotations
 
-import os
-import warnings
-from pathlib import Path
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from convcast.atomic import atomic_write
 from convcast.data.cache import PreparedFrames
 from convcast.data.datamodule import SequenceDataModule
 from convcast.data.description import DataDescription, RadarValues
-from convcast.data.radar.archive import RadarSource, archive_grid, archive_values, open_radar
-from convcast.data.radar.preprocess import (
-    CLUTTER_METHODS,
-    Crop,
-    EchoStatistics,
-    RadarPreprocess,
-    Size,
-    circle_mask,
-    clutter_by_frequency,
-    clutter_by_kmeans,
-)
-from convcast.data.radar.timeline import as_step, split_by_day_blocks, split_by_times
+from convcast.data.radar.archive import RadarSource, archive_grid
+from convcast.data.radar.parts import RadarArchive, RadarClutter, RadarPreparation, RadarSplit
+from convcast.data.radar.preprocess import Crop, RadarPreprocess, Size
+from convcast.data.radar.timeline import as_step
 from convcast.data.sources import FrameSource
 from convcast.data.splits import SPLITS
+from convcast.data.windows import Windows
 
 
 class ProcessedFrames(FrameSource):
@@ -65,35 +55,27 @@ class ProcessedFrames(FrameSource):
         return {**self.source.fingerprint(), "preprocess": repr(settings)}
 
 
-class RadarWindows(Dataset):
+class RadarWindows(Windows):
     """Windows of `input_frames + output_frames` frames starting at `starts` in `source`
-    (`frames`: its preprocessed frames, e.g. cached, read instead of preprocessing each time)."""
+    (`frames`: its preprocessed frames, e.g. cached, read instead of preprocessing each time),
+    as `(x, y, mask)` (see the module docstring)."""
 
     def __init__(self, source: RadarSource, starts: np.ndarray, preprocess: RadarPreprocess,
                  input_frames: int = 5, output_frames: int = 15,
                  frames: PreparedFrames | None = None) -> None:
         self.source, self.starts, self.preprocess = source, np.asarray(starts), preprocess
-        self.input_frames, self.output_frames, self.frames = input_frames, output_frames, frames
-
-    def __len__(self) -> int:
-        return len(self.starts)
+        self.frames = frames
+        # cached frames are processed but for the static mask; else preprocess what is read
+        transform = (lambda seq, i, e: preprocess.apply_valid(seq)) if frames is not None else \
+            (lambda seq, i, e: preprocess(seq))  # [T, C, H, W] -> [T, C, h, w], NaN = invalid
+        super().__init__([frames if frames is not None else source],
+                         [(0, s) for s in self.starts], input_frames=input_frames,
+                         output_frames=output_frames, transform=transform, masked=True)
 
     def times(self, index: int) -> np.ndarray:
         """Timestamps `[T_in + T_out]` (datetime64[s]) of window `index`."""
         s = int(self.starts[index])
         return self.source.timestamps[s:s + self.input_frames + self.output_frames]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        s = int(self.starts[index])
-        e = s + self.input_frames + self.output_frames
-        if self.frames is not None:
-            pixels = self.preprocess.apply_valid(self.frames.read(s, e))  # [T, C, h, w]
-        else:
-            pixels = self.preprocess(self.source.read(s, e))  # [T, C, H, W] -> [T, C, h, w]
-        seq = torch.from_numpy(pixels)  # NaN = invalid
-        x, y = seq[: self.input_frames], seq[self.input_frames:]
-        mask = torch.isfinite(y)  # [T_out, C, h, w]
-        return torch.nan_to_num(x, nan=0.0), torch.nan_to_num(y, nan=0.0), mask
 
 
 class RadarDataModule(SequenceDataModule):
@@ -124,6 +106,11 @@ class RadarDataModule(SequenceDataModule):
     (>= `clutter_dbz`) anomalously often), "kmeans" (Shi et al.'s K-means on monthly means) or
     "none", from up to `clutter_frames` training frames; `clutter_cache` saves/loads the mask
     (.npy). The mask is also kept in checkpoints, so `convcast nowcast` reuses it.
+
+    The module is an archive, a preparation, a split and a clutter mask
+    (`convcast.data.radar.parts`: `dm.archive`, `dm.preparation`, `dm.split`, `dm.clutter`,
+    frozen and keyword-only); the flat arguments above fill them in as configs spell them, and
+    `RadarDataModule.of(archive, preparation=..., split=..., clutter=...)` takes them typed.
     """
 
     def __init__(
@@ -148,127 +135,63 @@ class RadarDataModule(SequenceDataModule):
         cache: bool | str = "auto", cache_dir: str | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers)
-        if clutter not in CLUTTER_METHODS:
-            raise ValueError(f"unknown clutter method {clutter!r}; valid: "
-                             f"{', '.join(CLUTTER_METHODS)}")
         if cache not in (True, False, "auto"):
             raise ValueError(f"cache must be true, false or auto, got {cache!r}")
-        if crop is not None and crop_box is not None:
-            raise ValueError("give either crop (pixels) or crop_box (projected coordinates), "
-                             "not both")
         self.save_hyperparameters()
+        hp = dict(self.hparams)
+        # the parts, each frozen and keyword-only (bad options fail here, before any reading)
+        self.archive = RadarArchive.pick(hp)
+        self.preparation = RadarPreparation.pick(hp)
+        self.split = RadarSplit.pick({**hp, "ratios": split_ratios, "seed": split_seed,
+                                      "times": split_times})
+        self.clutter = RadarClutter.pick({**hp, "clutter_method": clutter}, prefix="clutter_")
         self.source: RadarSource | None = None
         self.preprocess: RadarPreprocess | None = None
         self.clutter_mask: np.ndarray | None = None  # [C, h, w] bool, True = clutter
         self.windows: dict[str, np.ndarray] = {}
 
-    # ---- building blocks (also used by `convcast nowcast`) -----------------------------------
-    def open_source(self) -> RadarSource:
-        hp = self.hparams
-        names = ("format", "units", "variable", "time_variable", "time_format", "time_regex",
-                 "start_time", "step_minutes", "nodata", "reader_kwargs", "importer",
-                 "importer_kwargs", "fn_pattern", "fn_ext")
-        return open_radar(hp.path, **{k: hp[k] for k in names})
-
-    def base_preprocess(self, source: RadarSource) -> RadarPreprocess:
-        """The preprocessing of this archive's values and grid, without static masks."""
-        hp = self.hparams
-        values = archive_values(source, None if hp.zr is None else tuple(hp.zr))
-        crop = hp.crop
-        if hp.crop_box is not None:
-            grid = archive_grid(source)
-            if grid is None:
-                raise ValueError(f"crop_box needs a georeferenced archive, and {hp.path} has no "
-                                 "projection in its metadata; crop by pixels instead (crop: "
-                                 "[top, left, bottom, right])")
-            crop = grid.window_of(tuple(hp.crop_box))
-        return RadarPreprocess(source.units, dbz_range=hp.dbz_range, crop=crop,
-                               disk_radius=hp.disk_radius, resize=hp.resize, zr=values["zr"],
-                               valid=None, downsample=hp.downsample,
-                               accutime=hp.accutime or values["accutime"],
-                               threshold=values["threshold"], zerovalue=values["zerovalue"])
-
-    def make_preprocess(self, source: RadarSource) -> RadarPreprocess:
-        """The preprocessing with the static masks (user mask, circle, clutter) folded in."""
-        hp = self.hparams
-        pre = self.base_preprocess(source)
-        _, h, w = pre.output_shape(source.frame_shape)
-        valid = np.ones((h, w), dtype=bool)
-        if hp.valid_mask is not None:
-            valid &= pre.regrid_mask(load_mask(hp.valid_mask))
-        if hp.circle:
-            valid &= circle_mask(h, w)
-        if self.clutter_mask is not None:
-            if self.clutter_mask.shape[-2:] != (h, w):
-                raise ValueError(f"the clutter mask is {self.clutter_mask.shape[-2:]} but frames "
-                                 f"are {(h, w)}; delete clutter_cache to recompute it")
-            valid = valid & ~self.clutter_mask
-        pre.valid = None if valid.all() else valid
-        return pre
+    @classmethod
+    def of(cls, archive: RadarArchive, *, preparation: RadarPreparation | None = None,
+           split: RadarSplit | None = None, clutter: RadarClutter | None = None,
+           **options: Any) -> RadarDataModule:
+        """The datamodule of typed parts (`options`: batch_size, num_workers, cache,
+        cache_dir)."""
+        split = split or RadarSplit()
+        c = asdict(clutter or RadarClutter())
+        flat = {**asdict(archive), **asdict(preparation or RadarPreparation()),
+                **{k: v for k, v in asdict(split).items()
+                   if k not in ("ratios", "seed", "times")},
+                "split_ratios": split.ratios, "split_seed": split.seed,
+                "split_times": split.times, "clutter": c.pop("method"),
+                **{f"clutter_{k}": v for k, v in c.items()}}
+        return cls(**flat, **options)
 
     def setup(self, stage: str | None = None) -> None:
         if self.source is not None:
             return
-        hp = self.hparams
-        self.source = self.open_source()
+        hp, split = self.hparams, self.split
+        self.source = self.archive.open()
         ts = self.source.timestamps
-        step = as_step(hp.step_minutes, ts)
+        step = as_step(self.archive.step_minutes, ts)
         self.step_minutes = step.astype("timedelta64[s]").astype(np.int64) / 60
-        if hp.split_times is not None:
-            self.windows = split_by_times(ts, tuple(hp.split_times), hp.input_frames,
-                                          hp.output_frames, step, hp.gap_tolerance, hp.stride)
-            inside = f"one period of split_times {tuple(hp.split_times)}"
-        else:
-            self.windows = split_by_day_blocks(
-                ts, input_frames=hp.input_frames, output_frames=hp.output_frames, step=step,
-                tolerance=hp.gap_tolerance, block_minutes=hp.block_minutes,
-                ratios=tuple(hp.split_ratios), seed=hp.split_seed, stride=hp.stride)
-            inside = f"one {hp.block_minutes:g}-minute block"
+        self.windows, inside = split.windows(ts, step)
         if not any(len(w) for w in self.windows.values()):
             raise ValueError(f"{self.source} has no gap-free run of "
-                             f"{hp.input_frames + hp.output_frames} frames inside {inside} "
+                             f"{split.input_frames + split.output_frames} frames inside {inside} "
                              f"(step {self.step_minutes:g} min)")
-        if hp.clutter != "none" and self.clutter_mask is None:
-            self.clutter_mask = self._clutter()
-        self.preprocess = self.make_preprocess(self.source)
+        if self.clutter.method != "none" and self.clutter_mask is None:
+            self.clutter_mask = self.clutter.mask(
+                self.source, self.preparation.base(self.source), self.windows["train"],
+                split.input_frames + split.output_frames)
+        self.preprocess = self.preparation.build(self.source, self.clutter_mask)
         frames = None
         if hp.cache is True or (hp.cache == "auto" and self.source.kind == "pysteps"):
             frames = PreparedFrames(ProcessedFrames(self.source, self.preprocess), cache=True,
                                     cache_dir=hp.cache_dir)
         sets = {name: RadarWindows(self.source, self.windows[name], self.preprocess,
-                                   hp.input_frames, hp.output_frames, frames) for name in SPLITS}
+                                   split.input_frames, split.output_frames, frames)
+                for name in SPLITS}
         self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
-
-    # ---- clutter -----------------------------------------------------------------------------
-    def _clutter(self) -> np.ndarray:
-        hp = self.hparams
-        cache = Path(hp.clutter_cache) if hp.clutter_cache else None
-        if cache is not None and cache.exists():
-            return np.load(cache).astype(bool)
-        pre = self.base_preprocess(self.source)
-        # frames of the training windows, evenly sampled: the test period stays unseen
-        starts = self.windows["train"]
-        frames = np.unique((starts[:, None] + np.arange(hp.input_frames + hp.output_frames))
-                           .ravel()) if len(starts) else np.arange(len(self.source))
-        frames = frames[np.linspace(0, len(frames) - 1, min(hp.clutter_frames, len(frames)))
-                        .round().astype(int)]
-        stats = EchoStatistics(float(pre.dbz_to_model(np.float32(hp.clutter_dbz))))
-        months = self.source.timestamps.astype("datetime64[M]").astype(np.int64) % 12
-        for i in frames:
-            stats.update(pre.frames(self.source.read(i, i + 1), static=False), months[i:i + 1])
-        if hp.clutter == "frequency":
-            mask = clutter_by_frequency(stats.frequency(), hp.clutter_k)
-        else:
-            means = stats.monthly_means()  # [M, C, h, w]
-            mask = clutter_by_kmeans(means.reshape(len(means), -1).T, hp.clutter_clusters)
-            mask = mask.reshape(means.shape[1:])
-        if mask.mean() > 0.25:
-            warnings.warn(f"the {hp.clutter} clutter mask blanks {mask.mean():.0%} of the "
-                          "pixels; check it (clutter_cache saves it) or tune clutter_k / "
-                          "clutter_clusters", stacklevel=2)
-        if cache is not None:
-            save_array(cache, mask)
-        return mask
 
     # ---- checkpoints: the clutter mask travels with the model ---------------------------------
     def state_dict(self) -> dict:
@@ -284,16 +207,16 @@ class RadarDataModule(SequenceDataModule):
         """What a checkpoint stores so `convcast nowcast` prepares new frames the same way."""
         if self.preprocess is None:
             self.setup()
-        hp, pre = self.hparams, self.preprocess
+        archive, split, pre = self.archive, self.split, self.preprocess
         C, h, w = pre.output_shape(self.source.frame_shape)
         inner = self.source.source
-        reader = None if hp.importer is None else {
-            "importer": hp.importer, "importer_kwargs": dict(inner.importer_kwargs),
+        reader = None if archive.importer is None else {
+            "importer": archive.importer, "importer_kwargs": dict(inner.importer_kwargs),
             "fn_pattern": inner.fn_pattern, "fn_ext": inner.fn_ext}
-        radar = RadarValues.of_preprocess(pre, nodata=hp.nodata, grid=archive_grid(self.source),
-                                          reader=reader)
-        return DataDescription(hp.input_frames, hp.output_frames, C, (h, w), radar=radar,
-                               step_minutes=float(self.step_minutes), source=str(hp.path),
+        radar = RadarValues.of_preprocess(pre, nodata=archive.nodata,
+                                          grid=archive_grid(self.source), reader=reader)
+        return DataDescription(split.input_frames, split.output_frames, C, (h, w), radar=radar,
+                               step_minutes=float(self.step_minutes), source=str(archive.path),
                                datamodule=f"{type(self).__module__}.{type(self).__name__}")
 
     # ---- conversions for scores and outputs ---------------------------------------------------
@@ -302,26 +225,3 @@ class RadarDataModule(SequenceDataModule):
         if self.preprocess is None:
             raise RuntimeError("call setup() first")
         return self.preprocess.to_rainrate(pixels)
-
-
-def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """A static mask from .npy or an image (nonzero = valid) as bool `[H, W]`."""
-    p = Path(path)
-    if p.suffix == ".npy":
-        m = np.load(p)
-    else:
-        import cv2
-
-        m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-        if m is None:
-            raise OSError(f"cannot read mask image {p}")
-    m = np.asarray(m)
-    if m.ndim != 2:
-        raise ValueError(f"{p}: a valid-pixel mask must be 2-D [H, W], got shape {m.shape}")
-    return m != 0
-
-
-def save_array(path: Path, a: np.ndarray) -> None:
-    """np.save atomically."""
-    with atomic_write(path) as f:
-        np.save(f, a)
