@@ -84,18 +84,12 @@ def test_shipped_radar_nowcaster_loads_offline_with_its_card() -> None:
 
 def test_shipped_nowcaster_forecasts_a_real_archive_from_the_command_line(tmp_path, capsys):
     xr = pytest.importorskip("xarray")
-    from test_radar_archives import samples
+    from test_radar_archives import fmi_nowcast
 
-    from convcast.cli.main import main
-
-    folder = samples("fmi", "pgm", "20170509")
-    out = tmp_path / "out"
-    assert main(["nowcast", "--model", "radar_nowcaster", "--importer", "fmi_pgm",
-                 "--importer_kwargs", '{"gzipped": true}', "--input", str(folder),
-                 "--out", str(out), "--horizon", "3"]) == 0
+    nc = fmi_nowcast("20170509", "radar_nowcaster", 3, tmp_path / "out")
     said = capsys.readouterr().err
     assert "block-averaging the 1-km archive by 2 to 2 km" in said
-    with xr.open_dataset(out / "forecast.nc") as ds:
+    with xr.open_dataset(nc) as ds:
         rain = ds["precip_intensity"].values
         assert rain.shape == (3, 613, 380)  # FMI's 1226 x 760 grid at 2 km
         assert np.nanmax(rain) > 1 and np.isnan(rain).mean() == pytest.approx(0.24, abs=0.02)

@@ -382,16 +382,20 @@ def test_shared_samples_one_frame_each(provider, folder, importer, options, shap
     assert lon[shape[0] // 2, shape[1] // 2] == pytest.approx(centre[1], abs=0.02)
 
 
-def test_shared_fmi_nowcast_keeps_the_archive_grid(tmp_path):
-    xr = pytest.importorskip("xarray")
+def fmi_nowcast(day: str, model: str, horizon: int, out: Path) -> Path:
+    """`convcast nowcast --model MODEL` on the shared FMI composites of `day`; `out/forecast.nc`."""
     from convcast.cli.main import main
 
-    folder = samples("fmi", "pgm", "20160928")
-    out = tmp_path / "out"
-    assert main(["nowcast", "--model", "persistence", "--importer", "fmi_pgm",
-                 "--importer_kwargs", '{"gzipped": true}', "--input", str(folder),
-                 "--out", str(out), "--horizon", "2"]) == 0
-    with xr.open_dataset(out / "forecast.nc") as ds:
+    assert main(["nowcast", "--model", model, "--importer", "fmi_pgm",
+                 "--importer_kwargs", '{"gzipped": true}', "--input",
+                 str(samples("fmi", "pgm", day)), "--out", str(out),
+                 "--horizon", str(horizon)]) == 0
+    return out / "forecast.nc"
+
+
+def test_shared_fmi_nowcast_keeps_the_archive_grid(tmp_path):
+    xr = pytest.importorskip("xarray")
+    with xr.open_dataset(fmi_nowcast("20160928", "persistence", 2, tmp_path / "out")) as ds:
         assert ds["precip_intensity"].shape == (2, 1226, 760)
         assert str(ds["time"].values[0])[:16] == "2016-09-28T18:05"
         assert np.isnan(ds["precip_intensity"].values).mean() == pytest.approx(0.243, abs=0.01)

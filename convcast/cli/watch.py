@@ -27,10 +27,10 @@ def config(args, *, model: nn.Module | Path, radar: RadarOptions, outputs: Outpu
     if args.input is not None:
         raise ValueError("give either --input ARCHIVE (one nowcast) or --watch FOLDER (a "
                          "forecast per new file), not both")
-    thresholds = getattr(args, "probability_thresholds", None)
+    thresholds = args.probability_thresholds
     return WatchConfig(folder=Path(args.watch), out=Path(args.out), model=model, radar=radar,
                        input_frames=args.input_frames, horizon=args.horizon,
-                       members=getattr(args, "members", None),
+                       members=args.members,
                        probability_thresholds=None if thresholds is None else tuple(thresholds),
                        outputs=outputs, say=say)
 

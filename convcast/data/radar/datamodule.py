@@ -55,6 +55,21 @@ class ProcessedFrames(FrameSource):
         return {**self.source.fingerprint(), "preprocess": repr(settings)}
 
 
+class PreparedRadar:
+    """An archive's frames as the model reads them: `read(start, stop)` -> `[T, C, h, w]`
+    (NaN = invalid), sliced from the decoded-frame cache where there is one (`frames`: processed
+    but for the static mask), else read from `source` and preprocessed."""
+
+    def __init__(self, source: RadarSource, preprocess: RadarPreprocess,
+                 frames: PreparedFrames | None = None) -> None:
+        self.source, self.preprocess, self.frames = source, preprocess, frames
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self.frames is not None:
+            return self.preprocess.apply_valid(self.frames.read(start, stop))
+        return self.preprocess(self.source.read(start, stop))
+
+
 class RadarWindows(Windows):
     """Windows of `input_frames + output_frames` frames starting at `starts` in `source`
     (`frames`: its preprocessed frames, e.g. cached, read instead of preprocessing each time),
@@ -65,12 +80,9 @@ class RadarWindows(Windows):
                  frames: PreparedFrames | None = None) -> None:
         self.source, self.starts, self.preprocess = source, np.asarray(starts), preprocess
         self.frames = frames
-        # cached frames are processed but for the static mask; else preprocess what is read
-        transform = (lambda seq, i, e: preprocess.apply_valid(seq)) if frames is not None else \
-            (lambda seq, i, e: preprocess(seq))  # [T, C, H, W] -> [T, C, h, w], NaN = invalid
-        super().__init__([frames if frames is not None else source],
-                         [(0, s) for s in self.starts], input_frames=input_frames,
-                         output_frames=output_frames, transform=transform, masked=True)
+        self.prepared = PreparedRadar(source, preprocess, frames)
+        super().__init__([self.prepared], [(0, s) for s in self.starts],
+                         input_frames=input_frames, output_frames=output_frames, masked=True)
 
     def times(self, index: int) -> np.ndarray:
         """Timestamps `[T_in + T_out]` (datetime64[s]) of window `index`."""

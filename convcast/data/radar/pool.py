@@ -125,11 +125,7 @@ def load_frames(archive: PoolArchive, downsample: int, length: int) -> _Frames:
     dm = RadarDataModule(**archive.options(downsample), input_frames=1, output_frames=1,
                          split_times=ALL_TRAIN, batch_size=1)
     dm.setup()
-    n = len(dm.source)
-    if dm.train_set.frames is not None:
-        frames = dm.preprocess.apply_valid(dm.train_set.frames.read(0, n))
-    else:
-        frames = dm.preprocess(dm.source.read(0, n))
+    frames = dm.train_set.prepared.read(0, len(dm.source))  # [N, 1, h, w], NaN = no data
     starts, step = _gap_free_starts(dm.source.timestamps, length, archive.strides)
     grid = dm.describe().radar.output_grid()
     return _Frames(archive, downsample, frames.astype(np.float32), starts,
