@@ -15,11 +15,17 @@ persistence where the validation frames are like the test frames.
 A learned candidate replaces the anchor only where it beats it on validation by the config's
 `checkpoint.anchor_margin` (the video recipes: 5%), as `--ckpt_path best` does; `--reselect`
 applies another `--margin` to a finished run's JSON without training again (the validation score
-of every candidate and the test scores of every curve point are in it).
+of every candidate and the test scores of every curve point are in it; the gate is not refitted).
+
+The gate per lead time (the config's `checkpoint.gate`, as `convcast fit` writes it into the best
+checkpoint): the selected model's forecast is shrunk towards persistence lead by lead, by the
+least-squares γ_k fitted on the validation windows (`Anchored.fit_gate`); `selected` is the gated
+model, `selected, ungated` the same weights without it (`--no_gate`: no gate).
 
 `--pretrained video_nowcaster` starts from the generic video model shipped in the package (trained
-on other clips, `configs/video-pretrained.yaml`) instead of random weights; the pretrained model as
-it ships (no fine-tuning) is then one more candidate for `selected`, and is scored as `pretrained`.
+on other clips, `configs/video-pretrained.yaml`) instead of random weights; the step-0 model is
+then the shipped model as it is (as in `convcast fit --model.pretrained true`): a trained state
+replaces it only where it beats it by the margin, and it is scored as `pretrained` too.
 
     python benchmarks/video_experiment.py VIDEO [--minutes 15] [--curve_every 3] [--out DIR] \
         [--pretrained video_nowcaster] [--json FILE]
@@ -80,6 +86,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--margin", type=float, default=None,
                    help="a learned model replaces the anchor only if it beats it by this "
                         "fraction on validation (default: the config's checkpoint.anchor_margin)")
+    p.add_argument("--no_gate", action="store_true",
+                   help="do not fit the selected model's gate per lead time (the config's "
+                        "checkpoint.gate fits it on the validation windows)")
     p.add_argument("--reselect", action="store_true",
                    help="no training: apply the selection (--margin) to the finished run --json")
     p.add_argument("--set", nargs="*", default=[], metavar="anchored.KEY=VALUE",
@@ -119,19 +128,18 @@ def goal(results: dict, model: str = "anchored", ref: str = "persistence") -> di
             "met": mse == leads and ssim == leads}
 
 
-def select(anchor_val: float, seen: list[tuple[str, float]], margin: float) -> str | None:
+def select(start_val: float, seen: list[tuple[str, float]], margin: float) -> str | None:
     """The candidate that `--ckpt_path best` keeps, as `convcast fit` with the config's
-    `checkpoint.anchor_margin` does: of the learned candidates `(label, validation MSE)`, the
-    best where it beats the anchor's validation MSE by the fraction `margin`; else None (the
-    anchor, persistence)."""
+    `checkpoint.anchor_margin` does: of the trained candidates `(label, validation MSE)`, the
+    best where it beats the step-0 model's validation MSE by the fraction `margin`; else None
+    (the step-0 model: persistence, or the shipped model for a pretrained start)."""
     best = min(seen, key=lambda c: c[1], default=None)
-    return None if best is None or best[1] >= anchor_val * (1 - margin) else best[0]
+    return None if best is None or best[1] >= start_val * (1 - margin) else best[0]
 
 
 def labels(run: dict) -> list[str]:
-    """The labels of a run's learned candidates, in the order they were validated."""
-    first = ["pretrained (as shipped)"] if run.get("start", "").startswith("pretrained") else []
-    return first + [f"curve point {i}" for i in range(len(run["anchored"]["curve"]))]
+    """The labels of a run's trained candidates, in the order they were validated."""
+    return [f"curve point {i}" for i in range(len(run["anchored"]["curve"]))]
 
 
 def verdict_of(results: dict) -> dict:
@@ -143,23 +151,23 @@ def verdict_of(results: dict) -> dict:
 
 def reselect(path: Path, anchor_val: float, margin: float) -> dict:
     """Apply `select` with `margin` to a finished run's JSON (the validation scores of every
-    candidate and the test scores of every curve point are in it): its `selected` metrics,
-    selection and goal are rewritten. Returns the selection."""
+    candidate and the test scores of every curve point are in it): its `selected` metrics
+    (ungated: the gate is not refitted), selection and goal are rewritten. Returns the
+    selection."""
     blob = json.loads(path.read_text())
     run, metrics = blob["run"], blob["metrics"]
     seen = list(zip(labels(run), run["selection"]["val_mse_seen"], strict=True))
-    label = select(anchor_val, seen, margin)
+    start_val = run["selection"].get("val_mse_start", anchor_val)
+    label = select(start_val, seen, margin)
     if label is None:
-        chosen = metrics["persistence"]
-    elif label.startswith("pretrained"):
-        chosen = metrics["pretrained"]
+        chosen = metrics["pretrained" if "pretrained" in metrics else "persistence"]
     else:
         point = run["anchored"]["curve"][int(label.rsplit(" ", 1)[1])]
         chosen = {k: point[f"{k}_per_lead"] for k in CURVE}  # what the curve recorded
     metrics["selected"] = {k: list(v) for k, v in chosen.items()}
-    run["selection"].update(chosen=label or "anchor (step 0)", anchor_won=label is None,
+    run["selection"].update(chosen=label or "step 0", anchor_won=label is None,
                             val_mse_anchor=round(anchor_val, 3), margin=margin,
-                            val_mse=round(dict(seen).get(label, anchor_val), 3))
+                            val_mse=round(dict(seen).get(label, start_val), 3), gate=None)
     run["goal"] = verdict_of({m: {k: torch.tensor(v) for k, v in r.items()}
                               for m, r in metrics.items()})
     with atomic_path(path) as tmp:
@@ -194,13 +202,14 @@ def main() -> None:
 
     margin = args.margin if args.margin is not None else float(
         (cfg.get("checkpoint") or {}).get("anchor_margin", 0.0))
+    gating = bool((cfg.get("checkpoint") or {}).get("gate", False)) and not args.no_gate
     anchor_val = val_mse(create_model("persistence"))
     if args.reselect:
         selection = reselect(args.json, anchor_val, margin)
         print(f"{args.json}: {json.dumps(selection)}")
         return
-    # candidates for the selected model: the untrained anchor (persistence), the shipped
-    # pretrained model as it is (with --pretrained), then each curve point (see `select`)
+    # candidates for the selected model: the step-0 model (persistence, the untrained anchor;
+    # with --pretrained the shipped model as it is), then each curve point (see `select`)
     seen: list[tuple[str, float]] = []
     models: dict[str, torch.nn.Module] = {}
 
@@ -213,17 +222,18 @@ def main() -> None:
         return v
 
     def score(model: torch.nn.Module) -> dict:
-        points = len(seen) - bool(args.pretrained)  # curve points so far
-        v = consider(model, f"curve point {points}")
+        v = consider(model, f"curve point {len(seen)}")
         return {**scores(evaluate({"m": model}, loader, denormalize=denorm)["m"]),
                 "val_mse": round(v, 3)}
 
     baselines = {"persistence": create_model("persistence"),
                  "optical_flow": create_model("optical_flow")}
     t0 = time.monotonic()
+    start_model, start_val = create_model("persistence"), anchor_val
     if args.pretrained:
         baselines["pretrained"] = create_model(args.pretrained, pretrained=True)
-        consider(baselines["pretrained"], "pretrained (as shipped)")
+        start_model = copy.deepcopy(baselines["pretrained"]).eval()
+        start_val = val_mse(start_model)
     base_results = evaluate(baselines, loader, denormalize=denorm)
     reference = {n: scores(r) for n, r in base_results.items()}
     model, facts = train("anchored", cfg, args, score)
@@ -232,14 +242,20 @@ def main() -> None:
         mse = np.sum(np.array(p["mse_per_lead"]) < np.array(ref["mse_per_lead"]))
         ssim = np.sum(np.array(p["ssim_per_lead"]) > np.array(ref["ssim_per_lead"]))
         p["leads_won"] = f"mse {mse}, ssim {ssim}"
-    label = select(anchor_val, seen, margin)  # None: the anchor won, the forecast is persistence
-    selected = models[label] if label is not None else create_model("persistence")
-    selection = {"chosen": label or "anchor (step 0)",
-                 "val_mse": round(dict(seen).get(label, anchor_val), 3),
-                 "val_mse_anchor": round(anchor_val, 3), "margin": margin,
-                 "val_mse_seen": [v for _, v in seen], "anchor_won": label is None}
-    results = {**evaluate({"anchored": model, "selected": selected.eval()}, loader,
-                          denormalize=denorm), **base_results}
+    label = select(start_val, seen, margin)  # None: the step-0 model won
+    selected = models[label] if label is not None else start_model
+    scored = {"anchored": model, "selected": selected.eval()}
+    gate = None
+    if gating and getattr(selected, "gated", False):  # as `Checkpoint(gate=True)` does
+        scored["selected, ungated"] = copy.deepcopy(selected)
+        gate = [round(float(g), 3) for g in selected.fit_gate(val_loader)]
+    selection = {"chosen": label or "step 0",
+                 "val_mse": round(dict(seen).get(label, start_val), 3),
+                 "val_mse_anchor": round(anchor_val, 3), "val_mse_start": round(start_val, 3),
+                 "margin": margin,
+                 "val_mse_seen": [v for _, v in seen], "anchor_won": label is None,
+                 "gate": gate}
+    results = {**evaluate(scored, loader, denormalize=denorm), **base_results}
     results = {m: {k: r[k] for k in ("mse", "mae", "ssim", "psnr")} for m, r in results.items()}
     eval_min = (time.monotonic() - t0) / 60 - facts["train_minutes"]
 

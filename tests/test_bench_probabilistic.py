@@ -112,12 +112,14 @@ def run_smoke(tmp_path: Path, samples: Path, providers: list[str],
             assert len(m["rank_histogram"]) == 3 and sum(m["rank_histogram"]) == pytest.approx(1)
         t = c["timing"]
         assert set(t["median_seconds_per_member"]) == {"anchored_ensemble", "steps"}
+        assert set(t["median_seconds_per_added_member"]) == {"anchored_ensemble", "steps"}
         assert c["lagrangian_probability"]["best_slope"] in ("1", "5")
         for kind in ("bss", "reliability", "rank"):
             assert (plots / f"{case}-{kind}.png").is_file()
     goal = out["goal"]
-    assert set(goal) == {"crps", "bss", "reliability", "member_time", "pass"}
-    for check in ("crps", "bss", "reliability", "member_time"):
+    assert set(goal) == {"crps", "bss", "reliability", "member_time", "added_member_time",
+                         "pass"}
+    for check in ("crps", "bss", "reliability", "member_time", "added_member_time"):
         assert set(goal[check]["cases"]) == set(out["cases"])
         assert isinstance(goal[check]["pass"], bool)
     assert set(goal["bss"]["cases"][next(iter(out["cases"]))]) == {"0.5", "2", "5"}

@@ -46,10 +46,11 @@ def _perturb(model: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None:
 
 
 # ---- the learned ensemble -----------------------------------------------------------------
+@pytest.mark.parametrize("noise_at", ["state", "output"])
 @pytest.mark.parametrize("anchor", ["persistence", "optical_flow"])
-def test_untrained_members_are_the_anchor_exactly(anchor):
+def test_untrained_members_are_the_anchor_exactly(anchor, noise_at):
     model = create_model("anchored_ensemble", **ENSEMBLE, anchor=anchor,
-                         calibrate_leads=H).eval()
+                         calibrate_leads=H, noise_at=noise_at).eval()
     x, m = _x(), _motion()
     with torch.no_grad():
         a = model.anchor_forecast(x, H, m)  # [B, H, C, H, W]
@@ -76,9 +77,11 @@ def test_a_trained_anchored_model_is_every_member_of_its_ensemble():
         AnchoredEnsemble.from_anchored(create_model("encoder_forecaster"))
 
 
-def test_injected_noise_spreads_members_and_seeds_reproduce_them():
+@pytest.mark.parametrize("noise_at", ["state", "output"])
+def test_injected_noise_spreads_members_and_seeds_reproduce_them(noise_at):
     torch.manual_seed(0)
-    model = create_model("anchored_ensemble", **ENSEMBLE).eval()
+    model = create_model("anchored_ensemble", **ENSEMBLE, noise_at=noise_at,
+                         noise_scale=2).eval()
     _perturb(model)
     x = _x()
     with torch.no_grad():
@@ -102,9 +105,38 @@ def test_injected_noise_spreads_members_and_seeds_reproduce_them():
         model.sample(x, H, members=2, condition=torch.rand(2, H, 1, SIZE, SIZE))
 
 
-def test_the_ensemble_needs_a_recurrent_base():
+def test_the_ensemble_needs_a_recurrent_base_and_a_known_noise():
     with pytest.raises(ValueError, match="no spatial hidden states.*encoder_forecaster"):
         create_model("anchored_ensemble", base="fc_lstm", base_kwargs={"hidden_sizes": (8,)})
+    with pytest.raises(ValueError, match="noise_at must be one of state, output, got 'input'"):
+        create_model("anchored_ensemble", **ENSEMBLE, noise_at="input")
+    with pytest.raises(ValueError, match="give an anchor"):
+        create_model("anchored_ensemble", **ENSEMBLE, noise_at="output", anchor="none")
+
+
+def test_output_noise_is_shared_work_and_a_spread_field_per_member():
+    """noise_at="output": members are the one deterministic forecast plus A ⊙ z upsampled; the
+    field of a member is the same random field at every lead, scaled by that lead's A."""
+    torch.manual_seed(0)
+    model = create_model("anchored_ensemble", **ENSEMBLE, noise_at="output", noise_scale=4,
+                         value_range=None).eval()
+    _perturb(model)
+    x = _x()
+    calls = []
+    decode = model.net.decode
+    model.net.decode = lambda *a, **k: calls.append(a[0]["h0"].shape[0]) or decode(*a, **k)
+    with torch.no_grad():
+        members = model.sample(x, H, members=6, seed=0)  # [2, 6, H, 1, 16, 16]
+        zero = model(x, H)
+    assert calls[0] == 2  # one decoding of the B inputs, not of B*M states
+    spread = members - zero.unsqueeze(1)
+    assert spread.abs().max() > 1e-3
+    # the field is smooth at the noise scale: 4x4 cells, bilinear: neighbours close
+    assert (spread[..., 1:] - spread[..., :-1]).abs().mean() < spread.abs().mean()
+    model2 = AnchoredEnsemble.from_anchored(
+        create_model("anchored", base_kwargs=ENSEMBLE["base_kwargs"]), noise_channels=2,
+        noise_at="output")
+    assert model2.amplitude is not None and not model2.inject
 
 
 # ---- the ensemble losses ------------------------------------------------------------------
@@ -180,9 +212,11 @@ def _fit(system: ForecastSystem, steps: int) -> L.Trainer:
     return trainer
 
 
-def test_members_differ_after_a_few_fair_crps_steps():
+@pytest.mark.parametrize("noise_at", ["state", "output"])
+def test_members_differ_after_a_few_fair_crps_steps(noise_at):
     torch.manual_seed(0)
-    system = ForecastSystem("anchored_ensemble", ENSEMBLE, loss="fair_crps", members=3, lr=0.02)
+    system = ForecastSystem("anchored_ensemble", {**ENSEMBLE, "noise_at": noise_at},
+                            loss="fair_crps", members=3, lr=0.02)
     x = _x()
     with torch.no_grad():
         before = system.model.sample(x, H, members=3, seed=0)
@@ -190,7 +224,8 @@ def test_members_differ_after_a_few_fair_crps_steps():
     trainer = _fit(system, 6)
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
     model = system.model.eval()
-    assert all(bool(c.weight.abs().sum() > 0) for c in model.inject.values())
+    noise = model.inject.values() if noise_at == "state" else [model.amplitude.net[-1]]
+    assert all(bool(c.weight.abs().sum() > 0) for c in noise)
     with torch.no_grad():
         after = model.sample(x, H, members=3, seed=0)
     assert (after[:, 0] - after[:, 1]).abs().max() > 1e-6
@@ -293,7 +328,7 @@ def test_the_configs_fit_a_couple_of_steps(name, tmp_path):
     x = torch.rand(1, 2, 1, 32, 32)
     with torch.no_grad():
         if name == "radar-ensemble-cpu-small":
-            assert system.hparams.members == 4
+            assert system.hparams.members == 8 and model.noise_at == "output"
             assert model.sample(x, 2, members=3, seed=0).shape == (1, 3, 2, 1, 32, 32)
         else:  # the temperatures fitted on the validation batch are in the checkpoint
             assert not torch.equal(model.temperature, torch.ones(3))

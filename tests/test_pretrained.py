@@ -117,7 +117,7 @@ def test_pretrained_weights_fine_tune_through_convcast_fit(tmp_path) -> None:
     from convcast.train.checkpoint import load_checkpoint
 
     tuned = load_checkpoint(ckpt).model.state_dict()
-    moved = sum(float((tuned[k] - shipped[k]).abs().max()) for k in shipped)
+    moved = sum(float((tuned[k] - shipped[k]).abs().max()) for k in shipped if k != "gate")
     assert 0 < moved < 1  # one step away from the shipped weights, not from random ones
 
 
@@ -152,5 +152,5 @@ def test_video_recipe_fine_tunes_the_shipped_video_model(tmp_path, tiny_video) -
                *FIT_QUIET, "--trainer.max_steps", 1,
                "--trainer.default_root_dir", tmp_path / "run") == 0
     tuned = load_checkpoint(next((tmp_path / "run").glob("**/last.ckpt"))).model.state_dict()
-    moved = sum(float((tuned[k] - shipped[k]).abs().max()) for k in shipped)
+    moved = sum(float((tuned[k] - shipped[k]).abs().max()) for k in shipped if k != "gate")
     assert 0 < moved < 1  # one step away from the shipped weights

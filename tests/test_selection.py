@@ -4,8 +4,11 @@ best checkpoint, so training that only hurts leaves the anchor as `--ckpt_path b
 import lightning as L
 import pytest
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from convcast.models import create_model
+from convcast.models.anchored import GateFit
 from convcast.train import ForecastSystem
 from convcast.train.callbacks import Checkpoint
 from convcast.train.checkpoint import find_checkpoint, load_forecaster
@@ -38,12 +41,13 @@ def test_training_that_only_hurts_leaves_the_anchor_as_the_best_checkpoint(tmp_p
     torch.manual_seed(0)
     system = ForecastSystem("anchored", TINY, lr=5.0)  # a step size that can only hurt
     with pytest.warns(UserWarning, match="no learned improvement on this data"):
-        _, ck = _fit(system, tmp_path)
+        _, ck = _fit(system, tmp_path, gate=True)
     assert ck.anchor_won and "step=0" in ck.best_model_path
     assert float(ck.best_model_score) == pytest.approx(0.0, abs=1e-12)  # persistence is exact
     best = find_checkpoint("best", tmp_path)
     assert best is not None and best.name == ck.best_model_path.split("/")[-1]
     model, _ = load_forecaster(best)
+    assert model.gate.numel() == 0  # the anchor won: no correction to gate
     x = _still_frames().dataset.tensors[0][:2]
     with torch.no_grad():
         torch.testing.assert_close(model(x, 2), x[:, -1:].expand(-1, 2, -1, -1, -1))
@@ -68,17 +72,21 @@ def _fading_frames(n: int = 16) -> DataLoader:
     return DataLoader(TensorDataset(seq[:, :3].clone(), seq[:, 3:].clone()), batch_size=4)
 
 
+def _fit_fading(root, **checkpoint) -> Checkpoint:
+    """8 steps of the tiny anchored model on fading frames (training helps a little)."""
+    torch.manual_seed(0)
+    ck = Checkpoint(dirpath=root, monitor="val/loss", mode="min", save_top_k=1,
+                    save_last=True, **checkpoint)
+    trainer = L.Trainer(max_steps=8, val_check_interval=4, logger=False, callbacks=[ck],
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(ForecastSystem("anchored", TINY, lr=0.01), _fading_frames(), _fading_frames())
+    return ck
+
+
 def test_a_margin_keeps_the_anchor_unless_training_beats_it_clearly(tmp_path):
     def fit(margin: float, root) -> Checkpoint:
-        torch.manual_seed(0)
-        ck = Checkpoint(dirpath=root, monitor="val/loss", mode="min", save_top_k=1,
-                        save_last=True, anchor_margin=margin)
-        trainer = L.Trainer(max_steps=8, val_check_interval=4, logger=False, callbacks=[ck],
-                            enable_progress_bar=False, enable_model_summary=False,
-                            num_sanity_val_steps=0, accelerator="cpu")
-        trainer.fit(ForecastSystem("anchored", TINY, lr=0.01), _fading_frames(),
-                    _fading_frames())
-        return ck
+        return _fit_fading(root, anchor_margin=margin)
 
     assert not fit(0.0, tmp_path / "plain").anchor_won  # training helps, a little
     with pytest.warns(UserWarning, match="with its 90% margin\\): no learned improvement"):
@@ -86,3 +94,88 @@ def test_a_margin_keeps_the_anchor_unless_training_beats_it_clearly(tmp_path):
     assert strict.anchor_won and "step=0" in strict.best_model_path
     with pytest.raises(ValueError, match="anchor_margin is a fraction"):
         Checkpoint(anchor_margin=1.5)
+
+
+def test_gate_fit_is_the_least_squares_shrinkage_per_lead():
+    g = torch.Generator().manual_seed(1)
+    a, f = torch.rand(4, 3, 1, 6, 6, generator=g), torch.rand(4, 3, 1, 6, 6, generator=g)
+    y = a + torch.tensor([0.3, -0.5, 2.0]).view(1, 3, 1, 1, 1) * (f - a)  # γ 0.3, <0, >1
+    fit = GateFit()
+    fit.update(a[:2], f[:2], y[:2])
+    fit.update(a[2:], f[2:], y[2:])  # streamed: the same as one batch
+    torch.testing.assert_close(fit.compute(), torch.tensor([0.3, 0.0, 1.0]))
+    # with noise, the fitted γ is the grid's best blend (lead by lead) and a mask is honoured
+    y = y + 0.2 * torch.randn(y.shape, generator=g)
+    mask = (torch.rand(4, 1, 1, 6, 6, generator=g) > 0.3).float()
+    fit = GateFit()
+    fit.update(a, f, y, mask)
+    gate = fit.compute()
+    grid = torch.linspace(0, 1, 201)
+    for k in range(3):
+        err = [(((a + c * (f - a) - y)[:, k] ** 2) * mask[:, 0]).sum() for c in grid]
+        assert float(gate[k]) == pytest.approx(float(grid[int(torch.stack(err).argmin())]),
+                                               abs=0.005)
+
+
+def test_gated_forward_blends_towards_the_anchor_and_old_weights_load():
+    torch.manual_seed(0)
+    model = create_model("anchored", **TINY)
+    nn.init.normal_(model.correction.weight, std=0.5)  # a forecast away from persistence
+    x = torch.rand(2, 3, 1, 8, 8)
+    with torch.no_grad():
+        a, full = model.forward_parts(x, 3)
+        torch.testing.assert_close(model(x, 3), full)  # no gate yet
+        old = {k: v for k, v in model.state_dict().items() if k != "gate"}
+        model.gate = torch.tensor([1.0, 0.0])  # leads beyond it use its last value
+        torch.testing.assert_close(model(x, 3)[:, 0], full[:, 0])
+        torch.testing.assert_close(model(x, 3)[:, 1:], a[:, 1:])
+        fresh = create_model("anchored", **TINY)
+        fresh.load_state_dict(model.state_dict())  # a fitted gate has its own size
+        torch.testing.assert_close(fresh.gate, torch.tensor([1.0, 0.0]))
+        fresh.load_state_dict(old)  # weights saved before the gate: strict, no gate
+        assert fresh.gate.numel() == 0
+        torch.testing.assert_close(fresh(x, 3), full)
+
+
+def test_checkpoint_gate_is_fitted_on_validation_and_written_into_the_best(tmp_path):
+    ck = _fit_fading(tmp_path, gate=True)
+    assert not ck.anchor_won
+    gated, _ = load_forecaster(ck.best_model_path)
+    last, _ = load_forecaster(ck.last_model_path)
+    assert gated.gate.shape == (2,) and bool(((gated.gate >= 0) & (gated.gate <= 1)).all())
+    assert last.gate.numel() == 0  # training (and resuming) runs ungated
+    ungated = create_model("anchored", **TINY)
+    ungated.load_state_dict({k: v for k, v in gated.state_dict().items() if k != "gate"})
+    expected = GateFit()
+    with torch.no_grad():
+        for x, y in _fading_frames():
+            expected.update(*ungated.forward_parts(x, 2), y)
+    torch.testing.assert_close(gated.gate, expected.compute())
+
+    def mse(model):
+        with torch.no_grad():
+            return sum(float(((model(x, 2) - y) ** 2).sum()) for x, y in _fading_frames())
+    assert mse(gated) <= mse(ungated) + 1e-9
+
+
+def test_a_pretrained_start_that_wins_is_gated_towards_its_anchor(tmp_path):
+    """Started from shipped weights, the step-0 state is a learned model, not the anchor: when it
+    stays the best, its gate is still fitted (here, on frames that do not move, down to 0)."""
+    torch.manual_seed(0)
+    frames = torch.rand(8, 1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    still = DataLoader(TensorDataset(frames.expand(-1, 3, -1, -1, -1).clone(),
+                                     frames.expand(-1, 2, -1, -1, -1).clone()), batch_size=4)
+    system = ForecastSystem("video_nowcaster", pretrained=True, lr=5.0)  # steps that only hurt
+    ck = Checkpoint(dirpath=tmp_path, monitor="val/loss", mode="min", save_top_k=1,
+                    save_last=True, gate=True)
+    trainer = L.Trainer(max_steps=4, val_check_interval=2, logger=False, callbacks=[ck],
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, accelerator="cpu")
+    with pytest.warns(UserWarning, match="is the shipped pretrained model.*as the shipped"):
+        trainer.fit(system, still, still)
+    assert ck.anchor_won
+    model, _ = load_forecaster(ck.best_model_path)
+    torch.testing.assert_close(model.gate, torch.zeros(2))
+    x = frames[:2].expand(-1, 3, -1, -1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, 2), x[:, -1:].expand(-1, 2, -1, -1, -1))

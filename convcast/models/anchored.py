@@ -50,11 +50,24 @@ Intensity map per lead time (`calibrate_leads = N`): before the clip, the sum pa
 identity at start, so the forecast's peaks can shrink with the lead time (what a squared error
 in rain rate asks for) while the values near the CSI thresholds stay where the correction put
 them.
+
+A validated gate per lead time (`gate`, fitted after training): a model trained on a short clip
+can be right at lead 1 and overconfident at lead 10. The gate shrinks the forecast towards the
+anchor, lead by lead,
+
+    ŷ'_k = a_k + γ_k (ŷ_k - a_k),   γ_k = clip(Σ (y - a_k)(ŷ_k - a_k) / Σ (ŷ_k - a_k)², 0, 1),
+
+the γ_k that minimises the squared error on held-out windows (`fit_gate`; `Checkpoint(gate=True)`
+fits it on the validation windows for the best checkpoint when training ends). γ_k = 0 is the
+anchor at that lead, γ_k = 1 the forecast unchanged; a convex blend of two values in the range
+stays in it. The gate is a buffer saved with the weights, empty (no gate) until fitted;
+checkpoints written before it existed load without one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -116,6 +129,33 @@ class LeadCalibration(nn.Module):
         return v + (pieces * delta.view(1, T, 1, 1, 1, -1)).sum(-1)  # [B, T, C, H, W]
 
 
+class GateFit:
+    """The per-lead sums of the gate's least-squares fit, streamed over batches:
+    `num_k = Σ (y - a)(ŷ - a)`, `den_k = Σ (ŷ - a)²` (masked pixels left out); plain sums, so
+    processes add them (DDP)."""
+
+    def __init__(self) -> None:
+        self.sums = torch.zeros(2, 0, dtype=torch.float64)  # [2, leads]
+
+    def update(self, anchor: torch.Tensor, forecast: torch.Tensor, target: torch.Tensor,
+               mask: torch.Tensor | None = None) -> None:
+        """Add one batch, each `[B, T, C, H, W]` (mask broadcastable to it)."""
+        a, d = anchor.detach().double(), (forecast - anchor).detach().double()
+        r = target.double() - a
+        w = torch.ones_like(d) if mask is None else mask.double().expand_as(d)
+        dims = [0, *range(2, d.dim())]
+        sums = torch.stack([(r * d * w).sum(dims), (d * d * w).sum(dims)]).cpu()  # [2, T]
+        if sums.shape[1] > self.sums.shape[1]:
+            self.sums = F.pad(self.sums, (0, sums.shape[1] - self.sums.shape[1]))
+        self.sums[:, :sums.shape[1]] += sums
+
+    def compute(self) -> torch.Tensor:
+        """γ `[leads]` (float32) in [0, 1]; 1 where the forecast never left the anchor."""
+        num, den = self.sums
+        gate = torch.where(den > 0, num / den.clamp(min=1e-300), torch.ones_like(num))
+        return gate.clamp(0.0, 1.0).float()
+
+
 class _StraightThroughClip(torch.autograd.Function):
     """clamp(v, lo, hi) forward, identity backward."""
 
@@ -149,7 +189,12 @@ class Anchored(Forecaster):
             `optical_flow` only); 0 (default) advects with the estimated motion as it is.
         calibrate_leads: learn an intensity map per lead time for this many leads
             (`LeadCalibration`, over `value_range`); 0 (default): none.
+
+    Buffer `gate` `[leads]`: the validated gate γ_k (module docstring), empty until `fit_gate`;
+    leads beyond it use its last value.
     """
+
+    gated: bool = True  # forward applies `gate` (variants with their own forward: False)
 
     def __init__(self, in_channels: int = 1, base: str = "encoder_forecaster",
                  base_kwargs: dict | None = None, anchor: str = "persistence",
@@ -200,6 +245,7 @@ class Anchored(Forecaster):
                 kwargs.setdefault("output_activation", "identity")  # a correction is signed
         self.net = create_model(base, **kwargs)
         self.correction = None
+        self.register_buffer("gate", torch.ones(0))  # γ_k [leads]; empty: no gate
         if anchor != "none":
             self.correction = nn.Conv2d(in_channels, in_channels, kernel_size=1)
             nn.init.zeros_(self.correction.weight)
@@ -229,11 +275,51 @@ class Anchored(Forecaster):
             motion = motion + self.motion_net(x[:, -self.motion_frames:], motion)  # [B, 2, H, W]
         return advect(x[:, -1], motion.to(x.device), horizon, self.outval)  # [B, h, C, H, W]
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # weights saved before the gate existed hold none (no gate); a fitted one has its size
+        key = prefix + "gate"
+        state_dict.setdefault(key, torch.ones(0))
+        if state_dict[key].shape != self.gate.shape:
+            self.gate = torch.ones_like(state_dict[key], device=self.gate.device)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def forward(self, x: torch.Tensor, horizon: int,
                 motion: torch.Tensor | None = None) -> torch.Tensor:
+        a, out = self.forward_parts(x, horizon, motion)
+        if self.gate.numel() == 0:
+            return out
+        lead = torch.arange(horizon, device=out.device).clamp(max=self.gate.numel() - 1)
+        gate = self.gate[lead].to(out.dtype).view(1, horizon, 1, 1, 1)
+        return a + gate * (out - a)  # [B, horizon, C, H, W]
+
+    @torch.no_grad()
+    def fit_gate(self, batches: Iterable[Any], *,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Fit the gate γ_k on `batches` of `(x, y)`, `(x, y, mask)` or dicts with "x", "y" (and
+        "mask", "motion"), store it (buffer `gate`) and return it `[leads]`. `reduce` adds the
+        sums of the other processes (DDP) before the fit."""
+        from convcast.train.evaluate import split_batch
+
+        fit, device = GateFit(), self.gate.device
+        for batch in batches:
+            x, y, mask = split_batch(batch)
+            motion = batch.get("motion") if isinstance(batch, dict) else None
+            motion = None if motion is None else motion.to(device)
+            a, out = self.forward_parts(x.to(device), y.shape[1], motion)
+            fit.update(a, out, y.to(device), None if mask is None else mask.to(device))
+        if reduce is not None:
+            fit.sums = reduce(fit.sums)
+        self.gate = fit.compute().to(device)
+        return self.gate.clone()
+
+    def forward_parts(self, x: torch.Tensor, horizon: int, motion: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The anchor's forecast a and the ungated forecast ŷ, each `[B, horizon, C, H, W]`
+        (anchor "none": a is the forecast itself)."""
         self.check_input(x, horizon)
         if self.anchor == "none":
-            return self.net(x, horizon)  # [B, horizon, C, H, W]
+            out = self.net(x, horizon)  # [B, horizon, C, H, W]
+            return out, out
         a = self.anchor_forecast(x, horizon, motion)  # [B, horizon, C, H, W]
         f = self.net(x, horizon, condition=a)  # [B, horizon, C, H, W]
         B, _, C, H, W = f.shape
@@ -243,4 +329,4 @@ class Anchored(Forecaster):
             out = self.calibration(out)  # [B, horizon, C, H, W]
         if self.value_range is not None:
             out = _StraightThroughClip.apply(out, *self.value_range)
-        return out
+        return a, out

@@ -20,9 +20,24 @@ CRPS, `ForecastSystem(members=M)`) moves U away from zero only where spread lowe
 
 Cost: `sample(x, horizon, members=M)` encodes the input once and computes the anchor (the motion
 estimate included) once; only the decoder runs on B·M states, so a member costs one decoding,
-not one forward. `forward(x, horizon)` is the zero-noise member (z = 0), i.e. the anchored
-forecast of the same weights; it is deterministic and is what `convcast test`, predict and
-nowcast use.
+not one forward.
+
+Noise after the decoder (`noise_at="output"`), for members that cost almost nothing: the
+deterministic forecast u_k (before the clip) is computed once, and member m adds a Gaussian
+field whose amplitude maps the forecast itself sets,
+
+    ŷ_bm,k = clip(g_k(u_b,k) + up_s(Σ_j A_j(g_k(u_b,k), a_b,k, k) ⊙ z_bm,j)),
+    z_bm ~ N(0, I) [noise_channels, H/s, W/s],
+
+A a small convolutional net at 1/s of the resolution (`noise_scale` s) whose output layer starts
+at zero, z one field per member shared by its lead times (so a member is coherent in time, its
+spread set per lead by A), `up_s` bilinear. One more member is one product and one upsampling
+per lead time; A, the encoding, the anchor and the decoding are shared. z = 0 (and an untrained
+A) is the deterministic forecast exactly. What it cannot do that the state noise can: move an
+echo (a perturbed motion), only raise or lower the values where A puts spread.
+
+`forward(x, horizon)` is the zero-noise member (z = 0), i.e. the anchored forecast of the same
+weights; it is deterministic and is what `convcast test`, predict and nowcast use.
 """
 
 from __future__ import annotations
@@ -39,6 +54,33 @@ from convcast.models.base import check_kernel, check_size
 from convcast.models.registry import create_model, register_model
 
 _HIDDEN = re.compile(r"h\d+")
+NOISE_AT = ("state", "output")
+
+
+class Amplitude(nn.Module):
+    """Amplitude maps A `[B, T, C, J, h, w]` of the J noise channels from the forecast u and the
+    anchor a `[B, T, C, H, W]` pooled by s, and the lead time: three convolutions, the last
+    zero-initialised (no spread at start)."""
+
+    def __init__(self, channels: int, noise_channels: int, kernel: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.channels, self.noise_channels = channels, noise_channels
+        pad = kernel // 2
+        self.net = nn.Sequential(
+            nn.Conv2d(2 * channels + 1, hidden, kernel, padding=pad), nn.GELU(),
+            nn.Conv2d(hidden, hidden, kernel, padding=2 * pad, dilation=2), nn.GELU(),
+            nn.Conv2d(hidden, channels * noise_channels, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, u: torch.Tensor, a: torch.Tensor, scale: int) -> torch.Tensor:
+        B, T, C, H, W = u.shape
+        pool = [F.avg_pool2d(v.reshape(B * T, C, H, W), scale, ceil_mode=True) for v in (u, a)]
+        h, w = pool[0].shape[-2:]
+        lead = torch.arange(1, T + 1, device=u.device, dtype=u.dtype) / 12  # 1 at lead 12
+        lead = lead.view(1, T, 1, 1, 1).expand(B, T, 1, h, w).reshape(B * T, 1, h, w)
+        amp = self.net(torch.cat([*pool, lead], 1))  # [B*T, C*J, h, w]
+        return amp.view(B, T, C, self.noise_channels, h, w)
 
 
 def _hidden_channels(net: nn.Module, in_channels: int) -> dict[str, int]:
@@ -79,23 +121,44 @@ class AnchoredEnsemble(Anchored):
             method_kwargs, outval, motion_hidden, calibrate_leads: as `anchored`'s; the base
             must be recurrent (`encode`/`decode` with hidden states `h0, h1, ...`).
         noise_channels: channels of the latent noise field z of each member.
-        noise_kernel: kernel size of the convolutions U_i that add z to the hidden states.
+        noise_kernel: kernel size of the convolutions U_i that add z to the hidden states (and
+            of the amplitude net A).
+        noise_at: "state" (z perturbs the decoder's initial state: a decoding per member) or
+            "output" (z scaled by amplitude maps is added to the decoded forecast: one decoding).
+        noise_scale: the pixels of the frame per cell of z with `noise_at="output"` (its
+            correlation length).
     """
+
+    gated = False  # its forward is its own: no validated gate
 
     def __init__(self, in_channels: int = 1, base: str = "encoder_forecaster",
                  base_kwargs: dict | None = None, anchor: str = "persistence",
                  value_range: Sequence[float] | None = (0.0, 1.0), motion_frames: int = 3,
                  method: str = "lucaskanade", method_kwargs: dict | None = None,
                  outval: float | str = "min", motion_hidden: int = 0, calibrate_leads: int = 0,
-                 noise_channels: int = 8, noise_kernel: int = 3) -> None:
+                 noise_channels: int = 8, noise_kernel: int = 3, noise_at: str = "state",
+                 noise_scale: int = 4) -> None:
         super().__init__(in_channels=in_channels, base=base, base_kwargs=base_kwargs,
                          anchor=anchor, value_range=value_range, motion_frames=motion_frames,
                          method=method, method_kwargs=method_kwargs, outval=outval,
                          motion_hidden=motion_hidden, calibrate_leads=calibrate_leads)
         self.noise_channels = check_size("anchored_ensemble", "noise_channels", noise_channels)
         check_kernel("anchored_ensemble", noise_kernel)
+        if noise_at not in NOISE_AT:
+            raise ValueError(f"anchored_ensemble: noise_at must be one of {', '.join(NOISE_AT)}, "
+                             f"got {noise_at!r}")
+        self.noise_at = noise_at
+        self.noise_scale = check_size("anchored_ensemble", "noise_scale", noise_scale)
         hidden = _hidden_channels(self.net, in_channels)
         self.inject = nn.ModuleDict()
+        self.amplitude = None
+        if noise_at == "output":
+            if self.anchor == "none":
+                raise ValueError("anchored_ensemble: noise_at='output' sets its spread from the "
+                                 "forecast and the anchor; give an anchor (persistence or "
+                                 "optical_flow) or noise_at='state'")
+            self.amplitude = Amplitude(in_channels, noise_channels, noise_kernel)
+            hidden = {}
         for key, channels in hidden.items():
             conv = nn.Conv2d(noise_channels, channels, noise_kernel, padding=noise_kernel // 2,
                              bias=False)
@@ -104,7 +167,8 @@ class AnchoredEnsemble(Anchored):
 
     @classmethod
     def from_anchored(cls, anchored: Anchored, *, noise_channels: int = 8,
-                      noise_kernel: int = 3) -> AnchoredEnsemble:
+                      noise_kernel: int = 3, noise_at: str = "state",
+                      noise_scale: int = 4) -> AnchoredEnsemble:
         """An ensemble whose every member is the (trained) `anchored` model's forecast: its
         configuration and weights, and zero noise injections, to fine-tune with the fair CRPS."""
         spec = getattr(anchored, "model_spec", None)
@@ -113,9 +177,10 @@ class AnchoredEnsemble(Anchored):
                              "create_model('anchored', ...) (or loaded from its checkpoint), "
                              f"got {type(anchored).__name__}")
         model = create_model("anchored_ensemble", **spec["kwargs"],
-                             noise_channels=noise_channels, noise_kernel=noise_kernel)
+                             noise_channels=noise_channels, noise_kernel=noise_kernel,
+                             noise_at=noise_at, noise_scale=noise_scale)
         missing, unexpected = model.load_state_dict(anchored.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("inject.") for k in missing):
+        if unexpected or any(not k.startswith(("inject.", "amplitude.")) for k in missing):
             raise ValueError(f"from_anchored: the weights do not fit (missing {missing}, "
                              f"unexpected {unexpected})")
         return model.to(next(anchored.parameters()).device)
@@ -157,6 +222,8 @@ class AnchoredEnsemble(Anchored):
         B, M = x.shape[0], members
         state = self.net.encode(x)  # one encoding, shared by the members
         a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion)
+        if self.amplitude is not None:
+            return self._output_noise(state, a, horizon, members, generator, draw)
         state = {k: v.repeat_interleave(M, dim=0) for k, v in state.items()}  # [B*M, ...]
         first = state[next(iter(self.inject))]  # [B*M, hid_0, h, w]
         shape = (B * M, self.noise_channels, *first.shape[-2:])
@@ -177,9 +244,35 @@ class AnchoredEnsemble(Anchored):
             return f.view(B, M, *f.shape[1:])  # the base alone, as anchored's anchor="none"
         _, _, C, H, W = f.shape
         corr = self.correction(f.reshape(B * M * horizon, C, H, W)).view(B * M, horizon, C, H, W)
-        out = cond + corr  # [B*M, horizon, C, H, W]
-        if self.calibration is not None:
+        return self._finish(cond + corr).view(B, M, horizon, C, H, W)
+
+    def _finish(self, out: torch.Tensor, calibrate: bool = True) -> torch.Tensor:
+        """The intensity map per lead (`calibrate`) and the clip of `[N, horizon, C, H, W]`."""
+        if calibrate and self.calibration is not None:
             out = self.calibration(out)
         if self.value_range is not None:
             out = _StraightThroughClip.apply(out, *self.value_range)
+        return out
+
+    def _output_noise(self, state: dict, a: torch.Tensor, horizon: int, members: int,
+                      generator: torch.Generator | None, draw: bool) -> torch.Tensor:
+        """`noise_at="output"`: one decoding u (its intensity map applied), then
+        u + up_s(Σ_j A_j ⊙ z_j) per member, clipped: `[B, M, horizon, C, H, W]`."""
+        f = self.net.decode(state, horizon, a)  # [B, horizon, C, H, W]
+        B, _, C, H, W = f.shape
+        M = members
+        u = a + self.correction(f.reshape(B * horizon, C, H, W)).view(B, horizon, C, H, W)
+        if self.calibration is not None:
+            u = self.calibration(u)  # once, not per member
+        out = u.unsqueeze(1).expand(B, M, horizon, C, H, W)  # z = 0: every member is u
+        if draw:
+            amp = self.amplitude(u, a, self.noise_scale)  # [B, horizon, C, J, h, w]
+            shape = (B, M, self.noise_channels, *amp.shape[-2:])
+            device = generator.device if generator is not None else u.device
+            z = torch.randn(shape, generator=generator, device=device, dtype=u.dtype)
+            field = torch.einsum("btcjhw,bmjhw->bmtchw", amp, z.to(u.device))  # [B,M,T,C,h,w]
+            field = F.interpolate(field.reshape(B * M * horizon, C, *amp.shape[-2:]),
+                                  size=(H, W), mode="bilinear", align_corners=False)
+            out = out + field.view(B, M, horizon, C, H, W)
+        out = self._finish(out.reshape(B * M, horizon, C, H, W), calibrate=False)
         return out.view(B, M, horizon, C, H, W)

@@ -147,6 +147,8 @@ class ExceedanceHeads(Anchored):
         head_hidden: channels of the neighbourhood net r (0: none).
     """
 
+    gated = False  # its forward is its own: no validated gate
+
     def __init__(self, in_channels: int = 1, base: str = "encoder_forecaster",
                  base_kwargs: dict | None = None, anchor: str = "persistence",
                  value_range: Sequence[float] | None = (0.0, 1.0), motion_frames: int = 3,

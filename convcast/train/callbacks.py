@@ -3,7 +3,10 @@ checkpoints that never hold non-finite weights."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,9 +15,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from convcast.train.checkpoint import CONFIG_KEY
+from convcast.atomic import atomic_path
+from convcast.train.checkpoint import CONFIG_KEY, read_checkpoint
 from convcast.train.system import NonFiniteLossError, nonfinite_parameters
 from convcast.viz import frame_grid
 
@@ -121,7 +125,12 @@ class Checkpoint(ModelCheckpoint):
     says so ("no learned improvement on this data"). `anchor_margin` (e.g. 0.05) makes a trained
     state replace the step-0 model only where it beats it by that fraction of its score: a few
     validation windows are noisy, and a short clip's last frames may not be like its validation
-    frames, so a small gain is not worth leaving a known-good anchor for.
+    frames, so a small gain is not worth leaving a known-good anchor for. `gate` (anchored models):
+    when training ends, the validated gate per lead time (`Anchored.fit_gate`: how far towards
+    the learned forecast each lead goes, 0 = the anchor) is fitted on the validation windows for
+    the best checkpoint and written into it, so `--ckpt_path best` forecasts with it (also where
+    that is the step-0 state of a run started from shipped pretrained weights); training itself
+    runs ungated (a gate the weights came with is cleared at the start).
 
     Lightning writes `last.ckpt` only beside another checkpoint, so after a run stopped by
     `max_steps` mid-epoch it would hold an older state; here the end of training rewrites it,
@@ -133,21 +142,30 @@ class Checkpoint(ModelCheckpoint):
     _train_start_step: int | None = None
 
     def __init__(self, *args: Any, validate_at_start: bool | None = None,
-                 anchor_margin: float = 0.0, **kwargs: Any) -> None:
+                 anchor_margin: float = 0.0, gate: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not 0.0 <= anchor_margin < 1.0:
             raise ValueError(f"checkpoint anchor_margin is a fraction of the step-0 score, in "
                              f"[0, 1), got {anchor_margin} (e.g. 0.05: 5% better to replace it)")
         self.validate_at_start = validate_at_start
         self.anchor_margin = anchor_margin
+        self.gate = gate
 
     def _anchored(self, pl_module: L.LightningModule) -> bool:
         model = getattr(pl_module, "model", None)
         return getattr(model, "anchor", "none") not in (None, "none")
 
+    def _gated(self, pl_module: L.LightningModule) -> bool:
+        """Whether this run fits a gate: `gate` is on and the model has one (an anchored
+        forecaster; its ensemble and probability variants have none)."""
+        model = getattr(pl_module, "model", None)
+        return self.gate and self._anchored(pl_module) and getattr(model, "gated", False)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._train_start_step = trainer.global_step
+        if self._gated(pl_module):
+            pl_module.model.gate = pl_module.model.gate.new_ones(0)  # trained ungated
         start = self.validate_at_start
         if start is None:
             start = self._anchored(pl_module)
@@ -201,14 +219,47 @@ class Checkpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        pretrained = bool(getattr(pl_module, "hparams", {}).get("pretrained", False))
         if self.anchor_won:
-            rank_zero_warn(f"the best checkpoint on the validation windows is the untrained "
-                           f"model ({self.best_model_path}, {self.monitor} "
+            start = "shipped pretrained model" if pretrained else "untrained model"
+            rank_zero_warn(f"the best checkpoint on the validation windows is the {start} "
+                           f"({self.best_model_path}, {self.monitor} "
                            f"{float(self.best_model_score):.4g}"
                            + (f" with its {self.anchor_margin:.0%} margin" if self.anchor_margin
                               else "") + "): no learned improvement on this data; --ckpt_path "
-                           "best forecasts as its anchor does")
+                           "best forecasts as " + ("the shipped weights do" if pretrained
+                                                   else "its anchor does"))
         if (self.save_last and self.dirpath and not trainer.fast_dev_run
                 and self._finite(trainer, self._last_path())):
             trainer.save_checkpoint(self._last_path(), weights_only=self.save_weights_only)
             self.last_model_path = self._last_path()
+        # the untrained model is its anchor (nothing to gate); shipped weights are not
+        if (self._gated(pl_module) and self.best_model_path and trainer.val_dataloaders
+                is not None and (pretrained or not self.anchor_won)):
+            self._fit_gate(trainer, pl_module)
+
+    def _fit_gate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Fit the gate of the best checkpoint's weights on the validation windows (sums reduced
+        over processes) and write it into that checkpoint (atomically, by rank 0)."""
+        ckpt = read_checkpoint(self.best_model_path, map_location=pl_module.device)
+        model = copy.deepcopy(pl_module.model).eval()
+        prefix = "model."
+        model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items()
+                               if k.startswith(prefix)})
+        loaders = trainer.val_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        device = pl_module.device
+
+        def reduce(sums: torch.Tensor) -> torch.Tensor:
+            return trainer.strategy.reduce(sums.to(device), reduce_op="sum").cpu()
+
+        gate = model.fit_gate(itertools.chain(*loaders), reduce=reduce).cpu()
+        if trainer.is_global_zero:
+            ckpt["state_dict"][prefix + "gate"] = gate
+            with atomic_path(Path(self.best_model_path)) as tmp:
+                torch.save(ckpt, tmp)
+            rank_zero_info(f"gate per lead time fitted on the validation windows and written "
+                           f"into {self.best_model_path}: "
+                           + " ".join(f"{float(g):.2f}" for g in gate)
+                           + " (0: the anchor, 1: the learned forecast)")
+        trainer.strategy.barrier()
