@@ -29,12 +29,12 @@ field whose amplitude maps the forecast itself sets,
     ŷ_bm,k = clip(g_k(u_b,k) + up_s(Σ_j A_j(g_k(u_b,k), a_b,k, k) ⊙ z_bm,j)),
     z_bm ~ N(0, I) [noise_channels, H/s, W/s],
 
-A a small convolutional net at 1/s of the resolution (`noise_scale` s) whose output layer starts
-at zero, z one field per member shared by its lead times (so a member is coherent in time, its
-spread set per lead by A), `up_s` bilinear. One more member is one product and one upsampling
-per lead time; A, the encoding, the anchor and the decoding are shared. z = 0 (and an untrained
-A) is the deterministic forecast exactly. What it cannot do that the state noise can: move an
-echo (a perturbed motion), only raise or lower the values where A puts spread.
+with A a small convolutional net at 1/s of the resolution (`noise_scale` s) whose output layer
+starts at zero, z one field per member shared by its lead times (so a member is coherent in
+time, its spread set per lead by A), `up_s` bilinear. One more member is one product and one
+upsampling per lead time; A, the encoding, the anchor and the decoding are shared. z = 0 (and
+an untrained A) is the deterministic forecast exactly. What it cannot do that the state noise
+can: move an echo (a perturbed motion), only raise or lower the values where A puts spread.
 
 `forward(x, horizon)` is the zero-noise member (z = 0), i.e. the anchored forecast of the same
 weights; it is deterministic and is what `convcast test`, predict and nowcast use.
