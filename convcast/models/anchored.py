@@ -322,11 +322,14 @@ class Anchored(Forecaster):
             return out, out
         a = self.anchor_forecast(x, horizon, motion)  # [B, horizon, C, H, W]
         f = self.net(x, horizon, condition=a)  # [B, horizon, C, H, W]
-        B, _, C, H, W = f.shape
-        corr = self.correction(f.reshape(B * horizon, C, H, W)).view(B, horizon, C, H, W)
-        out = a + corr  # [B, horizon, C, H, W]
-        if self.calibration is not None:
-            out = self.calibration(out)  # [B, horizon, C, H, W]
+        out = self.corrected(a, f)  # [B, horizon, C, H, W]
         if self.value_range is not None:
             out = _StraightThroughClip.apply(out, *self.value_range)
         return a, out
+
+    def corrected(self, a: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """u = g(a + W f) before the clip, from the anchor a and the inner model's output f,
+        each `[N, horizon, C, H, W]` (g: the intensity map per lead, where one is learned)."""
+        N, T, C, H, W = f.shape
+        u = a + self.correction(f.reshape(N * T, C, H, W)).view(N, T, C, H, W)
+        return u if self.calibration is None else self.calibration(u)

@@ -242,14 +242,10 @@ class AnchoredEnsemble(Anchored):
         f = self.net.decode(state, horizon, cond)  # [B*M, horizon, C, H, W]
         if a is None:
             return f.view(B, M, *f.shape[1:])  # the base alone, as anchored's anchor="none"
-        _, _, C, H, W = f.shape
-        corr = self.correction(f.reshape(B * M * horizon, C, H, W)).view(B * M, horizon, C, H, W)
-        return self._finish(cond + corr).view(B, M, horizon, C, H, W)
+        return self._clip(self.corrected(cond, f)).view(B, M, *f.shape[1:])
 
-    def _finish(self, out: torch.Tensor, calibrate: bool = True) -> torch.Tensor:
-        """The intensity map per lead (`calibrate`) and the clip of `[N, horizon, C, H, W]`."""
-        if calibrate and self.calibration is not None:
-            out = self.calibration(out)
+    def _clip(self, out: torch.Tensor) -> torch.Tensor:
+        """Forecasts clipped to `value_range` (straight-through), any shape."""
         if self.value_range is not None:
             out = _StraightThroughClip.apply(out, *self.value_range)
         return out
@@ -261,9 +257,7 @@ class AnchoredEnsemble(Anchored):
         f = self.net.decode(state, horizon, a)  # [B, horizon, C, H, W]
         B, _, C, H, W = f.shape
         M = members
-        u = a + self.correction(f.reshape(B * horizon, C, H, W)).view(B, horizon, C, H, W)
-        if self.calibration is not None:
-            u = self.calibration(u)  # once, not per member
+        u = self.corrected(a, f)  # its intensity map applied once, not per member
         out = u.unsqueeze(1).expand(B, M, horizon, C, H, W)  # z = 0: every member is u
         if draw:
             amp = self.amplitude(u, a, self.noise_scale)  # [B, horizon, C, J, h, w]
@@ -274,5 +268,4 @@ class AnchoredEnsemble(Anchored):
             field = F.interpolate(field.reshape(B * M * horizon, C, *amp.shape[-2:]),
                                   size=(H, W), mode="bilinear", align_corners=False)
             out = out + field.view(B, M, horizon, C, H, W)
-        out = self._finish(out.reshape(B * M, horizon, C, H, W), calibrate=False)
-        return out.view(B, M, horizon, C, H, W)
+        return self._clip(out).contiguous()  # [B, M, horizon, C, H, W]

@@ -206,9 +206,7 @@ class ExceedanceHeads(Anchored):
             return torch.zeros_like(f), f
         a = self.anchor_forecast(x, horizon, motion)  # [B, horizon, C, H, W]
         f = self.net(x, horizon, condition=a)  # [B, horizon, C, H, W]
-        B, _, C, H, W = f.shape
-        u = a + self.correction(f.reshape(B * horizon, C, H, W)).view(B, horizon, C, H, W)
-        return a, u if self.calibration is None else self.calibration(u)
+        return a, self.corrected(a, f)
 
     def _heads(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Raw logits z `[B, horizon, K, C, H, W]` of the anchor and the unclipped forecast."""
