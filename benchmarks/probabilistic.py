@@ -14,6 +14,11 @@ archive are forecast (0: all) by
   `lagrangian_probability` (pysteps' local Lagrangian probability) at each of `--slopes`;
 - `optical_flow` and `persistence`, ensembles of one.
 
+`--ensemble` / `--heads` take one checkpoint (trained on synthetic radar: no archive seen) or a
+folder of leave-one-provider-out runs `lopo-<provider>/` (`configs/radar-ensemble-real.yaml`,
+`configs/radar-probability-real.yaml` on the real radar pool with `--data.init_args.exclude`):
+each provider is then scored by the best checkpoint of the run that never saw it.
+
 Scored in rain rate (mm/h) by each archive's own conversion, pixels outside the radar's domain
 left out, per case and lead time: CRPS (one member: the MAE), fair CRPS and spread-skill ratio
 (M >= 2); at 0.5, 2 and 5 mm/h the Brier score, Brier skill score against the sample base rate,
@@ -35,8 +40,8 @@ Writes `--json` (default `benchmarks/probabilistic.json`) and PNGs in `--plots` 
 diagrams, rank histograms); prints the Markdown tables of `benchmarks/RESULTS.md`. One thread by
 default; run it under `flock /tmp/convcast-heavy.lock` on a shared machine.
 
-    python benchmarks/probabilistic.py --ensemble CKPT --heads CKPT [--members 8] [--windows 8]
-        [--providers fmi knmi bom opera] [--samples DIR]
+    python benchmarks/probabilistic.py --ensemble CKPT|DIR --heads CKPT|DIR [--members 8]
+        [--windows 8] [--providers fmi knmi bom opera] [--samples DIR]
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ from convcast.metrics.probabilistic import (
 )
 from convcast.models import create_model, list_models
 from convcast.models.probability import threshold_values
-from convcast.train.checkpoint import load_forecaster
+from convcast.train.checkpoint import find_checkpoint, load_forecaster
 from convcast.train.precision import cpu_info, interleaved_times, ratio_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,9 +100,14 @@ SMOKE = {"windows": 1, "members": 2, "timing_rounds": 1, "slopes": [1.0, 5.0],
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ensemble", type=Path, required=True,
-                   help="checkpoint of anchored_ensemble (configs/radar-ensemble-cpu-small.yaml)")
+                   help="checkpoint of anchored_ensemble (configs/radar-ensemble-cpu-small.yaml), "
+                        "or a folder of leave-one-provider-out runs lopo-<provider>/ "
+                        "(configs/radar-ensemble-real.yaml): each provider scored by the run "
+                        "that left it out")
     p.add_argument("--heads", type=Path, required=True,
-                   help="checkpoint of exceedance_heads (configs/radar-probability-cpu-small.yaml)")
+                   help="checkpoint of exceedance_heads (configs/radar-probability-cpu-small"
+                        ".yaml), or a folder of lopo-<provider>/ runs "
+                        "(configs/radar-probability-real.yaml)")
     p.add_argument("--members", type=int, default=None, help="ensemble members (default 8)")
     p.add_argument("--windows", type=int, default=None,
                    help="windows per case, spread evenly over the archive; 0: all (default 8)")
@@ -159,8 +169,21 @@ def chosen(total: int, wanted: int) -> list[int]:
 
 
 # ---- models ------------------------------------------------------------------------------------
-def learned(path: Path, name: str) -> tuple[nn.Module, dict]:
-    """The `name` model of a checkpoint, in eval mode, and its facts."""
+def learned(path: Path, name: str, provider: str | None = None) -> tuple[nn.Module, dict]:
+    """The `name` model of a checkpoint, in eval mode, and its facts; for a folder of
+    leave-one-provider-out runs, the best checkpoint of `path/lopo-<provider>/` (its last
+    without a validated best)."""
+    if path.is_dir():
+        run = path / f"lopo-{provider}"
+        found = (find_checkpoint("best", run) or find_checkpoint("last", run)
+                 if run.is_dir() else None)
+        if found is None:
+            raise SystemExit(f"no leave-{provider}-out run with a checkpoint under {run}: train "
+                             f"one with `convcast fit --config configs/radar-"
+                             f"{'ensemble' if name == ENSEMBLE else 'probability'}-real.yaml "
+                             f"--data.init_args.exclude '[{provider}]' "
+                             f"--trainer.default_root_dir {run}`")
+        path = Path(found)
     if not path.is_file():
         raise SystemExit(f"checkpoint {path} not found: train one with `convcast fit --config "
                          f"configs/radar-{'ensemble' if name == ENSEMBLE else 'probability'}"
@@ -564,13 +587,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.samples.is_dir():
         raise SystemExit(f"no radar samples at {args.samples}; pass --samples or set "
                          "CONVCAST_RADAR_SAMPLES")
-    ensemble, ens_facts = learned(args.ensemble, ENSEMBLE)
-    heads, heads_facts = learned(args.heads, HEADS)
+    models = {provider: (learned(args.ensemble, ENSEMBLE, provider),
+                         learned(args.heads, HEADS, provider))
+              for provider in args.providers}  # each checked before hours of scoring
+    checkpoints = {name: {provider: models[provider][i][1] for provider in args.providers}
+                   for i, name in enumerate((ENSEMBLE, HEADS))}
     run: dict[str, Any] = {"machine": platform.processor() or platform.machine(),
                            "cpu": cpu_info(), "threads": torch.get_num_threads(),
                            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                            "load_before": os.getloadavg(),
-                           "checkpoints": {ENSEMBLE: ens_facts, HEADS: heads_facts},
+                           "checkpoints": checkpoints,
                            "args": {k: str(v) for k, v in vars(args).items()}}
     t_start = time.monotonic()
     cases: dict[str, dict] = {}
@@ -581,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 dm = open_archive(args, provider, event)
                 print(f"{case}: {min(len(dm.train_set), args.windows or len(dm.train_set))} of "
                       f"{len(dm.train_set)} windows, {args.members} members", flush=True)
+                (ensemble, _), (heads, _) = models[provider]
                 cases[case] = score_case(args, dm, ensemble, heads)
     run["minutes_total"] = round((time.monotonic() - t_start) / 60, 2)
     run["load_after"] = os.getloadavg()

@@ -155,3 +155,23 @@ def test_missing_checkpoint_and_archive_say_what_to_do(tmp_path, checkpoints):
                      str(checkpoints["ensemble"]), "--heads", str(checkpoints["heads"]),
                      "--samples", str(tmp_path), "--json", str(tmp_path / "p.json"),
                      "--plots", str(tmp_path / "plots")])
+
+
+def test_a_folder_of_leave_one_provider_out_runs_scores_each_provider_by_its_own(
+        tmp_path, checkpoints):
+    """`--ensemble DIR`: provider P is forecast by DIR/lopo-P's checkpoint; a provider without
+    a run says which command trains it."""
+    import shutil
+
+    module = bench()
+    for provider, name in (("fmi", "ensemble"), ("knmi", "heads")):
+        run = tmp_path / "runs" / f"lopo-{provider}" / "checkpoints"
+        run.mkdir(parents=True)
+        shutil.copy(checkpoints[name], run / "last.ckpt")
+    model, facts = module.learned(tmp_path / "runs", module.ENSEMBLE, "fmi")
+    assert type(model).__name__ == "AnchoredEnsemble" and not model.training
+    assert facts["path"] == str(tmp_path / "runs" / "lopo-fmi" / "checkpoints" / "last.ckpt")
+    with pytest.raises(SystemExit, match="holds a 'exceedance_heads' model"):
+        module.learned(tmp_path / "runs", module.ENSEMBLE, "knmi")
+    with pytest.raises(SystemExit, match=r"no leave-bom-out run .*exclude '\[bom\]'"):
+        module.learned(tmp_path / "runs", module.HEADS, "bom")

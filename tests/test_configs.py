@@ -73,12 +73,17 @@ def _overrides(config: dict, tmp_path: Path) -> list:
     if root is not None and not Path(root).exists():  # a KTH-layout folder: a tiny synthetic one
         persons = (1, 2, 3, 4, 5, 13, 15, 17)  # every stage of the tutorial and prediction splits
         tree = ["--data.init_args.root", write_synthetic_kth(tmp_path / "kth", persons=persons)]
-    accepted = _data_parameters(data["class_path"])
-    out = tree + [a for k, v in SMALL.items() if k in accepted
-                  for a in (f"--data.init_args.{k}", v)]
+    out = list(tree)
     model_kwargs = (config.get("model") or {}).get("model_kwargs") or {}
-    if not any(k in model_kwargs for k in SIZE_KEYS):  # the model takes any frame size
-        out += [a for k in SIZE_KEYS if k in accepted for a in (f"--data.init_args.{k}", 32)]
+    prefix = "--data.init_args"
+    while data:  # the data module, and the one it wraps (MotionDataModule's `data`)
+        accepted = _data_parameters(data["class_path"])
+        out += [a for k, v in SMALL.items() if k in accepted for a in (f"{prefix}.{k}", v)]
+        if not any(k in model_kwargs for k in SIZE_KEYS):  # the model takes any frame size
+            out += [a for k in SIZE_KEYS if k in accepted for a in (f"{prefix}.{k}", 32)]
+        inner = (data.get("init_args") or {}).get("data")
+        data = inner if isinstance(inner, dict) and "class_path" in inner else None
+        prefix += ".data.init_args"
     return out
 
 

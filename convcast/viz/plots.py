@@ -35,9 +35,9 @@ def plot_lead_time(results: Results, out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     paths = []
     for metric in metrics:
-        fig = Figure(figsize=(5, 3.5), layout="constrained")
+        fig = Figure(figsize=(5, 3.5))  # fixed margins: a constrained layout doubles the time
         FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
+        ax = fig.add_axes((0.14, 0.14, 0.82, 0.76))
         for model, m in per_model.items():
             if metric not in m:
                 continue
