@@ -16,6 +16,7 @@ from convcast.data.radar.pool import (
     RadarPoolDataModule,
     _Frames,
     _gap_free_starts,
+    keep_only,
     turn,
     turn_motion,
 )
@@ -75,6 +76,17 @@ def test_pool_items_are_deterministic_crops_with_masks() -> None:
     assert len({float(pool[i]["x"].sum()) for i in range(20)}) > 10  # different crops
 
 
+def test_keep_only_the_steps_and_pixel_sizes_asked_for() -> None:
+    archive = PoolArchive("toy", "toy", "/nowhere", strides=(1, 2, 3))
+    frames = _Frames(archive, 4, np.zeros((20, 1, 8, 8), np.float32),
+                     [(0, 1), (1, 1), (0, 2), (0, 3)], 3.9987, 5.0)
+    assert keep_only(frames, None, None) is frames
+    assert keep_only(frames, [5], [4]).starts == [(0, 1), (1, 1)]  # 3.9987 km is a 4-km grid
+    assert keep_only(frames, [10.0, 15.0], None).starts == [(0, 2), (0, 3)]
+    assert keep_only(frames, [5], [2]).starts == []  # another pixel size: nothing
+    assert keep_only(frames, [7.5], None).starts == []
+
+
 def test_pool_refuses_archives_without_windows() -> None:
     archive = PoolArchive("toy", "toy", "/nowhere")
     sets = [_Frames(archive, 1, np.zeros((3, 1, 8, 8), np.float32), [], 1.0, 5.0)]
@@ -102,3 +114,14 @@ def test_pool_of_real_archives_leaves_a_provider_out(tmp_path) -> None:
     assert item["x"].shape == (5, 1, 32, 32) and item["y"].shape == (12, 1, 32, 32)
     assert dm.describe().radar.units == "dbz"
     assert len(list(tmp_path.glob("*.npy"))) >= 1  # motion fields kept for the next run
+    assert dm.describe().step_minutes is None  # a mixture of steps
+
+    five = RadarPoolDataModule(str(SAMPLES), include=["fmi-20170509"], crop=32, train_size=8,
+                               val_size=4, motion_cache=str(tmp_path), step_minutes=[5],
+                               pixel_km=[4])
+    five.setup()
+    assert [(s["windows"], round(s["pixel_km"])) for s in five.summary()] == [(24, 4)]
+    assert five.describe().step_minutes == 5.0  # one step: the checkpoint knows it
+    with pytest.raises(ValueError, match=r"no window at step_minutes=\[7\].*\(5.0, 2.0\)"):
+        RadarPoolDataModule(str(SAMPLES), include=["fmi-20170509"], crop=32,
+                            step_minutes=[7]).setup()

@@ -16,6 +16,12 @@ archive at 2 and 4 km and at 5, 10 and 15 minutes. A model trained so takes arch
 km and 5 to 15 minutes as they are (`convcast.models.pretrained` says its range); finer grids are
 block-averaged into the range at inference.
 
+Or one model per kind of archive: `RadarPoolDataModule(step_minutes=[5], pixel_km=[4])` keeps
+only the windows at those steps and pixel sizes. What a forecast's spread should be per lead
+time depends on both (an ensemble trained on the mixture is too wide on 5-minute archives and
+too narrow on 10-minute ones, benchmarks/RESULTS.md); a model trained on one step records it in
+its data description.
+
 Leave-one-provider-out: `RadarPoolDataModule(exclude=["knmi"])` trains on the other providers;
 its validation crops come from the providers it trains on, so the held-out one stays unseen.
 """
@@ -24,7 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import KW_ONLY, asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import KW_ONLY, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +137,22 @@ def load_frames(archive: PoolArchive, downsample: int, length: int) -> _Frames:
     grid = dm.describe().radar.output_grid()
     return _Frames(archive, downsample, frames.astype(np.float32), starts,
                    None if grid is None else grid.xpixelsize / 1000, step)
+
+
+def keep_only(f: _Frames, step_minutes: Sequence[float] | None,
+              pixel_km: Sequence[float] | None) -> _Frames:
+    """`f` with only its windows at one of `step_minutes` (the archive's step times the stride,
+    within 2%) and none unless its pixel size is one of `pixel_km` (within 10%: FMI's 3.9987-km
+    grid is a 4-km one); None keeps every step or size."""
+    def near(value: float | None, wanted: Sequence[float], tol: float) -> bool:
+        return value is not None and any(abs(value - w) <= tol * w for w in wanted)
+
+    if pixel_km is not None and not near(f.pixel_km, pixel_km, 0.1):
+        return replace(f, starts=[])
+    if step_minutes is None:
+        return f
+    return replace(f, starts=[(s, k) for s, k in f.starts
+                              if near(f.step_minutes * k, step_minutes, 0.02)])
 
 
 def turn(a: torch.Tensor, k: int) -> torch.Tensor:
@@ -262,13 +285,17 @@ class RadarPoolDataModule(SequenceDataModule):
         crop: the side of the square crops, in pixels.
         train_size / val_size: crops per training epoch / in the validation set.
         motion_cache: a folder keeping each window's motion field (default: none).
+        step_minutes / pixel_km: only the windows at these steps (minutes) and pixel sizes (km);
+            default: every one the archives are served at.
     """
 
     def __init__(self, root: str | None = None, exclude: list[str] | None = None, *,
                  include: list[str] | None = None, input_frames: int = 5,
                  output_frames: int = 12, crop: int = 64,
                  train_size: int = 100_000, val_size: int = 64, batch_size: int = 8,
-                 num_workers: int = 0, seed: int = 0, motion_cache: str | None = None) -> None:
+                 num_workers: int = 0, seed: int = 0, motion_cache: str | None = None,
+                 step_minutes: list[float] | None = None,
+                 pixel_km: list[float] | None = None) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.save_hyperparameters()
         self.sets: list[_Frames] | None = None
@@ -297,7 +324,15 @@ class RadarPoolDataModule(SequenceDataModule):
             return
         hp = self.hparams
         length = hp.input_frames + hp.output_frames
-        self.sets = [load_frames(a, k, length) for a in self.archives() for k in a.downsample]
+        loaded = [load_frames(a, k, length) for a in self.archives() for k in a.downsample]
+        self.sets = [f for f in (keep_only(f, hp.step_minutes, hp.pixel_km) for f in loaded)
+                     if f.starts]
+        if not self.sets:
+            served = sorted({(round(f.step_minutes * k, 1), round(f.pixel_km or 0, 1))
+                             for f in loaded for _, k in f.starts})
+            raise ValueError(f"RadarPoolDataModule: no window at step_minutes={hp.step_minutes} "
+                             f"and pixel_km={hp.pixel_km}; the archives are served at (minutes, "
+                             f"km) {served}: pick from those or leave the filter out (None)")
         common = {"input_frames": hp.input_frames, "output_frames": hp.output_frames,
                   "size": hp.crop, "motion_cache": hp.motion_cache}
         self.train_set = RadarPool(self.sets, length=hp.train_size, seed=hp.seed, **common)
@@ -318,7 +353,9 @@ class RadarPoolDataModule(SequenceDataModule):
         (At inference every archive is prepared by its own units and Z-R relation.)"""
         hp = self.hparams
         names = ", ".join(sorted({f.archive.name for f in self.sets or []}))
+        steps = hp.step_minutes or []
         return DataDescription(hp.input_frames, hp.output_frames, 1, (hp.crop, hp.crop),
                                radar=RadarValues("dbz", zr=MARSHALL_PALMER_ZR),
-                               step_minutes=None, source=f"radar pool: {names}",
+                               step_minutes=float(steps[0]) if len(steps) == 1 else None,
+                               source=f"radar pool: {names}",
                                datamodule=f"{type(self).__module__}.{type(self).__name__}")
