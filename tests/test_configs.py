@@ -1,7 +1,8 @@
 """Every `configs/*.yaml` parses and trains for one step (fast_dev_run) through `convcast fit`.
 
 The configs are picked up by glob, so new ones are tested as they appear. To keep this fast, the
-data is shrunk through whichever of these arguments the config's DataModule accepts: batch 1,
+data is shrunk through whichever of these arguments the config's DataModule (and the one it wraps,
+as MotionDataModule wraps its `data`) accepts: batch 1,
 2 -> 2 frames, 32-pixel frames (unless the model pins a frame size), tiny split sizes. A config
 whose data `path` does not exist here (a placeholder for the user's archive) runs on a tiny
 generated array through `FramesDataModule` instead, with the config's model and training setup;
