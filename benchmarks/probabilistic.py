@@ -587,11 +587,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.samples.is_dir():
         raise SystemExit(f"no radar samples at {args.samples}; pass --samples or set "
                          "CONVCAST_RADAR_SAMPLES")
-    models = {provider: (learned(args.ensemble, ENSEMBLE, provider),
-                         learned(args.heads, HEADS, provider))
-              for provider in args.providers}  # each checked before hours of scoring
-    checkpoints = {name: {provider: models[provider][i][1] for provider in args.providers}
-                   for i, name in enumerate((ENSEMBLE, HEADS))}
+    def per_provider(path: Path, name: str) -> dict[str, tuple[nn.Module, dict]]:
+        """Each provider's model, all checked before hours of scoring (one file: read once)."""
+        if path.is_dir():
+            return {provider: learned(path, name, provider) for provider in args.providers}
+        return dict.fromkeys(args.providers, learned(path, name))
+
+    loaded = {ENSEMBLE: per_provider(args.ensemble, ENSEMBLE),
+              HEADS: per_provider(args.heads, HEADS)}
+    checkpoints = {name: {provider: facts for provider, (_, facts) in models.items()}
+                   for name, models in loaded.items()}
     run: dict[str, Any] = {"machine": platform.processor() or platform.machine(),
                            "cpu": cpu_info(), "threads": torch.get_num_threads(),
                            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -607,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 dm = open_archive(args, provider, event)
                 print(f"{case}: {min(len(dm.train_set), args.windows or len(dm.train_set))} of "
                       f"{len(dm.train_set)} windows, {args.members} members", flush=True)
-                (ensemble, _), (heads, _) = models[provider]
+                ensemble, heads = loaded[ENSEMBLE][provider][0], loaded[HEADS][provider][0]
                 cases[case] = score_case(args, dm, ensemble, heads)
     run["minutes_total"] = round((time.monotonic() - t_start) / 60, 2)
     run["load_after"] = os.getloadavg()

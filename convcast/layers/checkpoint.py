@@ -22,12 +22,13 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 
-def maybe_checkpoint(module: nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(*args)`, under `torch.utils.checkpoint` when `module.checkpointing` is set and a graph
-    is being recorded (in inference there is nothing to save, so nothing to recompute)."""
+def maybe_checkpoint(module: nn.Module, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, under `torch.utils.checkpoint` when `module.checkpointing` is set
+    and a graph is being recorded (in inference there is nothing to save, so nothing to
+    recompute). The non-reentrant checkpoint takes keyword arguments too."""
     if getattr(module, "checkpointing", False) and torch.is_grad_enabled():
-        return checkpoint(fn, *args, use_reentrant=False)
-    return fn(*args)
+        return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+    return fn(*args, **kwargs)
 
 
 def set_checkpointing(model: nn.Module, enabled: bool = True) -> int:

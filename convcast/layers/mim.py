@@ -272,7 +272,8 @@ class MIMBlock(nn.Module):
         d = self.init_state(B, H, W, x) if d is None else d
         c, m, n, s = (self.init_state(B, H, W, x, memory=True) if v is None else v
                       for v in (c, m, n, s))
-        return maybe_checkpoint(self, self._step, x, delta, h, c, m, d, n, s, has_diff)
+        return maybe_checkpoint(self, self._step, x, delta=delta, h=h, c=c, m=m, d=d, n=n, s=s,
+                                has_diff=has_diff)
 
     def _step(self, x: torch.Tensor, delta: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
               m: torch.Tensor, d: torch.Tensor, n: torch.Tensor, s: torch.Tensor,

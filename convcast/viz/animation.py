@@ -78,7 +78,8 @@ def text_band(width: int, spans: Sequence[tuple[int, int, str]], height: int | N
             row, scale = _fit_text(row, x1 - x0)
             (w, h), _ = cv2.getTextSize(row, FONT, scale, 1)
             org = (x0 + max(0, (x1 - x0 - w) // 2), top + i * BAND + (BAND + h) // 2)
-            cv2.putText(band, row, org, FONT, scale, (235, 235, 235), 1, cv2.LINE_AA)
+            cv2.putText(band, row, org, FONT, scale, (235, 235, 235), thickness=1,
+                        lineType=cv2.LINE_AA)
     return band
 
 

@@ -160,8 +160,8 @@ def probability_bar(height: int, width: int = 46) -> np.ndarray:
     bar[top:top + span, 3:13] = ramp
     for v in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = top + round((1 - v) * (span - 1))
-        cv2.putText(bar, f"{v:g}", (15, min(height - 2, max(8, y + 3))), FONT, 0.3, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(bar, f"{v:g}", (15, min(height - 2, max(8, y + 3))), FONT, 0.3, (0, 0, 0),
+                    thickness=1, lineType=cv2.LINE_AA)
     return bar
 
 

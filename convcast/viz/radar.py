@@ -54,14 +54,14 @@ def colour_bar(height: int, levels: Sequence[float] = RAIN_LEVELS, units: str = 
     box = max(6, (height - top - bottom) // n)
     width = 58
     bar = np.full((height, width, 3), 255, np.uint8)
-    cv2.putText(bar, units, (2, 11), FONT, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(bar, units, (2, 11), FONT, 0.35, (0, 0, 0), thickness=1, lineType=cv2.LINE_AA)
     for i in range(n):  # class i spans [levels[i], levels[i + 1])
         y1 = height - bottom - i * box
         colour = tuple(int(c * 255) for c in cmap(i)[:3])
         bar[max(top, y1 - box):y1, 2:14] = colour
         text = f"{levels[i]:g}"
-        cv2.putText(bar, text, (17, min(height - 2, y1 + 3)), FONT, 0.32, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(bar, text, (17, min(height - 2, y1 + 3)), FONT, 0.32, (0, 0, 0),
+                    thickness=1, lineType=cv2.LINE_AA)
     return bar
 
 
