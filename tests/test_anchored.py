@@ -163,6 +163,32 @@ def test_lead_calibration_starts_as_identity_and_learns_a_map_per_lead(radar, on
         create_model("anchored", calibrate_leads=3, value_range=None)
 
 
+@pytest.mark.parametrize("anchor", ["persistence", "optical_flow"])
+def test_activity_map_keeps_still_regions_at_the_anchor(anchor, one_thread) -> None:
+    """No change in, no correction out: a biased correction moves nothing where the input frames
+    are still (a black screen, a static background), and acts where they change."""
+    model = create_model("anchored", anchor=anchor, outval="edge", activity=0.02,
+                         base_kwargs=BASE)
+    torch.nn.init.normal_(model.correction.weight)
+    torch.nn.init.constant_(model.correction.bias, 0.3)  # a correction with a habit
+    x = torch.full((2, 4, 1, 24, 24), 0.01)  # item 0: a still black screen
+    for t in range(4):  # item 1: a square moving right by one pixel per frame
+        x[1, t, 0, 4:10, 3 + t:9 + t] = 0.6
+    motion = torch.zeros(2, 2, 24, 24)
+    motion[:, 0] = 0.7  # a flow estimate that says everything moves, as an interpolated one may
+    out = model(x, 3, motion=motion)
+    assert torch.equal(out[0], x[0, -1:].expand(3, -1, -1, -1))  # exactly persistence
+    assert torch.equal(out[1, :, :, 18:, :], x[1, -1:, :, 18:, :].expand(3, -1, -1, -1))
+    assert (out[1, :, :, 4:10, 6:12] - x[1, -1, :, 4:10, 6:12]).abs().amax() > 0.1
+    plain = create_model("anchored", anchor=anchor, outval="edge", base_kwargs=BASE)
+    plain.load_state_dict(model.state_dict())
+    assert not torch.equal(plain(x, 3, motion=motion)[0], out[0])  # the map is what held it
+    with pytest.raises(ValueError, match="activity must be a number >= 0"):
+        create_model("anchored", activity=-0.1, base_kwargs=BASE)
+    with pytest.raises(ValueError, match="anchor 'none' has none"):
+        create_model("anchored", anchor="none", activity=0.02, base_kwargs=BASE)
+
+
 def test_motion_dataset_items_and_caches(tmp_path, monkeypatch, one_thread) -> None:
     ds = SyntheticRadar("val", 3, input_frames=4, output_frames=2, image_size=24)
     mem = MotionDataset(ds, memory_cache=True)
@@ -198,6 +224,44 @@ def test_motion_datamodule_computes_in_workers(tmp_path, one_thread) -> None:
     assert len(list(tmp_path.glob("test-*/*.npy"))) == 2  # written by the worker
     plain = next(iter(DataLoader(inner.test_set, batch_size=2)))
     assert torch.equal(plain[0], batch["x"])
+
+
+def test_motion_of_windows_drawn_per_epoch_is_never_cached(tmp_path, one_thread) -> None:
+    """Augmented windows (`epoch_indices`) keep their epoch index and get their own motion."""
+
+    class Drawn(torch.utils.data.Dataset):
+        epoch_indices = True
+
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int):
+            shift = index // 2  # the epoch moves the blob by one pixel
+            x = torch.zeros(3, 1, 16, 16)
+            for t in range(3):
+                x[t, 0, 6:10, 4 + t * (1 + shift):8 + t * (1 + shift)] = 1.0
+            return x, x[-1:]
+
+    ds = MotionDataset(Drawn(), cache_dir=tmp_path / "cache", memory_cache=True)
+    assert ds.epoch_indices and len(ds) == 2
+    first, later = ds[0]["motion"], ds[2]["motion"]  # window 0 in epochs 0 and 1
+    assert not torch.equal(first, later) and not (tmp_path / "cache").exists()
+
+
+def test_motion_cache_key_follows_the_file_behind_a_path(tmp_path) -> None:
+    """A video replaced under the same name gets new motion fields, not the old file's."""
+    from types import SimpleNamespace
+
+    from convcast.data.motion import cache_key
+
+    video = tmp_path / "clip.npy"
+    np.save(video, np.zeros((4, 8, 8), np.float32))
+    dm = SimpleNamespace(hparams={"path": str(video), "batch_size": 2})
+    key = cache_key(dm, "train", {"method": "lucaskanade"})
+    assert cache_key(SimpleNamespace(hparams={"path": str(video), "batch_size": 8}), "train",
+                     {"method": "lucaskanade"}) == key  # loader settings do not count
+    np.save(video, np.ones((5, 8, 8), np.float32))
+    assert cache_key(dm, "train", {"method": "lucaskanade"}) != key
 
 
 def test_fit_and_test_compare_through_the_cli(tmp_path, one_thread) -> None:

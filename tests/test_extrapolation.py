@@ -62,6 +62,18 @@ def test_integer_translation_is_exact(dtype: torch.dtype) -> None:
             torch.testing.assert_close(out[0, t - 1, 0], want, rtol=0, atol=1e-12)
 
 
+def test_edge_values_continue_outside_the_frame() -> None:
+    """`outval="edge"`: what enters the frame is its nearest edge pixel (a panning camera)."""
+    H, W, dx, dy = 10, 12, 2, -1
+    frame = torch.rand(1, 1, H, W, generator=torch.Generator().manual_seed(1))
+    motion = torch.tensor([float(dx), float(dy)]).view(1, 2, 1, 1).expand(1, 2, H, W)
+    out = advect(frame, motion.contiguous(), 3, outval="edge")  # [1, 3, 1, H, W]
+    rows, cols = torch.arange(H)[:, None], torch.arange(W)[None, :]
+    for t in (1, 2, 3):  # F_t(x, y) = F_0(clamp(x - t dx), clamp(y - t dy))
+        want = frame[0, 0, (rows - t * dy).clamp(0, H - 1), (cols - t * dx).clamp(0, W - 1)]
+        assert torch.equal(out[0, t - 1, 0], want)
+
+
 def test_zero_motion_is_persistence_and_displacements_accumulate() -> None:
     frame = torch.rand(2, 1, 8, 9)
     assert torch.equal(advect(frame, torch.zeros(2, 2, 8, 9), 5), frame[:, None].expand(-1, 5,
@@ -90,3 +102,18 @@ def test_bad_shapes_are_named() -> None:
         advect(torch.rand(1, 1, 8, 8), torch.rand(1, 2, 8, 8), 0)
     with pytest.raises(ValueError, match="outval"):
         advect(torch.rand(1, 1, 8, 8), torch.rand(1, 2, 8, 8), 1, outval="max")
+
+
+def test_optical_flow_video_is_a_baseline_that_continues_the_edges() -> None:
+    """`optical_flow_video` (a registered variant, `--compare`-able) advects a panning scene
+    with its edge values, where `optical_flow` fills the radar's no-echo minimum."""
+    from convcast.cli.report import compare_model
+
+    name, model = compare_model("optical_flow_video", 1)
+    assert name == "optical_flow_video" and model.outval == "edge"
+    frame = np.linspace(0.2, 0.8, 16 * 16).reshape(16, 16)
+    out = model.extrapolate(frame, np.stack([np.full((16, 16), 1.0), np.zeros((16, 16))]), 2)
+    assert np.array_equal(out[1][:, :2], np.repeat(frame[:, :1], 2, axis=1))  # edge continued
+    radar = compare_model("optical_flow", 1)[1].extrapolate(frame, np.stack(
+        [np.full((16, 16), 1.0), np.zeros((16, 16))]), 2)
+    assert np.array_equal(radar[1][:, :2], np.full((16, 2), frame.min()))

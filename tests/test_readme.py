@@ -38,6 +38,9 @@ MNIST = ["--data.init_args.train_size", "8", "--data.init_args.val_size", "4",
          "--data.init_args.test_size", "4", "--data.init_args.batch_size", "2"]
 DEMO = ["--max_steps", "2", "--test_size", "8", "--batch_size", "4", "--threads", "1",
         "--precision", "32-true"]
+FLOW_VIDEO = ["--data.init_args.data.init_args.batch_size", "2",
+              "--data.init_args.data.init_args.split_fractions", "[0.34, 0.33, 0.33]",
+              "--data.init_args.num_workers", "0"]
 KTH = ["--data.init_args.batch_size", "2", "--data.init_args.frame_size", "[24, 32]",
        "--data.init_args.frame_len", "6", "--trainer.max_epochs", "1",
        "--trainer.limit_train_batches", "2", *STEPS]
@@ -100,6 +103,12 @@ def _clip_and_model(work: Path) -> dict[str, str]:
 def _long_clip(work: Path) -> dict[str, str]:
     """`clip.mp4` long enough for 10 -> 10 windows in training and validation."""
     write_video(work / "clip.mp4", squares_rgb(48, seed=3))
+    return {}
+
+
+def _three_split_clip(work: Path) -> dict[str, str]:
+    """`clip.mp4` long enough for 10 -> 10 windows in training, validation and test."""
+    write_video(work / "clip.mp4", squares_rgb(72, seed=4))
     return {}
 
 
@@ -197,6 +206,13 @@ RECIPES: dict[str, Recipe] = {
     "--model.model_name video_nowcaster --model.pretrained true":
         Recipe("run", ("--data.batch_size", "2", "--data.split_fractions", "[0.5, 0.5, 0.0]",
                        *STEPS), _long_clip),
+    "convcast fit --config configs/video-anchored-flow-cpu-small.yaml --data.init_args.data."
+    "init_args.path clip.mp4 --trainer.max_time 00:00:15:00":
+        Recipe("run", (*FLOW_VIDEO, "--trainer.val_check_interval", "1", *STEPS),
+               _three_split_clip),
+    "convcast test --config configs/video-anchored-flow-cpu-small.yaml --data.init_args.data."
+    "init_args.path clip.mp4 --ckpt_path best --compare persistence optical_flow_video":
+        Recipe("run", (*FLOW_VIDEO, *QUIET, "--max_batches", "1")),
     "convcast predict --ckpt_path model.ckpt --input clip.mp4 --horizon 20 --out forecast.gif":
         Recipe("run", (), _clip_and_model),
     "pip install -e .[export]": Recipe("install", why="the export extra is in the test extra"),

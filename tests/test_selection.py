@@ -179,3 +179,47 @@ def test_a_pretrained_start_that_wins_is_gated_towards_its_anchor(tmp_path):
     x = frames[:2].expand(-1, 3, -1, -1, -1)
     with torch.no_grad():
         torch.testing.assert_close(model(x, 2), x[:, -1:].expand(-1, 2, -1, -1, -1))
+
+
+class _StillWithWrongMotion(torch.utils.data.Dataset):
+    """Still frames whose motion field says they move one pixel per step."""
+
+    def __init__(self, n: int = 8) -> None:
+        self.frames = torch.rand(n, 1, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> dict:
+        f = self.frames[i]
+        return {"x": f.expand(3, -1, -1, -1).clone(), "y": f.expand(2, -1, -1, -1).clone(),
+                "motion": torch.ones(2, 12, 12)}
+
+
+def test_a_flow_anchor_worse_than_persistence_is_gated_back_to_persistence(tmp_path):
+    """`gate_reference="persistence"`: the untrained flow-anchored model won (training only
+    hurt), yet its extrapolation is worse than persistence on validation, so the gate fitted
+    towards persistence takes it back there, lead by lead."""
+    torch.manual_seed(0)
+    kwargs = {**TINY, "anchor": "optical_flow", "outval": "edge",
+              "gate_reference": "persistence"}
+    system = ForecastSystem("anchored", kwargs, lr=5.0)
+    ck = Checkpoint(dirpath=tmp_path, monitor="val/loss", mode="min", save_top_k=1,
+                    save_last=True, gate=True)
+    trainer = L.Trainer(max_steps=4, val_check_interval=2, logger=False, callbacks=[ck],
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, accelerator="cpu")
+    data = DataLoader(_StillWithWrongMotion(), batch_size=4)
+    with pytest.warns(UserWarning, match="no learned improvement"):
+        trainer.fit(system, data, data)
+    assert ck.anchor_won
+    model, _ = load_forecaster(ck.best_model_path)
+    torch.testing.assert_close(model.gate, torch.zeros(2))
+    batch = next(iter(data))
+    with torch.no_grad():
+        out = model(batch["x"], 2, motion=batch["motion"])
+        a, _ = model.forward_parts(batch["x"], 2, batch["motion"])
+    torch.testing.assert_close(out, batch["x"][:, -1:].expand(-1, 2, -1, -1, -1))
+    assert (a - batch["y"]).abs().amax() > 0.05  # the anchor alone moved the still scene
+    with pytest.raises(ValueError, match="gate_reference must be one of anchor, persistence"):
+        create_model("anchored", **{**TINY, "gate_reference": "flow"})

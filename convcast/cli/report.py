@@ -53,7 +53,8 @@ def add_test_arguments(parser: ArgumentParser) -> None:
                    help="folder for the report (default: <default_root_dir>/test/<run>)")
     g.add_argument("--compare", type=str, nargs="+", default=[],
                    help="more models scored on the same batches: baseline names "
-                        f"({', '.join(b for b in list_models() if is_baseline(b))}) or .ckpt paths")
+                        f"({', '.join(b for b in list_models(variants=True) if is_baseline(b))})"
+                        " or .ckpt paths")
     g.add_argument("--thresholds", type=float, nargs="+", default=None,
                    help="skill-score thresholds (CSI, POD, FAR, HSS, ...), in the units of "
                         "--to_physical (radar: mm/h)")
@@ -89,12 +90,12 @@ def compare_model(spec: str, channels: int) -> tuple[str, nn.Module]:
     if path.suffix == ".ckpt" or path.is_file():
         model, _ = load_forecaster(path)
         return run_name(path.resolve()), model
-    if spec in list_models():
+    if spec in list_models(variants=True):
         if not is_baseline(spec):
             raise ValueError(f"--compare {spec}: a {spec!r} model must be trained first; give "
                              "the checkpoint of a run instead")
         return spec, create_model(spec, in_channels=channels)
-    baselines = ", ".join(n for n in list_models() if is_baseline(n))
+    baselines = ", ".join(n for n in list_models(variants=True) if is_baseline(n))
     raise ValueError(f"--compare {spec}: neither a checkpoint file nor a baseline; valid "
                      f"baselines: {baselines}, or a path to a .ckpt")
 

@@ -58,6 +58,10 @@ class MotionDataset(Dataset):
             kept across epochs by persistent workers); only for sets of fixed items.
         cache_dir: a folder for one `.npy` per window, written atomically; reused by later runs.
             The data behind the key must not change: delete the folder if it does.
+
+    A dataset whose items change with the epoch (`epoch_indices`: augmentation drawn per epoch,
+    the loader passing `epoch * len + i`) is wrapped as such, and its fields are never cached:
+    each epoch's window gets its own.
     """
 
     def __init__(self, dataset: Dataset, motion_frames: int = 3, method: str = "lucaskanade",
@@ -67,6 +71,9 @@ class MotionDataset(Dataset):
         self.dataset, self.motion_frames, self.method = dataset, motion_frames, method
         self.method_kwargs = dict(method_kwargs or {})
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.epoch_indices = bool(getattr(dataset, "epoch_indices", False))
+        if self.epoch_indices:  # items drawn per epoch: a cached field would be another item's
+            memory_cache, self.cache_dir = False, None
         self.memory: dict[int, torch.Tensor] | None = {} if memory_cache else None
 
     def __len__(self) -> int:
@@ -101,11 +108,16 @@ class MotionDataset(Dataset):
 
 def cache_key(datamodule: L.LightningDataModule, split: str, settings: dict) -> str:
     """A folder name that changes with the datamodule's class, hyperparameters, split and the
-    motion settings (so windows of other data never share a cache)."""
+    motion settings (so windows of other data never share a cache), and with the size and
+    modification time of a `path` that is a file (a video replaced under the same name)."""
     cls = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
     hp = dict(getattr(datamodule, "hparams", {}) or {})
     for loader_only in ("batch_size", "num_workers"):  # they do not change the windows
         hp.pop(loader_only, None)
+    path = hp.get("path")
+    if isinstance(path, (str, Path)) and Path(path).is_file():
+        stat = Path(path).stat()
+        hp["path_file"] = [stat.st_size, stat.st_mtime_ns]
     text = json.dumps({"class": cls, "hparams": hp, "split": split, **settings}, sort_keys=True,
                       default=str)
     return f"{split}-{hashlib.sha1(text.encode()).hexdigest()[:16]}"

@@ -222,8 +222,9 @@ class AnchoredEnsemble(Anchored):
         B, M = x.shape[0], members
         state = self.net.encode(x)  # one encoding, shared by the members
         a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion)
+        m = None if a is None else self.activity_map(x)  # [B, 1, 1, H, W] or None
         if self.amplitude is not None:
-            return self._output_noise(state, a, horizon, members, generator, draw)
+            return self._output_noise(state, a, horizon, members, generator, draw, m)
         state = {k: v.repeat_interleave(M, dim=0) for k, v in state.items()}  # [B*M, ...]
         first = state[next(iter(self.inject))]  # [B*M, hid_0, h, w]
         shape = (B * M, self.noise_channels, *first.shape[-2:])
@@ -242,7 +243,8 @@ class AnchoredEnsemble(Anchored):
         f = self.net.decode(state, horizon, cond)  # [B*M, horizon, C, H, W]
         if a is None:
             return f.view(B, M, *f.shape[1:])  # the base alone, as anchored's anchor="none"
-        return self._clip(self.corrected(cond, f)).view(B, M, *f.shape[1:])
+        m = None if m is None else m.repeat_interleave(M, dim=0)  # [B*M, 1, 1, H, W]
+        return self._clip(self.corrected(cond, f, m)).view(B, M, *f.shape[1:])
 
     def _clip(self, out: torch.Tensor) -> torch.Tensor:
         """Forecasts clipped to `value_range` (straight-through), any shape."""
@@ -251,13 +253,14 @@ class AnchoredEnsemble(Anchored):
         return out
 
     def _output_noise(self, state: dict, a: torch.Tensor, horizon: int, members: int,
-                      generator: torch.Generator | None, draw: bool) -> torch.Tensor:
+                      generator: torch.Generator | None, draw: bool,
+                      activity: torch.Tensor | None = None) -> torch.Tensor:
         """`noise_at="output"`: one decoding u (its intensity map applied), then
         u + up_s(Σ_j A_j ⊙ z_j) per member, clipped: `[B, M, horizon, C, H, W]`."""
         f = self.net.decode(state, horizon, a)  # [B, horizon, C, H, W]
         B, _, C, H, W = f.shape
         M = members
-        u = self.corrected(a, f)  # its intensity map applied once, not per member
+        u = self.corrected(a, f, activity)  # its intensity map applied once, not per member
         out = u.unsqueeze(1).expand(B, M, horizon, C, H, W)  # z = 0: every member is u
         if draw:
             amp = self.amplitude(u, a, self.noise_scale)  # [B, horizon, C, J, h, w]

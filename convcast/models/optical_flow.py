@@ -35,8 +35,9 @@ class OpticalFlow(Forecaster):
         method: the pysteps motion method, one of `METHODS` (`lucaskanade` is pysteps' default).
         motion_frames: how many of the latest input frames the motion is estimated from
             (fewer if the input is shorter; one frame gives no motion, i.e. persistence).
-        outval: value of pixels advected in from outside the frame: a number, or "min" for the
-            minimum of the last frame (the "no echo" level of the data).
+        outval: value of pixels advected in from outside the frame: a number, "min" for the
+            minimum of the last frame (the "no echo" level of radar data), or "edge" for the
+            frame's edge values continued (camera video: `optical_flow_video`).
         method_kwargs: extra keyword arguments for the pysteps motion method.
     """
 
@@ -48,8 +49,8 @@ class OpticalFlow(Forecaster):
             raise ValueError(f"unknown optical flow method {method!r}; valid: {', '.join(METHODS)}")
         if motion_frames < 2:
             raise ValueError(f"motion_frames must be >= 2 to see any motion, got {motion_frames}")
-        if not (outval == "min" or isinstance(outval, (int, float))):
-            raise ValueError(f"outval must be a number or 'min', got {outval!r}")
+        if not (outval in ("min", "edge") or isinstance(outval, (int, float))):
+            raise ValueError(f"outval must be a number, 'min' or 'edge', got {outval!r}")
         check_size("optical_flow", "in_channels", in_channels)
         self.in_channels, self.method, self.motion_frames = in_channels, method, motion_frames
         self.outval, self.method_kwargs = outval, dict(method_kwargs or {})
@@ -69,11 +70,14 @@ class OpticalFlow(Forecaster):
         float64), which the anchored forecasters use too."""
         from convcast.motion.advect import advect
 
-        fill = float(last.min()) if self.outval == "min" else float(self.outval)
+        if self.outval == "edge":
+            fill = "edge"
+        else:
+            fill = float(last.min()) if self.outval == "min" else float(self.outval)
         field = torch.from_numpy(np.asarray(last, dtype=np.float64))[None, None]  # [1, 1, H, W]
         motion = torch.from_numpy(np.asarray(velocity, dtype=np.float64))[None]  # [1, 2, H, W]
         out = advect(field, motion, horizon, outval=fill)[0, :, 0].numpy()  # [horizon, H, W]
-        return np.nan_to_num(out, nan=fill)
+        return out if fill == "edge" else np.nan_to_num(out, nan=fill)
 
     @property
     def window(self) -> int:

@@ -206,7 +206,7 @@ class ExceedanceHeads(Anchored):
             return torch.zeros_like(f), f
         a = self.anchor_forecast(x, horizon, motion)  # [B, horizon, C, H, W]
         f = self.net(x, horizon, condition=a)  # [B, horizon, C, H, W]
-        return a, self.corrected(a, f)
+        return a, self.corrected(a, f, self.activity_map(x))
 
     def _heads(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Raw logits z `[B, horizon, K, C, H, W]` of the anchor and the unclipped forecast."""

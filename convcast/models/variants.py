@@ -34,3 +34,8 @@ register_variant(
     "fc_lstm_shi2015", "fc_lstm",
     "Shi et al. 2015, table 1: FC-LSTM-2048-2048 with peepholes on 64x64 (142.7M)",
     hidden_sizes=[2048, 2048], peephole=True, frame_size=[64, 64])
+register_variant(
+    "optical_flow_video", "optical_flow",
+    "optical-flow extrapolation for camera video: the frame's edge values continue outside it "
+    "(a scene goes on beyond the frame; radar's default fills with the no-echo minimum)",
+    outval="edge")

@@ -10,9 +10,10 @@ is integrated backwards one step at a time with the midpoint rule (Germann and Z
 Conventions are pysteps': `motion[:, 0]` is the x (column) component and `motion[:, 1]` the y
 (row) component, in pixels per time step; the motion is read bilinearly with edge values
 continued outside the frame (scipy's `nearest` mode), the field bilinearly with `outval` for any
-departure point outside the frame (scipy's `constant` mode). `torch.nn.functional.grid_sample`
-does the sampling, so the forecast is differentiable in both the field and the motion and runs
-wherever the tensors live (CPU or GPU), for a whole batch at once.
+departure point outside the frame (scipy's `constant` mode), or with its edge values continued
+(`outval="edge"`, scipy's `nearest` mode: a camera's scene goes on beyond the frame).
+`torch.nn.functional.grid_sample` does the sampling, so the forecast is differentiable in both
+the field and the motion and runs wherever the tensors live (CPU or GPU), for a whole batch.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def fill_value(frame: Tensor, outval: float | str | Tensor) -> Tensor:
     B, C = frame.shape[:2]
     if isinstance(outval, str):
         if outval != "min":
-            raise ValueError(f"outval must be a number, a tensor or 'min', got {outval!r}")
+            raise ValueError(f"outval must be a number, a tensor, 'min' or 'edge', got "
+                             f"{outval!r}")
         return frame.detach().amin(dim=(-2, -1), keepdim=True)  # [B, C, 1, 1]
     fill = torch.as_tensor(outval, dtype=frame.dtype, device=frame.device)
     return fill.expand(B, C).reshape(B, C, 1, 1) if fill.dim() <= 2 else fill
@@ -86,7 +88,8 @@ def advect(frame: Tensor, motion: Tensor, horizon: int, outval: float | str | Te
     channel moves alike) for `horizon` steps -> `[B, horizon, C, H, W]` in `frame`'s dtype.
 
     Matches `pysteps.extrapolation.semilagrangian.extrapolate(frame[b, c], motion[b], horizon,
-    outval=...)` to float64 precision. The sampling runs in `compute_dtype` (None: the frame's):
+    outval=...)` to float64 precision (`outval="edge"`: edge values continued instead of a
+    fill). The sampling runs in `compute_dtype` (None: the frame's):
     float64 by default, because grid_sample's normalised coordinates lose ~1e-6 px in float32;
     computed in float64, an integer translation moves a float32 frame by exact pixels (and a
     float64 one to 1e-14).
@@ -105,7 +108,8 @@ def advect(frame: Tensor, motion: Tensor, horizon: int, outval: float | str | Te
     if compute_dtype is not None:
         frame = frame.to(compute_dtype)
     motion = motion.to(frame.dtype)
-    fill = fill_value(frame, outval)  # [B, C, 1, 1]
+    edge = isinstance(outval, str) and outval == "edge"
+    fill = None if edge else fill_value(frame, outval)  # [B, C, 1, 1]
     disp = displacements(motion, horizon, n_iter)  # [B, horizon, 2, H, W]
     coords = pixel_grid(H, W, frame).unsqueeze(1) + disp  # [B, horizon, 2, H, W]
     coords = coords.flatten(0, 1)  # [B*horizon, 2, H, W]
@@ -113,6 +117,8 @@ def advect(frame: Tensor, motion: Tensor, horizon: int, outval: float | str | Te
               & (coords[:, 1] >= 0) & (coords[:, 1] <= H - 1)).unsqueeze(1)  # [B*h, 1, H, W]
     src = frame.unsqueeze(1).expand(B, horizon, C, H, W).flatten(0, 1)  # [B*h, C, H, W]
     warped = _sample(src, coords, "border")  # [B*h, C, H, W]
+    if edge:  # edge values continued outside the frame (a camera's scene goes on beyond it)
+        return warped.view(B, horizon, C, H, W).to(dtype)
     fill = fill.unsqueeze(1).expand(B, horizon, C, 1, 1).flatten(0, 1)  # [B*h, C, 1, 1]
     out = torch.where(inside, warped, fill)  # [B*h, C, H, W]
     return out.view(B, horizon, C, H, W).to(dtype)

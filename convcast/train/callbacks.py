@@ -233,9 +233,11 @@ class Checkpoint(ModelCheckpoint):
                 and self._finite(trainer, self._last_path())):
             trainer.save_checkpoint(self._last_path(), weights_only=self.save_weights_only)
             self.last_model_path = self._last_path()
-        # the untrained model is its anchor (nothing to gate); shipped weights are not
+        # the untrained model is its anchor (nothing to gate, unless the gate shrinks towards
+        # persistence and the anchor is not persistence); shipped weights are not
+        moves = getattr(getattr(pl_module, "model", None), "gate_moves_untrained", False)
         if (self._gated(pl_module) and self.best_model_path and trainer.val_dataloaders
-                is not None and (pretrained or not self.anchor_won)):
+                is not None and (pretrained or moves or not self.anchor_won)):
             self._fit_gate(trainer, pl_module)
 
     def _fit_gate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

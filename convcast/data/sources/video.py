@@ -259,8 +259,9 @@ class VideoSource(FrameSource):
         self.close()
         raise ValueError(f"video {self.path} ends after {decoded} frames, before frame {wanted}, "
                          f"though {self.count.describe()} gave {counted}; the file is truncated "
-                         f"or its header wrong: read frames 0..{decoded - 1} (count_frames=True "
-                         "counts them by decoding when the source is opened)")
+                         f"or its header wrong: read frames 0..{decoded - 1}, or count them by "
+                         "decoding when the file is opened (count_frames=True; from convcast "
+                         "fit: --data.reader_kwargs '{count_frames: true}')")
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         frames = np.stack([self._decode(t) for t in range(start, stop)])  # [n, H, W, 3]
