@@ -207,6 +207,11 @@ def reselect(path: Path, anchor_val: float, margin: float) -> dict:
     seen = list(zip(labels(run), run["selection"]["val_mse_seen"], strict=True))
     start_val = run["selection"].get("val_mse_start", anchor_val)
     label = select(start_val, seen, margin)
+    anchor = (run["anchored"]["model"].get("model_kwargs") or {}).get("anchor", "persistence")
+    if label is None and "pretrained" not in metrics and anchor != "persistence":
+        raise SystemExit(f"{path}: --reselect keeps the step-0 model, whose test scores are "
+                         f"recorded only when it is persistence or the shipped model (this run's "
+                         f"anchor is {anchor}); run the benchmark again with --margin instead")
     if label is None:
         chosen = metrics["pretrained" if "pretrained" in metrics else "persistence"]
     else:
