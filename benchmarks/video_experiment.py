@@ -287,13 +287,13 @@ def main() -> None:
                  "optical_flow": create_model("optical_flow"),
                  "optical_flow_video": create_model("optical_flow_video")}
     t0 = time.monotonic()
-    # the untrained model of the recipe: its anchor exactly (persistence or flow extrapolation)
-    start_model = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()}).model.eval()
-    start_val = val_mse(start_model)
-    if args.pretrained:
+    if args.pretrained:  # the step-0 model: the shipped one as it is
         baselines["pretrained"] = create_model(args.pretrained, pretrained=True)
         start_model = copy.deepcopy(baselines["pretrained"]).eval()
-        start_val = val_mse(start_model)
+    else:  # the untrained model of the recipe: its anchor exactly (persistence or flow)
+        start_model = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()}).model
+        start_model.eval()
+    start_val = val_mse(start_model)
     base_results = evaluate(baselines, loader, denormalize=denorm)
     reference = {n: scores(r) for n, r in base_results.items()}
     model, facts = train("anchored", cfg, args, score)

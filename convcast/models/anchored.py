@@ -90,7 +90,7 @@ import torch.nn.functional as F
 
 from convcast.models.base import Forecaster, check_size
 from convcast.models.registry import create_model, is_baseline, model_info, register_model
-from convcast.motion.advect import advect
+from convcast.motion.advect import advect, check_outval
 
 ANCHORS = ("persistence", "optical_flow", "none")
 GATE_REFERENCES = ("anchor", "persistence")  # what the validated gate shrinks towards
@@ -103,12 +103,13 @@ class MotionCorrection(nn.Module):
 
     def __init__(self, in_channels: int, hidden: int = 32) -> None:
         super().__init__()
-        self.net = nn.Sequential(
+        layers = [
             nn.Conv2d(in_channels + 2, hidden, 3, padding=1), nn.GELU(),
             nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.GELU(),
-            nn.Conv2d(hidden, 2, 1))
+            nn.Conv2d(hidden, 2, 1)]
+        self.net = nn.Sequential(*layers)  # keys net.0 ... net.8, as saved weights have them
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -243,9 +244,7 @@ class Anchored(Forecaster):
             from convcast.motion import check_method
 
             check_method(method, motion_frames)
-        if not (outval in ("min", "edge") or isinstance(outval, (int, float))):
-            raise ValueError(f"anchored: outval must be a number, 'min' or 'edge', got "
-                             f"{outval!r}")
+        check_outval("anchored", outval)
         self.in_channels, self.anchor, self.value_range = in_channels, anchor, value_range
         self.motion_frames, self.method = motion_frames, method
         self.method_kwargs, self.outval = dict(method_kwargs or {}), outval
@@ -303,10 +302,12 @@ class Anchored(Forecaster):
         return m.unsqueeze(1)  # [B, 1, 1, H, W]
 
     def anchor_forecast(self, x: torch.Tensor, horizon: int,
-                        motion: torch.Tensor | None = None) -> torch.Tensor:
+                        motion: torch.Tensor | None = None,
+                        activity: torch.Tensor | None = None) -> torch.Tensor:
         """The baseline's forecast `[B, horizon, C, H, W]`, its motion corrected first where a
         motion correction is learned (the only gradient it passes: the data are detached) and
-        held still where the input did not change (an activity map)."""
+        held still where the input did not change (the activity map: `activity` where the caller
+        has it, else computed)."""
         x = x.detach()
         if self.anchor == "persistence":
             return x[:, -1:].expand(-1, horizon, -1, -1, -1)  # [B, horizon, C, H, W]
@@ -325,7 +326,7 @@ class Anchored(Forecaster):
                                  f"give at least {self.motion_frames} input frames")
             motion = motion.to(x.dtype)  # [B, 2, H, W]
             motion = motion + self.motion_net(x[:, -self.motion_frames:], motion)  # [B, 2, H, W]
-        m = self.activity_map(x)
+        m = self.activity_map(x) if activity is None else activity
         if m is not None:
             motion = motion.to(x.device, x.dtype) * m[:, 0]  # [B, 2, H, W]: still where static
         return advect(x[:, -1], motion.to(x.device), horizon, self.outval)  # [B, h, C, H, W]
@@ -391,9 +392,10 @@ class Anchored(Forecaster):
         if self.anchor == "none":
             out = self.net(x, horizon)  # [B, horizon, C, H, W]
             return out, out
-        a = self.anchor_forecast(x, horizon, motion)  # [B, horizon, C, H, W]
+        m = self.activity_map(x)  # [B, 1, 1, H, W] or None
+        a = self.anchor_forecast(x, horizon, motion, m)  # [B, horizon, C, H, W]
         f = self.net(x, horizon, condition=a)  # [B, horizon, C, H, W]
-        out = self.corrected(a, f, self.activity_map(x))  # [B, horizon, C, H, W]
+        out = self.corrected(a, f, m)  # [B, horizon, C, H, W]
         if self.value_range is not None:
             out = _StraightThroughClip.apply(out, *self.value_range)
         return a, out

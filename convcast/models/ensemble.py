@@ -221,8 +221,8 @@ class AnchoredEnsemble(Anchored):
         self.check_input(x, horizon)
         B, M = x.shape[0], members
         state = self.net.encode(x)  # one encoding, shared by the members
-        a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion)
-        m = None if a is None else self.activity_map(x)  # [B, 1, 1, H, W] or None
+        m = None if self.anchor == "none" else self.activity_map(x)  # [B, 1, 1, H, W] or None
+        a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion, m)
         if self.amplitude is not None:
             return self._output_noise(state, a, horizon, members, generator, draw, m)
         state = {k: v.repeat_interleave(M, dim=0) for k, v in state.items()}  # [B*M, ...]

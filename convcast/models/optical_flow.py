@@ -16,6 +16,7 @@ import torch
 
 from convcast.models.base import Forecaster, check_size
 from convcast.models.registry import register_model
+from convcast.motion.advect import check_outval
 from convcast.pysteps_modules import pysteps_module
 
 METHODS = ("lucaskanade", "vet", "darts", "proesmans", "farneback")
@@ -49,8 +50,7 @@ class OpticalFlow(Forecaster):
             raise ValueError(f"unknown optical flow method {method!r}; valid: {', '.join(METHODS)}")
         if motion_frames < 2:
             raise ValueError(f"motion_frames must be >= 2 to see any motion, got {motion_frames}")
-        if not (outval in ("min", "edge") or isinstance(outval, (int, float))):
-            raise ValueError(f"outval must be a number, 'min' or 'edge', got {outval!r}")
+        check_outval("optical_flow", outval)
         check_size("optical_flow", "in_channels", in_channels)
         self.in_channels, self.method, self.motion_frames = in_channels, method, motion_frames
         self.outval, self.method_kwargs = outval, dict(method_kwargs or {})
@@ -70,14 +70,11 @@ class OpticalFlow(Forecaster):
         float64), which the anchored forecasters use too."""
         from convcast.motion.advect import advect
 
-        if self.outval == "edge":
-            fill = "edge"
-        else:
-            fill = float(last.min()) if self.outval == "min" else float(self.outval)
+        fill = float(last.min()) if self.outval == "min" else self.outval  # a number or "edge"
         field = torch.from_numpy(np.asarray(last, dtype=np.float64))[None, None]  # [1, 1, H, W]
         motion = torch.from_numpy(np.asarray(velocity, dtype=np.float64))[None]  # [1, 2, H, W]
         out = advect(field, motion, horizon, outval=fill)[0, :, 0].numpy()  # [horizon, H, W]
-        return out if fill == "edge" else np.nan_to_num(out, nan=fill)
+        return out if fill == "edge" else np.nan_to_num(out, nan=float(fill))
 
     @property
     def window(self) -> int:

@@ -204,9 +204,10 @@ class ExceedanceHeads(Anchored):
         if self.anchor == "none":
             f = self.net(x, horizon)  # [B, horizon, C, H, W]
             return torch.zeros_like(f), f
-        a = self.anchor_forecast(x, horizon, motion)  # [B, horizon, C, H, W]
+        m = self.activity_map(x)  # [B, 1, 1, H, W] or None
+        a = self.anchor_forecast(x, horizon, motion, m)  # [B, horizon, C, H, W]
         f = self.net(x, horizon, condition=a)  # [B, horizon, C, H, W]
-        return a, self.corrected(a, f, self.activity_map(x))
+        return a, self.corrected(a, f, m)
 
     def _heads(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Raw logits z `[B, horizon, K, C, H, W]` of the anchor and the unclipped forecast."""

@@ -69,6 +69,15 @@ def displacements(motion: Tensor, horizon: int, n_iter: int = 1) -> Tensor:
     return torch.stack(out, dim=1)  # [B, horizon, 2, H, W]
 
 
+OUTVALS = ("min", "edge")  # the named fills: the field's minimum, its edge values continued
+
+
+def check_outval(owner: str, outval: float | str) -> None:
+    """Refuse an `outval` that is neither a number nor one of `OUTVALS`, naming `owner`."""
+    if not (outval in OUTVALS or isinstance(outval, (int, float))):
+        raise ValueError(f"{owner}: outval must be a number, 'min' or 'edge', got {outval!r}")
+
+
 def fill_value(frame: Tensor, outval: float | str | Tensor) -> Tensor:
     """The value of pixels advected in from outside, `[B, C, 1, 1]`: a number, a tensor that
     broadcasts to `[B, C]`, or "min" for the minimum of each field (pysteps' `outval="min"`)."""
