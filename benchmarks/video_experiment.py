@@ -22,7 +22,10 @@ of every candidate and the test scores of every curve point are in it; the gate 
 The gate per lead time (the config's `checkpoint.gate`, as `convcast fit` writes it into the best
 checkpoint): the selected model's forecast is shrunk towards persistence lead by lead, by the
 least-squares γ_k fitted on the validation windows (`Anchored.fit_gate`); `selected` is the gated
-model, `selected, ungated` the same weights without it (`--no_gate`: no gate).
+model, `selected, ungated` the same weights without it (`--no_gate`: no gate). Where the config
+monitors `val/gated_mse` (the flow recipe), every candidate is scored on validation as it would
+forecast once gated, and the gate of the selected model is 0 (persistence itself, recorded as
+`reference_won`) unless its gated forecast beats persistence on validation by the margin.
 
 The noise of the test windows: consecutive windows share all but one frame, so the test frames
 are few independent samples (one shot, on some clips). The selected model's mean MSE minus
@@ -254,12 +257,20 @@ def main() -> None:
                          "anchored.data.init_args.split_fractions=[0.6,0.2,0.2]")
     val_loader = dm.val_dataloader()
 
-    def val_mse(model: torch.nn.Module) -> float:
-        return float(evaluate({"m": model}, val_loader, denormalize=denorm)["m"]["mse"].mean())
-
+    checkpoint = cfg.get("checkpoint") or {}
     margin = args.margin if args.margin is not None else float(
-        (cfg.get("checkpoint") or {}).get("anchor_margin", 0.0))
-    gating = bool((cfg.get("checkpoint") or {}).get("gate", False)) and not args.no_gate
+        checkpoint.get("anchor_margin", 0.0))
+    gating = bool(checkpoint.get("gate", False)) and not args.no_gate
+    monitor = checkpoint.get("monitor", "val/loss")
+    by_gated = gating and monitor == "val/gated_mse"  # candidates scored as they would be gated
+
+    def val_mse(model: torch.nn.Module) -> float:
+        if by_gated and getattr(model, "gated", False):  # `val/gated_mse`, as the system logs
+            was = model.training
+            fit = model.eval().gate_sums(val_loader, to_data=denorm)
+            model.train(was)
+            return fit.mse(fit.compute())
+        return float(evaluate({"m": model}, val_loader, denormalize=denorm)["m"]["mse"].mean())
     anchor_val = val_mse(create_model("persistence"))
     if args.reselect:
         selection = reselect(args.json, anchor_val, margin)
@@ -308,8 +319,9 @@ def main() -> None:
     gate = None
     if gating and getattr(selected, "gated", False):  # as `Checkpoint(gate=True)` does
         scored["selected, ungated"] = copy.deepcopy(selected)
-        gate = [round(float(g), 3) for g in selected.fit_gate(val_loader)]
-    selection = {"chosen": label or "step 0",
+        gate = [round(float(g), 3) for g in selected.fit_gate(val_loader, margin=margin)]
+    selection = {"chosen": label or "step 0", "monitor": "val/gated_mse" if by_gated else
+                 "val/mse", "reference_won": gate is not None and not any(gate),
                  "val_mse": round(dict(seen).get(label, start_val), 3),
                  "val_mse_anchor": round(anchor_val, 3), "val_mse_start": round(start_val, 3),
                  "margin": margin,

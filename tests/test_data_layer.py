@@ -105,6 +105,23 @@ def test_video_frames_are_decoded_once_into_the_cache(tmp_path, monkeypatch):
     assert len(list(cache.glob("*.f32"))) == 2
 
 
+def test_a_frame_cache_of_another_length_is_a_new_entry_and_a_wrong_size_is_refilled(tmp_path):
+    """The frame count is part of the key (a video read with a counted length, e.g.
+    `count_frames`, has its own entry), and an entry whose size is not what its key holds is
+    filled again instead of failing in a memory map."""
+    video = write_video(tmp_path / "v.mp4", squares_rgb(12))
+    cache = tmp_path / "cache"
+    frames = PreparedFrames(VideoSource(video), 1, 8, cache=True, cache_dir=cache)
+    expected = frames.read(0, 12)
+    path = frames.cache_path
+    path.write_bytes(path.read_bytes()[:100])  # a damaged entry
+    fresh = PreparedFrames(VideoSource(video), 1, 8, cache=True, cache_dir=cache)
+    np.testing.assert_array_equal(fresh.read(0, 12), expected)  # refilled, not a mmap error
+    source = VideoSource(video)
+    source.num_frames = 10
+    assert PreparedFrames(source, 1, 8, cache=True, cache_dir=cache).cache_path != path
+
+
 # ---- the typed description, and checkpoints written before it ------------------------------------
 def test_description_round_trip_and_the_legacy_dictionaries():
     d = load_checkpoint(LEGACY / "radar_dbz_v1.ckpt").description

@@ -46,11 +46,15 @@ def _perturb(model: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None:
 
 
 # ---- the learned ensemble -----------------------------------------------------------------
-@pytest.mark.parametrize("noise_at", ["state", "output"])
+NOISE = {"state": {"noise_at": "state"}, "output": {"noise_at": "output"},
+         "output+regime": {"noise_at": "output", "regime": True}}
+
+
+@pytest.mark.parametrize("noise", NOISE)
 @pytest.mark.parametrize("anchor", ["persistence", "optical_flow"])
-def test_untrained_members_are_the_anchor_exactly(anchor, noise_at):
+def test_untrained_members_are_the_anchor_exactly(anchor, noise):
     model = create_model("anchored_ensemble", **ENSEMBLE, anchor=anchor,
-                         calibrate_leads=H, noise_at=noise_at).eval()
+                         calibrate_leads=H, **NOISE[noise]).eval()
     x, m = _x(), _motion()
     with torch.no_grad():
         a = model.anchor_forecast(x, H, m)  # [B, H, C, H, W]
@@ -139,6 +143,31 @@ def test_output_noise_is_shared_work_and_a_spread_field_per_member():
     assert model2.amplitude is not None and not model2.inject
 
 
+def test_regime_maps_let_the_spread_follow_how_fast_the_input_evolves():
+    """regime=True: two windows with the same last frame (so the same forecast and anchor) but a
+    different frame before it get different spreads; without it, the same spread."""
+    x = _x()
+    x2 = x.clone()
+    x2[:, -2] = x[:, -1] * 0.2  # the field changed fast over the last step
+    spreads = {}
+    for regime in (False, True):
+        model = create_model("anchored_ensemble", **ENSEMBLE, noise_at="output",
+                             regime=regime).eval()
+        _perturb(model)
+        torch.nn.init.zeros_(model.correction.weight)  # the forecast: persistence, both inputs
+        torch.nn.init.zeros_(model.correction.bias)
+        with torch.no_grad():
+            spreads[regime] = [model.sample(v, H, members=4, seed=0) - v[:, -1:].unsqueeze(1)
+                               for v in (x, x2)]
+        maps = model.regime_maps(x2, x2[:, -1:].expand(-1, H, -1, -1, -1))
+        assert maps.shape == (2, 2, SIZE, SIZE)
+        torch.testing.assert_close(maps[:, 0], (x2[:, -1] - x2[:, -2]).abs()[:, 0])
+    torch.testing.assert_close(spreads[False][0], spreads[False][1])
+    assert (spreads[True][0] - spreads[True][1]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="regime maps feed the amplitude net of noise_at"):
+        create_model("anchored_ensemble", **ENSEMBLE, noise_at="state", regime=True)
+
+
 # ---- the ensemble losses ------------------------------------------------------------------
 def test_crps_losses_equal_the_metrics_on_the_same_arrays():
     g = torch.Generator().manual_seed(3)
@@ -212,10 +241,11 @@ def _fit(system: ForecastSystem, steps: int) -> L.Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("noise_at", ["state", "output"])
-def test_members_differ_after_a_few_fair_crps_steps(noise_at):
+@pytest.mark.parametrize("noise", NOISE)
+def test_members_differ_after_a_few_fair_crps_steps(noise):
     torch.manual_seed(0)
-    system = ForecastSystem("anchored_ensemble", {**ENSEMBLE, "noise_at": noise_at},
+    noise_at = NOISE[noise]["noise_at"]
+    system = ForecastSystem("anchored_ensemble", {**ENSEMBLE, **NOISE[noise]},
                             loss="fair_crps", members=3, lr=0.02)
     x = _x()
     with torch.no_grad():

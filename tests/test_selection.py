@@ -223,3 +223,62 @@ def test_a_flow_anchor_worse_than_persistence_is_gated_back_to_persistence(tmp_p
     assert (a - batch["y"]).abs().amax() > 0.05  # the anchor alone moved the still scene
     with pytest.raises(ValueError, match="gate_reference must be one of anchor, persistence"):
         create_model("anchored", **{**TINY, "gate_reference": "flow"})
+
+
+def test_gate_sums_score_the_gated_forecast_and_a_margin_keeps_the_reference():
+    """`GateFit.mse(γ)` is the gated forecast's per-frame MSE computed from the sums alone; with
+    a margin the reference (γ = 0) stays unless the gated forecast beats it by that fraction."""
+    g = torch.Generator().manual_seed(2)
+    r, f = torch.rand(6, 3, 1, 5, 5, generator=g), torch.rand(6, 3, 1, 5, 5, generator=g)
+    y = r + 0.4 * (f - r) + 0.2 * torch.randn(r.shape, generator=g)
+    mask = (torch.rand(6, 1, 1, 5, 5, generator=g) > 0.2).float()
+    fit = GateFit()
+    fit.update(r[:4], f[:4], y[:4], mask[:4])
+    fit.update(r[4:], f[4:], y[4:], mask[4:])
+    gate = fit.compute()
+    gated = r + gate.view(1, 3, 1, 1, 1) * (f - r)
+    direct = float((((gated - y) ** 2) * mask).flatten(2).sum(-1).mean())
+    assert fit.mse(gate) == pytest.approx(direct, rel=1e-6)
+    assert fit.mse(0.0) == pytest.approx(float((((r - y) ** 2) * mask).flatten(2).sum(-1).mean()),
+                                         rel=1e-6)
+    gain = 1 - fit.mse(gate) / fit.mse(0.0)
+    assert 0.2 < gain < 0.9
+    torch.testing.assert_close(fit.compute(margin=gain - 0.05), gate)
+    torch.testing.assert_close(fit.compute(margin=gain + 0.05), torch.zeros(3))
+
+
+def test_selection_by_the_gated_score_keeps_persistence_when_the_gain_is_within_the_margin(
+        tmp_path):
+    """Validation logs `val/gated_mse` (the state as its validated gate would forecast) and
+    `val/reference_mse`; a trained state kept as the best whose gated forecast does not beat
+    persistence by the margin is gated to 0: `--ckpt_path best` forecasts persistence."""
+    def fit(margin: float, root) -> tuple[L.Trainer, Checkpoint]:
+        torch.manual_seed(0)
+        kwargs = {**TINY, "gate_reference": "persistence"}
+        ck = Checkpoint(dirpath=root, monitor="val/gated_mse", mode="min", save_top_k=1,
+                        save_last=True, gate=True, anchor_margin=margin,
+                        validate_at_start=False)  # a trained state is the best
+        trainer = L.Trainer(max_steps=8, val_check_interval=4, logger=False, callbacks=[ck],
+                            enable_progress_bar=False, enable_model_summary=False,
+                            num_sanity_val_steps=0, accelerator="cpu")
+        trainer.fit(ForecastSystem("anchored", kwargs, lr=0.01), _fading_frames(),
+                    _fading_frames())
+        return trainer, ck
+
+    trainer, ck = fit(0.0, tmp_path / "plain")
+    assert not ck.anchor_won
+    last, _ = load_forecaster(ck.last_model_path)
+    expected = last.gate_sums(_fading_frames())
+    logged = trainer.callback_metrics
+    assert float(logged["val/gated_mse"]) == pytest.approx(expected.mse(expected.compute()),
+                                                           rel=1e-5)
+    assert float(logged["val/reference_mse"]) == pytest.approx(expected.mse(0.0), rel=1e-5)
+    best, _ = load_forecaster(ck.best_model_path)
+    assert bool(best.gate.any())  # the learned forecast, gated, is kept
+    with pytest.warns(UserWarning, match="does not beat persistence.*by the 90% margin"):
+        _, strict = fit(0.9, tmp_path / "strict")
+    model, _ = load_forecaster(strict.best_model_path)
+    torch.testing.assert_close(model.gate, torch.zeros(2))
+    x, _ = next(iter(_fading_frames()))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, 2), x[:, -1:].expand(-1, 2, -1, -1, -1))

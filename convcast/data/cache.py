@@ -63,8 +63,8 @@ class PreparedFrames:
         if cache:
             root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "frames"
             key = {"version": CACHE_VERSION, "source": source.fingerprint(),
-                   "channels": channels, "size": self.size, "dtype": str(source.dtype),
-                   "store": store}
+                   "frames": self.num_frames, "channels": channels, "size": self.size,
+                   "dtype": str(source.dtype), "store": store}
             if dtype_scale(source.dtype) is None:  # wide integers: the scale is not the type's
                 key["scale"] = self.scale
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
@@ -102,10 +102,16 @@ class PreparedFrames:
             return cached[0]
         path = self.cache_path
         shape = (self.num_frames, *self.frame_shape)
-        if not path.exists():
+        size = int(np.prod(shape)) * np.dtype(STORES[self.store]).itemsize
+        if not path.exists() or path.stat().st_size != size:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path.with_suffix(".lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one filler; the others wait, then read
+                if path.exists() and path.stat().st_size != size:  # not what this key holds
+                    rank_zero_info(f"the frame cache {path} holds {path.stat().st_size} bytes, "
+                                   f"not the {size} of {shape[0]} frames of {self.name}: "
+                                   "filling it again")
+                    path.unlink()
                 if not path.exists():
                     self._fill(path, shape)
         mm = np.memmap(path, dtype=STORES[self.store], mode="r", shape=shape)

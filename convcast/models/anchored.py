@@ -77,6 +77,14 @@ checkpoints written before it existed load without one. `gate_reference="persist
 towards the last input frame instead of the anchor (r_k = x_T in place of a_k): a flow-anchored
 model, trained or not, then falls back lead by lead to persistence wherever extrapolation itself
 does worse on the held-out windows (a static camera whose flow estimate moves the background).
+
+The gated forecast's error follows from the fit's sums, SSE_k(γ) = Σ(y - r)² - 2γ Σ(y - r)(ŷ - r)
++ γ² Σ(ŷ - r)² (`GateFit.mse`), so every validation pass of `ForecastSystem` logs what each state
+would score once gated (`val/gated_mse`) beside the reference alone (`val/reference_mse`), and a
+run can select its best checkpoint by it (`checkpoint.monitor: val/gated_mse`). A γ fitted on a
+few windows is optimistic there: with a margin (`fit_gate(margin=)`, the checkpoint's
+`anchor_margin`), the reference itself (γ = 0 at every lead) is kept unless the gated forecast
+beats it by that fraction — persistence is then a candidate like any checkpoint.
 """
 
 from __future__ import annotations
@@ -148,29 +156,48 @@ class LeadCalibration(nn.Module):
 
 class GateFit:
     """The per-lead sums of the gate's least-squares fit, streamed over batches:
-    `num_k = Σ (y - a)(ŷ - a)`, `den_k = Σ (ŷ - a)²` (masked pixels left out); plain sums, so
-    processes add them (DDP)."""
+    `num_k = Σ (y - r)(ŷ - r)`, `den_k = Σ (ŷ - r)²`, `ref_k = Σ (y - r)²` (r: what the gate
+    shrinks towards; masked pixels left out) and `n_k`, the frames seen; plain sums, so
+    processes add them (DDP). The gated forecast's squared error follows from them exactly,
+    `SSE_k(γ) = ref_k - 2 γ num_k + γ² den_k`, so a validation pass scores the gated model
+    without a second pass over the windows."""
 
     def __init__(self) -> None:
-        self.sums = torch.zeros(2, 0, dtype=torch.float64)  # [2, leads]
+        self.sums = torch.zeros(4, 0, dtype=torch.float64)  # [4, leads]: num, den, ref, n
 
     def update(self, anchor: torch.Tensor, forecast: torch.Tensor, target: torch.Tensor,
                mask: torch.Tensor | None = None) -> None:
-        """Add one batch, each `[B, T, C, H, W]` (mask broadcastable to it)."""
+        """Add one batch, each `[B, T, C, H, W]` (mask broadcastable to it); `anchor` is the
+        reference r the gate shrinks towards."""
         a, d = anchor.detach().double(), (forecast - anchor).detach().double()
         r = target.double() - a
         w = torch.ones_like(d) if mask is None else mask.double().expand_as(d)
         dims = [0, *range(2, d.dim())]
-        sums = torch.stack([(r * d * w).sum(dims), (d * d * w).sum(dims)]).cpu()  # [2, T]
+        n = torch.full((d.shape[1],), float(d.shape[0]), dtype=torch.float64)
+        sums = torch.stack([(r * d * w).sum(dims).cpu(), (d * d * w).sum(dims).cpu(),
+                            (r * r * w).sum(dims).cpu(), n])  # [4, T]
         if sums.shape[1] > self.sums.shape[1]:
             self.sums = F.pad(self.sums, (0, sums.shape[1] - self.sums.shape[1]))
         self.sums[:, :sums.shape[1]] += sums
 
-    def compute(self) -> torch.Tensor:
-        """γ `[leads]` (float32) in [0, 1]; 1 where the forecast never left the anchor."""
-        num, den = self.sums
+    def compute(self, margin: float | None = None) -> torch.Tensor:
+        """γ `[leads]` (float32) in [0, 1]; 1 where the forecast never left the reference.
+        With `margin`, γ = 0 at every lead (the reference itself) unless the gated forecast's
+        MSE beats the reference's by that fraction on these windows: a fit on a few windows is
+        optimistic about the windows it was fitted on."""
+        num, den, _, _ = self.sums
         gate = torch.where(den > 0, num / den.clamp(min=1e-300), torch.ones_like(num))
-        return gate.clamp(0.0, 1.0).float()
+        gate = gate.clamp(0.0, 1.0)
+        if margin is not None and self.mse(gate) >= (1.0 - margin) * self.mse(0.0):
+            gate = torch.zeros_like(gate)
+        return gate.float()
+
+    def mse(self, gate: torch.Tensor | float) -> float:
+        """Per-frame MSE (squared error summed over a frame's pixels, mean over frames) of the
+        forecast gated by `gate` (`[leads]` or one value; 0: the reference, 1: ungated)."""
+        num, den, ref, n = self.sums
+        gate = torch.as_tensor(gate, dtype=torch.float64)
+        return float((ref - 2 * gate * num + gate ** 2 * den).sum() / n.sum().clamp(min=1))
 
 
 class _StraightThroughClip(torch.autograd.Function):
@@ -344,7 +371,14 @@ class Anchored(Forecaster):
         a, out = self.forward_parts(x, horizon, motion)
         if self.gate.numel() == 0:
             return out
-        r = self.reference(x, a)  # [B, horizon, C, H, W]
+        return self.apply_gate(self.reference(x, a), out)
+
+    def apply_gate(self, r: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """r + γ_k (ŷ - r) from the reference r and the ungated forecast ŷ, each
+        `[B, horizon, C, H, W]` (ŷ itself while no gate is fitted)."""
+        if self.gate.numel() == 0:
+            return out
+        horizon = out.shape[1]
         lead = torch.arange(horizon, device=out.device).clamp(max=self.gate.numel() - 1)
         gate = self.gate[lead].to(out.dtype).view(1, horizon, 1, 1, 1)
         return r + gate * (out - r)  # [B, horizon, C, H, W]
@@ -363,11 +397,11 @@ class Anchored(Forecaster):
         return self.gate_reference == "persistence" and self.anchor != "persistence"
 
     @torch.no_grad()
-    def fit_gate(self, batches: Iterable[Any], *,
-                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """Fit the gate γ_k on `batches` of `(x, y)`, `(x, y, mask)` or dicts with "x", "y" (and
-        "mask", "motion"), store it (buffer `gate`) and return it `[leads]`. `reduce` adds the
-        sums of the other processes (DDP) before the fit."""
+    def gate_sums(self, batches: Iterable[Any], *,
+                  to_data: Callable[[torch.Tensor], torch.Tensor] | None = None) -> GateFit:
+        """The gate's sums (`GateFit`) over `batches` of `(x, y)`, `(x, y, mask)` or dicts with
+        "x", "y" (and "mask", "motion"); `to_data` maps model values to data values first (the
+        γ of an affine map is the same; its `GateFit.mse` is then in data values)."""
         from convcast.train.evaluate import split_batch
 
         fit, device = GateFit(), self.gate.device
@@ -377,11 +411,23 @@ class Anchored(Forecaster):
             motion = None if motion is None else motion.to(device)
             x = x.to(device)
             a, out = self.forward_parts(x, y.shape[1], motion)
-            fit.update(self.reference(x, a), out, y.to(device),
-                       None if mask is None else mask.to(device))
+            r, y = self.reference(x, a), y.to(device)
+            if to_data is not None:
+                r, out, y = to_data(r), to_data(out), to_data(y)
+            fit.update(r, out, y, None if mask is None else mask.to(device))
+        return fit
+
+    def fit_gate(self, batches: Iterable[Any], *,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 margin: float | None = None) -> torch.Tensor:
+        """Fit the gate γ_k on `batches` (as `gate_sums`), store it (buffer `gate`) and return
+        it `[leads]`. `reduce` adds the sums of the other processes (DDP) before the fit;
+        `margin`: the reference alone (γ = 0) unless the gated forecast beats it by that
+        fraction (`GateFit.compute`)."""
+        fit = self.gate_sums(batches)
         if reduce is not None:
             fit.sums = reduce(fit.sums)
-        self.gate = fit.compute().to(device)
+        self.gate = fit.compute(margin).to(self.gate.device)
         return self.gate.clone()
 
     def forward_parts(self, x: torch.Tensor, horizon: int, motion: torch.Tensor | None = None

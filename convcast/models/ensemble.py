@@ -36,6 +36,13 @@ upsampling per lead time; A, the encoding, the anchor and the decoding are share
 an untrained A) is the deterministic forecast exactly. What it cannot do that the state noise
 can: move an echo (a perturbed motion), only raise or lower the values where A puts spread.
 
+The spread of a window depends on how fast its rain evolves per step: a pool of 5-, 10- and
+15-minute archives at 2 and 4 km holds windows whose lead k means 5k to 15k minutes, and a
+convective field changes faster than a stratiform one. `regime=True` also gives A two maps read
+off the input, |x_T - x_{T-1}| and |a_1 - x_T| (`regime_maps`: the last step's change and the
+anchor's first), so one model can learn a spread per evolution rate instead of one per lead index
+averaged over the pool, with no metadata to pass at forecast time.
+
 `forward(x, horizon)` is the zero-noise member (z = 0), i.e. the anchored forecast of the same
 weights; it is deterministic and is what `convcast test`, predict and nowcast use.
 """
@@ -59,26 +66,32 @@ NOISE_AT = ("state", "output")
 
 class Amplitude(nn.Module):
     """Amplitude maps A `[B, T, C, J, h, w]` of the J noise channels from the forecast u and the
-    anchor a `[B, T, C, H, W]` pooled by s, and the lead time: three convolutions, the last
-    zero-initialised (no spread at start)."""
+    anchor a `[B, T, C, H, W]` pooled by s, and the lead time (and, with `regime` channels, maps
+    `[B, R, H, W]` shared by the leads): three convolutions, the last zero-initialised (no
+    spread at start)."""
 
-    def __init__(self, channels: int, noise_channels: int, kernel: int, hidden: int = 16) -> None:
+    def __init__(self, channels: int, noise_channels: int, kernel: int, hidden: int = 16,
+                 regime: int = 0) -> None:
         super().__init__()
-        self.channels, self.noise_channels = channels, noise_channels
+        self.channels, self.noise_channels, self.regime = channels, noise_channels, regime
         pad = kernel // 2
         self.net = nn.Sequential(
-            nn.Conv2d(2 * channels + 1, hidden, kernel, padding=pad), nn.GELU(),
+            nn.Conv2d(2 * channels + 1 + regime, hidden, kernel, padding=pad), nn.GELU(),
             nn.Conv2d(hidden, hidden, kernel, padding=2 * pad, dilation=2), nn.GELU(),
             nn.Conv2d(hidden, channels * noise_channels, 1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, u: torch.Tensor, a: torch.Tensor, scale: int) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, a: torch.Tensor, scale: int,
+                regime: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C, H, W = u.shape
         pool = [F.avg_pool2d(v.reshape(B * T, C, H, W), scale, ceil_mode=True) for v in (u, a)]
         h, w = pool[0].shape[-2:]
         lead = torch.arange(1, T + 1, device=u.device, dtype=u.dtype) / 12  # 1 at lead 12
         lead = lead.view(1, T, 1, 1, 1).expand(B, T, 1, h, w).reshape(B * T, 1, h, w)
+        if self.regime:  # the same maps for every lead: [B*T, R, h, w]
+            r = F.avg_pool2d(regime.to(u.dtype), scale, ceil_mode=True)  # [B, R, h, w]
+            pool.append(r.unsqueeze(1).expand(B, T, *r.shape[1:]).reshape(B * T, -1, h, w))
         amp = self.net(torch.cat([*pool, lead], 1))  # [B*T, C*J, h, w]
         return amp.view(B, T, C, self.noise_channels, h, w)
 
@@ -127,6 +140,9 @@ class AnchoredEnsemble(Anchored):
             "output" (z scaled by amplitude maps is added to the decoded forecast: one decoding).
         noise_scale: the pixels of the frame per cell of z with `noise_at="output"` (its
             correlation length).
+        regime: with `noise_at="output"`, the amplitude net also reads how fast the input
+            evolves (`regime_maps`), so the spread can follow the archive's step and the rain's
+            regime; False (default): the forecast, the anchor and the lead index only.
     """
 
     gated = False  # its forward is its own: no validated gate
@@ -137,7 +153,7 @@ class AnchoredEnsemble(Anchored):
                  method: str = "lucaskanade", method_kwargs: dict | None = None,
                  outval: float | str = "min", motion_hidden: int = 0, calibrate_leads: int = 0,
                  noise_channels: int = 8, noise_kernel: int = 3, noise_at: str = "state",
-                 noise_scale: int = 4) -> None:
+                 noise_scale: int = 4, regime: bool = False) -> None:
         super().__init__(in_channels=in_channels, base=base, base_kwargs=base_kwargs,
                          anchor=anchor, value_range=value_range, motion_frames=motion_frames,
                          method=method, method_kwargs=method_kwargs, outval=outval,
@@ -157,8 +173,13 @@ class AnchoredEnsemble(Anchored):
                 raise ValueError("anchored_ensemble: noise_at='output' sets its spread from the "
                                  "forecast and the anchor; give an anchor (persistence or "
                                  "optical_flow) or noise_at='state'")
-            self.amplitude = Amplitude(in_channels, noise_channels, noise_kernel)
+            self.amplitude = Amplitude(in_channels, noise_channels, noise_kernel,
+                                       regime=2 * in_channels if regime else 0)
             hidden = {}
+        elif regime:
+            raise ValueError("anchored_ensemble: regime maps feed the amplitude net of "
+                             "noise_at='output'; set noise_at='output' or regime=false")
+        self.regime = bool(regime)
         for key, channels in hidden.items():
             conv = nn.Conv2d(noise_channels, channels, noise_kernel, padding=noise_kernel // 2,
                              bias=False)
@@ -168,7 +189,7 @@ class AnchoredEnsemble(Anchored):
     @classmethod
     def from_anchored(cls, anchored: Anchored, *, noise_channels: int = 8,
                       noise_kernel: int = 3, noise_at: str = "state",
-                      noise_scale: int = 4) -> AnchoredEnsemble:
+                      noise_scale: int = 4, regime: bool = False) -> AnchoredEnsemble:
         """An ensemble whose every member is the (trained) `anchored` model's forecast: its
         configuration and weights, and zero noise injections, to fine-tune with the fair CRPS."""
         spec = getattr(anchored, "model_spec", None)
@@ -178,7 +199,7 @@ class AnchoredEnsemble(Anchored):
                              f"got {type(anchored).__name__}")
         model = create_model("anchored_ensemble", **spec["kwargs"],
                              noise_channels=noise_channels, noise_kernel=noise_kernel,
-                             noise_at=noise_at, noise_scale=noise_scale)
+                             noise_at=noise_at, noise_scale=noise_scale, regime=regime)
         missing, unexpected = model.load_state_dict(anchored.state_dict(), strict=False)
         if unexpected or any(not k.startswith(("inject.", "amplitude.")) for k in missing):
             raise ValueError(f"from_anchored: the weights do not fit (missing {missing}, "
@@ -224,7 +245,8 @@ class AnchoredEnsemble(Anchored):
         m = None if self.anchor == "none" else self.activity_map(x)  # [B, 1, 1, H, W] or None
         a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion, m)
         if self.amplitude is not None:
-            return self._output_noise(state, a, horizon, members, generator, draw, m)
+            regime = self.regime_maps(x, a) if self.regime and draw else None
+            return self._output_noise(state, a, horizon, members, generator, draw, m, regime)
         state = {k: v.repeat_interleave(M, dim=0) for k, v in state.items()}  # [B*M, ...]
         first = state[next(iter(self.inject))]  # [B*M, hid_0, h, w]
         shape = (B * M, self.noise_channels, *first.shape[-2:])
@@ -246,6 +268,16 @@ class AnchoredEnsemble(Anchored):
         m = None if m is None else m.repeat_interleave(M, dim=0)  # [B*M, 1, 1, H, W]
         return self._clip(self.corrected(cond, f, m)).view(B, M, *f.shape[1:])
 
+    @staticmethod
+    def regime_maps(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """How fast this window's field evolves, `[B, 2C, H, W]`: the last step's change
+        |x_T - x_{T-1}| and the anchor's first step |a_1 - x_T| (their difference is what
+        extrapolation did not explain). Read off the input, so it tells a 15-minute step from a
+        5-minute one, and convective from stratiform rain, with no metadata."""
+        last = x[:, -1].detach()  # [B, C, H, W]
+        before = x[:, -2].detach() if x.shape[1] > 1 else last
+        return torch.cat([(last - before).abs(), (a[:, 0].detach() - last).abs()], 1)
+
     def _clip(self, out: torch.Tensor) -> torch.Tensor:
         """Forecasts clipped to `value_range` (straight-through), any shape."""
         if self.value_range is not None:
@@ -254,7 +286,8 @@ class AnchoredEnsemble(Anchored):
 
     def _output_noise(self, state: dict, a: torch.Tensor, horizon: int, members: int,
                       generator: torch.Generator | None, draw: bool,
-                      activity: torch.Tensor | None = None) -> torch.Tensor:
+                      activity: torch.Tensor | None = None,
+                      regime: torch.Tensor | None = None) -> torch.Tensor:
         """`noise_at="output"`: one decoding u (its intensity map applied), then
         u + up_s(Σ_j A_j ⊙ z_j) per member, clipped: `[B, M, horizon, C, H, W]`."""
         f = self.net.decode(state, horizon, a)  # [B, horizon, C, H, W]
@@ -263,7 +296,7 @@ class AnchoredEnsemble(Anchored):
         u = self.corrected(a, f, activity)  # its intensity map applied once, not per member
         out = u.unsqueeze(1).expand(B, M, horizon, C, H, W)  # z = 0: every member is u
         if draw:
-            amp = self.amplitude(u, a, self.noise_scale)  # [B, horizon, C, J, h, w]
+            amp = self.amplitude(u, a, self.noise_scale, regime)  # [B, horizon, C, J, h, w]
             shape = (B, M, self.noise_channels, *amp.shape[-2:])
             device = generator.device if generator is not None else u.device
             z = torch.randn(shape, generator=generator, device=device, dtype=u.dtype)

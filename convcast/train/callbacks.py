@@ -130,7 +130,11 @@ class Checkpoint(ModelCheckpoint):
     the learned forecast each lead goes, 0 = the anchor) is fitted on the validation windows for
     the best checkpoint and written into it, so `--ckpt_path best` forecasts with it (also where
     that is the step-0 state of a run started from shipped pretrained weights); training itself
-    runs ungated (a gate the weights came with is cleared at the start).
+    runs ungated (a gate the weights came with is cleared at the start). Where the gated forecast
+    does not beat the gate's reference (persistence or the anchor) by `anchor_margin` on those
+    windows, the gate written is 0 at every lead: the reference is kept, and the end of training
+    says so. With `monitor="val/gated_mse"` the checkpoints compete as they would forecast once
+    gated (`ForecastSystem` logs it for gated anchored models).
 
     Lightning writes `last.ckpt` only beside another checkpoint, so after a run stopped by
     `max_steps` mid-epoch it would hold an older state; here the end of training rewrites it,
@@ -255,7 +259,10 @@ class Checkpoint(ModelCheckpoint):
         def reduce(sums: torch.Tensor) -> torch.Tensor:
             return trainer.strategy.reduce(sums.to(device), reduce_op="sum").cpu()
 
-        gate = model.fit_gate(itertools.chain(*loaders), reduce=reduce).cpu()
+        fit = model.gate_sums(itertools.chain(*loaders))
+        fit.sums = reduce(fit.sums)
+        gate = fit.compute(self.anchor_margin)
+        reference = "persistence" if model.gate_reference == "persistence" else "the anchor"
         if trainer.is_global_zero:
             ckpt["state_dict"][prefix + "gate"] = gate
             with atomic_path(Path(self.best_model_path)) as tmp:
@@ -263,5 +270,12 @@ class Checkpoint(ModelCheckpoint):
             rank_zero_info(f"gate per lead time fitted on the validation windows and written "
                            f"into {self.best_model_path}: "
                            + " ".join(f"{float(g):.2f}" for g in gate)
-                           + " (0: the anchor, 1: the learned forecast)")
+                           + f" (0: {reference}, 1: the learned forecast)")
+            if not bool(gate.any()):
+                by = f" by the {self.anchor_margin:.0%} margin" if self.anchor_margin else ""
+                rank_zero_warn(
+                    f"the best checkpoint, gated, does not beat {reference} on the validation "
+                    f"windows{by} (MSE {fit.mse(fit.compute()):.4g} vs {fit.mse(0.0):.4g}): its "
+                    f"gate is 0 at every lead, so --ckpt_path best forecasts as {reference} "
+                    "does (no learned improvement on this data)")
         trainer.strategy.barrier()

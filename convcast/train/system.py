@@ -28,6 +28,7 @@ import torch.nn as nn
 from convcast.data.description import DataDescription
 from convcast.layers import set_checkpointing
 from convcast.models import create_model, list_models, model_info, model_kind
+from convcast.models.anchored import GateFit
 from convcast.models.registry import INPUTS
 from convcast.train.checkpoint import (
     DATA_KEY,
@@ -385,7 +386,10 @@ class ForecastSystem(L.LightningModule):
                    ) -> dict[str, torch.Tensor]:
         x, y, mask = _split_batch(batch)
         inputs = batch_extras(self.model, batch)
-        pred = self.model(x, y.shape[1], **inputs)  # [B, T_out, C, H, W]
+        if stage == "val" and self._scores_gate():
+            pred = self._gated_val_forecast(x, y, mask, inputs)  # [B, T_out, C, H, W]
+        else:
+            pred = self.model(x, y.shape[1], **inputs)  # [B, T_out, C, H, W]
         scored = pred if self.scored == "forecast" else self.scored_forecast(
             x, y.shape[1], inputs, seed=batch_idx)  # an ensemble's members, heads' logits
         loss = self.loss_fn(scored, y, mask, scale=self.radar_scale())
@@ -415,6 +419,41 @@ class ForecastSystem(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "val", batch_idx)
+
+    # ---- the gated score (anchored models with a validated gate) ----------------------------
+    def _scores_gate(self) -> bool:
+        return bool(getattr(self.model, "gated", False)) and getattr(
+            self.model, "anchor", "none") != "none"
+
+    def _gated_val_forecast(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+                            inputs: dict[str, Any]) -> torch.Tensor:
+        """The model's forecast, with the gate's sums (in data values) added to this epoch's:
+        `val/gated_mse` is then the MSE of the forecast gated by the γ_k these windows fit."""
+        model = self.model
+        a, out = model.forward_parts(x, y.shape[1], **inputs)  # [B, T_out, C, H, W] each
+        r = model.reference(x, a)
+        d = self._data_description()
+        data = d.to_data if d is not None else (lambda v: v)
+        if getattr(self, "_gate_fit", None) is None:
+            self._gate_fit = GateFit()
+        self._gate_fit.update(data(r), data(out), data(y), mask)
+        return model.apply_gate(r, out)
+
+    def on_validation_epoch_start(self) -> None:
+        self._gate_fit = GateFit() if self._scores_gate() else None
+
+    def on_validation_epoch_end(self) -> None:
+        """Log `val/gated_mse` (the forecast shrunk lead by lead towards the gate's reference
+        by the least-squares γ_k of these windows: what `Checkpoint(gate=True)` would make of
+        this state) and `val/reference_mse` (the reference alone: persistence or the anchor);
+        per-frame MSE in data values, as `val/mse`."""
+        fit = getattr(self, "_gate_fit", None)
+        if fit is None or (fit.sums.shape[1] == 0 and self.trainer.world_size == 1):
+            return
+        fit.sums = self.trainer.strategy.reduce(fit.sums.to(self.device), reduce_op="sum").cpu()
+        self.log("val/gated_mse", fit.mse(fit.compute()))
+        self.log("val/reference_mse", fit.mse(0.0))
+        self._gate_fit = None
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "test", batch_idx)
