@@ -82,6 +82,25 @@ def test_a_trained_anchored_model_is_every_member_of_its_ensemble():
 
 
 @pytest.mark.parametrize("noise_at", ["state", "output"])
+def test_frames_the_patches_do_not_divide_are_padded_for_the_base_as_anchored_does(noise_at):
+    """A 4-pixel patch on 18x22 frames: the members and the zero-noise member keep the frame's
+    size, and untrained noise gives the anchored model of the same weights exactly."""
+    kwargs = {"hidden_channels": [4, 4], "kernel_size": 3, "patch_size": 4}
+    anchored = create_model("anchored", base_kwargs=kwargs, anchor="optical_flow").eval()
+    _perturb(anchored)
+    model = AnchoredEnsemble.from_anchored(anchored, noise_channels=2, noise_at=noise_at).eval()
+    x = torch.rand(2, T_IN, 1, 18, 22, generator=torch.Generator().manual_seed(4))
+    m = torch.zeros(2, 2, 18, 22)
+    m[:, 0] = 0.6
+    with torch.no_grad():
+        want = anchored(x, H, motion=m)  # [2, H, 1, 18, 22]
+        members = model.sample(x, H, members=3, seed=0, motion=m)
+        torch.testing.assert_close(model(x, H, motion=m), want)
+    assert members.shape == (2, 3, H, 1, 18, 22)
+    torch.testing.assert_close(members, want.unsqueeze(1).expand_as(members))
+
+
+@pytest.mark.parametrize("noise_at", ["state", "output"])
 def test_injected_noise_spreads_members_and_seeds_reproduce_them(noise_at):
     torch.manual_seed(0)
     model = create_model("anchored_ensemble", **ENSEMBLE, noise_at=noise_at,

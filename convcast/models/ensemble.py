@@ -56,6 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from convcast.layers.patch import pad_to_multiple
 from convcast.models.anchored import Anchored, _StraightThroughClip
 from convcast.models.base import check_kernel, check_size
 from convcast.models.registry import create_model, register_model
@@ -241,7 +242,7 @@ class AnchoredEnsemble(Anchored):
         noise is drawn with `generator` when `draw`, else zero."""
         self.check_input(x, horizon)
         B, M = x.shape[0], members
-        state = self.net.encode(x)  # one encoding, shared by the members
+        state = self.net.encode(self._to_net(x))  # one encoding, shared by the members
         m = None if self.anchor == "none" else self.activity_map(x)  # [B, 1, 1, H, W] or None
         a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion, m)
         if self.amplitude is not None:
@@ -262,11 +263,22 @@ class AnchoredEnsemble(Anchored):
                 z, size=s.shape[-2:], mode="bilinear", align_corners=False)
             state[key] = s + conv(zi)
         cond = None if a is None else a.repeat_interleave(M, dim=0)  # [B*M, horizon, C, H, W]
-        f = self.net.decode(state, horizon, cond)  # [B*M, horizon, C, H, W]
+        f = self._from_net(self.net.decode(state, horizon, self._to_net(cond)), x)
         if a is None:
             return f.view(B, M, *f.shape[1:])  # the base alone, as anchored's anchor="none"
         m = None if m is None else m.repeat_interleave(M, dim=0)  # [B*M, 1, 1, H, W]
         return self._clip(self.corrected(cond, f, m)).view(B, M, *f.shape[1:])
+
+    def _to_net(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """Frames `[N, T, C, H, W]` padded for the base's patches (as its own call pads them:
+        the base is driven here through encode/decode); the anchor stays on the true frame."""
+        m = self.net.size_multiple
+        return t if t is None or m == 1 else pad_to_multiple(t, m)
+
+    @staticmethod
+    def _from_net(f: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The base's output cropped back to the frame of `like`: `[N, T, C, H, W]`."""
+        return f[..., :like.shape[-2], :like.shape[-1]]
 
     @staticmethod
     def regime_maps(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -290,8 +302,8 @@ class AnchoredEnsemble(Anchored):
                       regime: torch.Tensor | None = None) -> torch.Tensor:
         """`noise_at="output"`: one decoding u (its intensity map applied), then
         u + up_s(Σ_j A_j ⊙ z_j) per member, clipped: `[B, M, horizon, C, H, W]`."""
-        f = self.net.decode(state, horizon, a)  # [B, horizon, C, H, W]
-        B, _, C, H, W = f.shape
+        f = self._from_net(self.net.decode(state, horizon, self._to_net(a)), a)
+        B, _, C, H, W = f.shape  # f: [B, horizon, C, H, W]
         M = members
         u = self.corrected(a, f, activity)  # its intensity map applied once, not per member
         out = u.unsqueeze(1).expand(B, M, horizon, C, H, W)  # z = 0: every member is u
