@@ -247,7 +247,8 @@ class AnchoredEnsemble(Anchored):
         a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion, m)
         if self.amplitude is not None:
             regime = self.regime_maps(x, a) if self.regime and draw else None
-            return self._output_noise(state, a, horizon, members, generator, draw, m, regime)
+            return self._output_noise(state, a, horizon, members, generator, draw,
+                                      activity=m, regime=regime)
         state = {k: v.repeat_interleave(M, dim=0) for k, v in state.items()}  # [B*M, ...]
         first = state[next(iter(self.inject))]  # [B*M, hid_0, h, w]
         shape = (B * M, self.noise_channels, *first.shape[-2:])
