@@ -409,13 +409,21 @@ class Anchored(Forecaster):
             x, y, mask = split_batch(batch)
             motion = batch.get("motion") if isinstance(batch, dict) else None
             motion = None if motion is None else motion.to(device)
-            x = x.to(device)
-            a, out = self.forward_parts(x, y.shape[1], motion)
-            r, y = self.reference(x, a), y.to(device)
-            if to_data is not None:
-                r, out, y = to_data(r), to_data(out), to_data(y)
-            fit.update(r, out, y, None if mask is None else mask.to(device))
+            self.gate_step(fit, x.to(device), y.to(device),
+                           None if mask is None else mask.to(device), motion, to_data=to_data)
         return fit
+
+    def gate_step(self, fit: GateFit, x: torch.Tensor, y: torch.Tensor,
+                  mask: torch.Tensor | None = None, motion: torch.Tensor | None = None, *,
+                  to_data: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Add one batch (`y` `[B, T, C, H, W]`, optional mask) to the gate's sums `fit` (in data
+        values with `to_data`) and return the forecast as `forward` gives it: one pass for
+        both."""
+        a, out = self.forward_parts(x, y.shape[1], motion)  # [B, T, C, H, W] each
+        r = self.reference(x, a)
+        data = to_data if to_data is not None else (lambda v: v)
+        fit.update(data(r), data(out), data(y), mask)
+        return self.apply_gate(r, out)  # [B, T, C, H, W]
 
     def fit_gate(self, batches: Iterable[Any], *,
                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,

@@ -429,15 +429,11 @@ class ForecastSystem(L.LightningModule):
                             inputs: dict[str, Any]) -> torch.Tensor:
         """The model's forecast, with the gate's sums (in data values) added to this epoch's:
         `val/gated_mse` is then the MSE of the forecast gated by the γ_k these windows fit."""
-        model = self.model
-        a, out = model.forward_parts(x, y.shape[1], **inputs)  # [B, T_out, C, H, W] each
-        r = model.reference(x, a)
         d = self._data_description()
-        data = d.to_data if d is not None else (lambda v: v)
         if getattr(self, "_gate_fit", None) is None:
             self._gate_fit = GateFit()
-        self._gate_fit.update(data(r), data(out), data(y), mask)
-        return model.apply_gate(r, out)
+        return self.model.gate_step(self._gate_fit, x, y, mask, inputs.get("motion"),
+                                    to_data=d.to_data if d is not None else None)
 
     def on_validation_epoch_start(self) -> None:
         self._gate_fit = GateFit() if self._scores_gate() else None
