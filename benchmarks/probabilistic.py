@@ -122,6 +122,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="crop every archive instead of its own crop: H W (centred) or TOP LEFT "
                         "BOTTOM RIGHT, raw pixels, multiples of 2 x its downsampling")
     p.add_argument("--seed", type=int, default=0, help="of the learned ensemble's noise")
+    p.add_argument("--hindcast_spread", action="store_true",
+                   help="scale the learned ensemble's spread per window by a one-step hindcast "
+                        "on its input (anchored_ensemble(hindcast_spread=True))")
     p.add_argument("--input_frames", type=int, default=5)
     p.add_argument("--output_frames", type=int, default=12)
     p.add_argument("--threads", type=int, default=1)
@@ -595,6 +598,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     loaded = {ENSEMBLE: per_provider(args.ensemble, ENSEMBLE),
               HEADS: per_provider(args.heads, HEADS)}
+    if args.hindcast_spread:
+        for model, facts in loaded[ENSEMBLE].values():
+            if getattr(model, "amplitude", None) is None:
+                raise SystemExit(f"{facts['path']}: --hindcast_spread needs an ensemble with "
+                                 "noise_at: output")
+            model.hindcast_spread = True
+            facts["hindcast_spread"] = True
     checkpoints = {name: {provider: facts for provider, (_, facts) in models.items()}
                    for name, models in loaded.items()}
     run: dict[str, Any] = {"machine": platform.processor() or platform.machine(),

@@ -47,7 +47,8 @@ def _perturb(model: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None:
 
 # ---- the learned ensemble -----------------------------------------------------------------
 NOISE = {"state": {"noise_at": "state"}, "output": {"noise_at": "output"},
-         "output+regime": {"noise_at": "output", "regime": True}}
+         "output+regime": {"noise_at": "output", "regime": True},
+         "output+hindcast": {"noise_at": "output", "hindcast_spread": True}}
 
 
 @pytest.mark.parametrize("noise", NOISE)
@@ -185,6 +186,32 @@ def test_regime_maps_let_the_spread_follow_how_fast_the_input_evolves():
     assert (spreads[True][0] - spreads[True][1]).abs().max() > 1e-4
     with pytest.raises(ValueError, match="regime maps feed the amplitude net of noise_at"):
         create_model("anchored_ensemble", **ENSEMBLE, noise_at="state", regime=True)
+
+
+def test_hindcast_spread_scales_each_window_by_its_own_one_step_error_over_spread():
+    """hindcast_spread=True: the members' departures from the zero-noise member are those of
+    the same model without it, times s_b = sqrt(mean error² / mean variance) of a one-step
+    hindcast of the last input frame from the frames before it (drawn first, same generator)."""
+    x, M = torch.rand(2, 4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5)), 6
+    x[1] = x[1] * 0.1  # a calmer window: another error, another factor
+    model = create_model("anchored_ensemble", **ENSEMBLE, noise_at="output", value_range=None,
+                         hindcast_spread=True).eval()
+    _perturb(model, 0.1)
+    with torch.no_grad():
+        zero = model(x, H)  # [B, H, C, S, S]: the zero-noise member, no hindcast
+        scaled = model.sample(x, H, members=M, generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(0)
+        hind = model.rollout(x[:, :-1], 1, M, g, None, draw=True, hindcast=False)[:, :, 0]
+        want = ((hind.mean(1) - x[:, -1]).pow(2).flatten(1).mean(1)
+                / hind.var(1).flatten(1).mean(1)).sqrt().clamp(1 / 8, 8)  # [B]
+        model.hindcast_spread = False
+        plain = model.sample(x, H, members=M, generator=g)  # the same draws after the hindcast
+    assert not torch.allclose(want[0], want[1], rtol=0.05)
+    torch.testing.assert_close(scaled - zero.unsqueeze(1),
+                               want.view(2, 1, 1, 1, 1, 1) * (plain - zero.unsqueeze(1)),
+                               rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="hindcast_spread scales the amplitude maps"):
+        create_model("anchored_ensemble", **ENSEMBLE, noise_at="state", hindcast_spread=True)
 
 
 # ---- the ensemble losses ------------------------------------------------------------------

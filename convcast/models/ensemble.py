@@ -43,6 +43,19 @@ off the input, |x_T - x_{T-1}| and |a_1 - x_T| (`regime_maps`: the last step's c
 anchor's first), so one model can learn a spread per evolution rate instead of one per lead index
 averaged over the pool, with no metadata to pass at forecast time.
 
+A spread learned on other archives can be too wide or too narrow for a new one (another step,
+pixel size, climate). `hindcast_spread=True` calibrates each window on its own input when
+members are drawn: the frames before the last one forecast the last one (a one-step hindcast,
+the same members' noise), and the members' spread at every lead is multiplied by
+
+    s_b = sqrt( mean (x_T - mean_m h_bm)² / mean var_m h_bm )   (clipped to [1/8, 8]),
+
+the hindcast's error over its spread, in the model's units, over the window's pixels. It costs
+one more motion estimate (from the frames before the last: the hindcast must not see the frame
+it forecasts), one more encoding of T_in - 1 frames and a one-step decoding. Training steps never
+use it (the net learns its spread on the training pool as before; validation, in eval mode,
+scores the members as they will be forecast, with it); it needs `noise_at="output"`.
+
 `forward(x, horizon)` is the zero-noise member (z = 0), i.e. the anchored forecast of the same
 weights; it is deterministic and is what `convcast test`, predict and nowcast use.
 """
@@ -144,6 +157,8 @@ class AnchoredEnsemble(Anchored):
         regime: with `noise_at="output"`, the amplitude net also reads how fast the input
             evolves (`regime_maps`), so the spread can follow the archive's step and the rain's
             regime; False (default): the forecast, the anchor and the lead index only.
+        hindcast_spread: with `noise_at="output"`, scale each window's spread in `sample` by
+            the error/spread ratio of a one-step hindcast on its own input (module docstring).
     """
 
     gated = False  # its forward is its own: no validated gate
@@ -154,7 +169,8 @@ class AnchoredEnsemble(Anchored):
                  method: str = "lucaskanade", method_kwargs: dict | None = None,
                  outval: float | str = "min", motion_hidden: int = 0, calibrate_leads: int = 0,
                  noise_channels: int = 8, noise_kernel: int = 3, noise_at: str = "state",
-                 noise_scale: int = 4, regime: bool = False) -> None:
+                 noise_scale: int = 4, regime: bool = False,
+                 hindcast_spread: bool = False) -> None:
         super().__init__(in_channels=in_channels, base=base, base_kwargs=base_kwargs,
                          anchor=anchor, value_range=value_range, motion_frames=motion_frames,
                          method=method, method_kwargs=method_kwargs, outval=outval,
@@ -181,6 +197,10 @@ class AnchoredEnsemble(Anchored):
             raise ValueError("anchored_ensemble: regime maps feed the amplitude net of "
                              "noise_at='output'; set noise_at='output' or regime=false")
         self.regime = bool(regime)
+        if hindcast_spread and noise_at != "output":
+            raise ValueError("anchored_ensemble: hindcast_spread scales the amplitude maps of "
+                             "noise_at='output'; set noise_at='output' or hindcast_spread=false")
+        self.hindcast_spread = bool(hindcast_spread)
         for key, channels in hidden.items():
             conv = nn.Conv2d(noise_channels, channels, noise_kernel, padding=noise_kernel // 2,
                              bias=False)
@@ -237,9 +257,10 @@ class AnchoredEnsemble(Anchored):
 
     def rollout(self, x: torch.Tensor, horizon: int, members: int,
                 generator: torch.Generator | None, motion: torch.Tensor | None, *,
-                draw: bool = False) -> torch.Tensor:
+                draw: bool = False, hindcast: bool = True) -> torch.Tensor:
         """`members` forecasts `[B, M, horizon, C, H, W]` from one encoding and one anchor; the
-        noise is drawn with `generator` when `draw`, else zero."""
+        noise is drawn with `generator` when `draw`, else zero (`hindcast`: the spread
+        calibrated by `hindcast_scale` where the model asks for it)."""
         self.check_input(x, horizon)
         B, M = x.shape[0], members
         state = self.net.encode(self._to_net(x))  # one encoding, shared by the members
@@ -247,8 +268,11 @@ class AnchoredEnsemble(Anchored):
         a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion, m)
         if self.amplitude is not None:
             regime = self.regime_maps(x, a) if self.regime and draw else None
+            scale = (self.hindcast_scale(x, members, generator)
+                     if draw and hindcast and self.hindcast_spread and not self.training
+                     else None)
             return self._output_noise(state, a, horizon, members, generator, draw,
-                                      activity=m, regime=regime)
+                                      activity=m, regime=regime, scale=scale)
         state = {k: v.repeat_interleave(M, dim=0) for k, v in state.items()}  # [B*M, ...]
         first = state[next(iter(self.inject))]  # [B*M, hid_0, h, w]
         shape = (B * M, self.noise_channels, *first.shape[-2:])
@@ -269,6 +293,24 @@ class AnchoredEnsemble(Anchored):
             return f.view(B, M, *f.shape[1:])  # the base alone, as anchored's anchor="none"
         m = None if m is None else m.repeat_interleave(M, dim=0)  # [B*M, 1, 1, H, W]
         return self._clip(self.corrected(cond, f, m)).view(B, M, *f.shape[1:])
+
+    def hindcast_scale(self, x: torch.Tensor, members: int,
+                       generator: torch.Generator | None) -> torch.Tensor | None:
+        """The spread factor s_b `[B]` of each window (module docstring): the last input frame
+        forecast by `members` members from the frames before it (their own motion: a field
+        estimated with the last frame would already know where its echoes went), its error over
+        its spread. None where the input is too short to hindcast."""
+        past = x[:, :-1]  # [B, T_in - 1, C, H, W]
+        if past.shape[1] < 1 or (self.anchor == "optical_flow"
+                                 and past.shape[1] < self.motion_frames):
+            return None
+        with torch.no_grad():  # a calibration of the spread, not a path for gradients
+            h = self.rollout(past, 1, max(members, 2), generator, None, draw=True,
+                             hindcast=False)[:, :, 0]  # [B, M, C, H, W]
+        spread = h.var(1, unbiased=True).flatten(1).mean(1)  # [B]
+        error = (h.mean(1) - x[:, -1]).pow(2).flatten(1).mean(1)  # [B]
+        s = (error / spread.clamp(min=1e-12)).sqrt().clamp(1 / 8, 8)
+        return torch.where(spread > 0, s, torch.ones_like(s))  # no spread yet: nothing to scale
 
     def _to_net(self, t: torch.Tensor | None) -> torch.Tensor | None:
         """Frames `[N, T, C, H, W]` padded for the base's patches (as its own call pads them:
@@ -300,9 +342,11 @@ class AnchoredEnsemble(Anchored):
     def _output_noise(self, state: dict, a: torch.Tensor, horizon: int, members: int,
                       generator: torch.Generator | None, draw: bool,
                       activity: torch.Tensor | None = None,
-                      regime: torch.Tensor | None = None) -> torch.Tensor:
+                      regime: torch.Tensor | None = None,
+                      scale: torch.Tensor | None = None) -> torch.Tensor:
         """`noise_at="output"`: one decoding u (its intensity map applied), then
-        u + up_s(Σ_j A_j ⊙ z_j) per member, clipped: `[B, M, horizon, C, H, W]`."""
+        u + up_s(Σ_j s A_j ⊙ z_j) per member (s: `scale` `[B]`, 1 without), clipped:
+        `[B, M, horizon, C, H, W]`."""
         f = self._from_net(self.net.decode(state, horizon, self._to_net(a)), a)
         B, _, C, H, W = f.shape  # f: [B, horizon, C, H, W]
         M = members
@@ -310,6 +354,8 @@ class AnchoredEnsemble(Anchored):
         out = u.unsqueeze(1).expand(B, M, horizon, C, H, W)  # z = 0: every member is u
         if draw:
             amp = self.amplitude(u, a, self.noise_scale, regime)  # [B, horizon, C, J, h, w]
+            if scale is not None:
+                amp = amp * scale.to(amp.dtype).view(B, 1, 1, 1, 1, 1)
             shape = (B, M, self.noise_channels, *amp.shape[-2:])
             device = generator.device if generator is not None else u.device
             z = torch.randn(shape, generator=generator, device=device, dtype=u.dtype)
