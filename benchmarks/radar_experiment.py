@@ -194,6 +194,8 @@ def train(name: str, cfg: dict, args: argparse.Namespace,
     L.seed_everything(cfg.get("seed_everything", 0), verbose=False)
     dm = build(cfg["data"])
     system = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()})
+    if (cfg.get("checkpoint") or {}).get("gate") and getattr(system.model, "gated", False):
+        system.model.gate = system.model.gate.new_ones(0)  # trained ungated, as convcast fit
     budget = Budget(args.minutes, args.curve_every, score)
     extra = config_callbacks(cfg)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.max_steps, max_epochs=-1,

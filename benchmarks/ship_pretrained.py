@@ -13,6 +13,9 @@ on what machine, and, with `--scores`, how it scored on data it never saw.
     # the JSONs of benchmarks/video_experiment.py on videos outside that folder
     python benchmarks/ship_pretrained.py video_nowcaster --run runs/video-pretrained \
         --minutes 40 --data FOLDER [--scores benchmarks/video_experiment_*_pretrained.json]
+    # the generic video model of the flow recipe: configs/video-pretrained-flow.yaml
+    python benchmarks/ship_pretrained.py video_flow_nowcaster --run runs/video-pretrained-flow \
+        --minutes 45 --data FOLDER [--scores benchmarks/video_experiment_*_flow_pretrained.json]
 """
 
 from __future__ import annotations
@@ -53,9 +56,10 @@ def video_scores(paths: list[Path]) -> dict:
         blob = json.loads(path.read_text())
         run, metrics = blob["run"], blob["metrics"]
         out[run["video"]] = {
-            "selected": run["selection"]["chosen"],
+            "chosen": run["selection"]["chosen"],
             **{m: {k: round(float(np.mean(metrics[m][k])), 4) for k in ("mse", "ssim")}
-               for m in ("pretrained", "selected", "persistence", "optical_flow")
+               for m in ("pretrained", "selected", "persistence", "optical_flow",
+                         "optical_flow_video")
                if m in metrics},
             "goal_met": run["goal"]["selected"]["met"]}
     return out
@@ -80,33 +84,45 @@ def radar_card(args: argparse.Namespace) -> dict[str, Any]:
     return card
 
 
+VIDEO_MODELS = {  # name: (what it is, its recipe)
+    "video_nowcaster": (
+        "anchored ConvLSTM (2x32, 3x3, patch 4) correcting persistence; 64x64 gray frames in "
+        "[0, 1], 10 in, 10 out", "configs/video-pretrained.yaml"),
+    "video_flow_nowcaster": (
+        "anchored ConvLSTM (2x32, 3x3, patch 4) correcting Lucas-Kanade extrapolation with the "
+        "frame's edges continued, an activity map (0.02, 4 px) and a gate per lead time towards "
+        "persistence; 64x64 gray frames in [0, 1], 10 in, 10 out",
+        "configs/video-pretrained-flow.yaml"),
+}
+
+
 def video_card(args: argparse.Namespace) -> dict[str, Any]:
     from convcast.data import FramesDataModule
 
     if args.data is None:
-        raise SystemExit("video_nowcaster: --data FOLDER (the clips the run trained on)")
+        raise SystemExit(f"{args.name}: --data FOLDER (the clips the run trained on)")
+    what, config = VIDEO_MODELS[args.name]
     dm = FramesDataModule(str(args.data), input_frames=10, output_frames=10, frame_size=64,
                           channels=1, split_fractions=(0.85, 0.15, 0.0))
     dm.setup("fit")
     clips = [{"name": getattr(s, "name", None) or Path(str(s.path)).name,
               "frames": int(s.num_frames)} for s in dm.sources]
     card = {
-        "what": "anchored ConvLSTM (2x32, 3x3, patch 4) correcting persistence; 64x64 gray "
-                "frames in [0, 1], 10 in, 10 out",
+        "what": what,
         "values": "gray levels / 255 (minmax of uint8 video to [0, 1])",
         "frame_size": 64, "input_frames": 10, "output_frames": 10,
         "trained_on": {"clips": clips, "windows": {"train": len(dm.train_set),
                                                    "val": len(dm.val_set)},
                        "split": "time, 85% train / 15% validation per clip",
                        "augment": "flips, crops at 0.6-1 scale, time reversal, brightness"},
-        "config": "configs/video-pretrained.yaml",
+        "config": config,
     }
     if args.scores:
         card["unseen_videos"] = video_scores(args.scores)
     return card
 
 
-CARDS = {"radar_nowcaster": radar_card, "video_nowcaster": video_card}
+CARDS = {"radar_nowcaster": radar_card, **{name: video_card for name in VIDEO_MODELS}}
 
 
 def main() -> None:
@@ -129,6 +145,11 @@ def main() -> None:
     card["training"] = {"config": card.pop("config"), "steps": tm.global_step,
                         "minutes": args.minutes, "machine": machine(1)["cpu"], "threads": 1,
                         "checkpoint": ckpt.name, "date": date.today().isoformat()}
+    gate = getattr(tm.model, "gate", None)
+    if gate is not None and gate.numel():  # fitted on the run's validation windows
+        card["gate"] = {"per_lead": [round(float(g), 3) for g in gate],
+                        "towards": getattr(tm.model, "gate_reference", "anchor"),
+                        "fitted_on": "the validation windows of the training run"}
     card["note"] = args.note
     out = args.out or ASSETS / f"{args.name}.pt"
     path = save_pretrained(out, tm.model, card)

@@ -121,10 +121,14 @@ def test_pretrained_weights_fine_tune_through_convcast_fit(tmp_path) -> None:
     assert 0 < moved < 1  # one step away from the shipped weights, not from random ones
 
 
-def test_shipped_video_nowcaster_loads_offline_and_beats_persistence_on_moving_digits() -> None:
+VIDEO_MODELS = ("video_nowcaster", "video_flow_nowcaster")
+
+
+@pytest.mark.parametrize("name", VIDEO_MODELS)
+def test_shipped_video_model_loads_offline_and_beats_persistence_on_moving_digits(name) -> None:
     from convcast.data import MovingMNIST
 
-    model = create_model("video_nowcaster", pretrained=True)
+    model = create_model(name, pretrained=True)
     card = model.card
     assert card["frame_size"] == 64 and (card["input_frames"], card["output_frames"]) == (10, 10)
     assert len(card["trained_on"]["clips"]) >= 3 and card["training"]["steps"] > 0
@@ -139,16 +143,27 @@ def test_shipped_video_nowcaster_loads_offline_and_beats_persistence_on_moving_d
     assert float(((pred - y) ** 2).mean()) < 0.9 * float(((persistence - y) ** 2).mean())
 
 
-def test_video_recipe_fine_tunes_the_shipped_video_model(tmp_path, tiny_video) -> None:
+VIDEO_RECIPES = {  # the recipe that fine-tunes each shipped video model, and its data path key
+    "video_nowcaster": ("configs/video-anchored-cpu-small.yaml", "--data"),
+    "video_flow_nowcaster": ("configs/video-anchored-flow-cpu-small.yaml",
+                             "--data.init_args.data.init_args"),
+}
+
+
+@pytest.mark.parametrize("name", VIDEO_MODELS)
+def test_video_recipe_fine_tunes_the_shipped_video_model(tmp_path, tiny_video, name) -> None:
     from conftest import FIT_QUIET, cli
 
     from convcast.train.checkpoint import load_checkpoint
 
-    shipped = create_model("video_nowcaster", pretrained=True).state_dict()
-    assert cli("fit", "--config", ROOT / "configs/video-anchored-cpu-small.yaml",
-               "--data.path", tiny_video, "--data.frame_size", 64,
-               "--data.split_fractions", "[0.5, 0.5, 0.0]", "--data.batch_size", 1,
-               "--model.model_name", "video_nowcaster", "--model.pretrained", "true",
+    config, data = VIDEO_RECIPES[name]
+    extra = () if data == "--data" else ("--data.init_args.num_workers", 0,
+                                         "--data.init_args.cache_dir", tmp_path / "motion")
+    shipped = create_model(name, pretrained=True).state_dict()
+    assert cli("fit", "--config", ROOT / config,
+               f"{data}.path", tiny_video, f"{data}.frame_size", 64,
+               f"{data}.split_fractions", "[0.5, 0.5, 0.0]", f"{data}.batch_size", 1, *extra,
+               "--model.model_name", name, "--model.pretrained", "true",
                *FIT_QUIET, "--trainer.max_steps", 1,
                "--trainer.default_root_dir", tmp_path / "run") == 0
     tuned = load_checkpoint(next((tmp_path / "run").glob("**/last.ckpt"))).model.state_dict()

@@ -210,6 +210,11 @@ RECIPES: dict[str, Recipe] = {
     "init_args.path clip.mp4 --trainer.max_time 00:00:15:00":
         Recipe("run", (*FLOW_VIDEO, "--trainer.val_check_interval", "1", *STEPS),
                _three_split_clip),
+    "convcast fit --config configs/video-anchored-flow-cpu-small.yaml --data.init_args.data."
+    "init_args.path clip.mp4 --trainer.max_time 00:00:15:00 --model.model_name "
+    "video_flow_nowcaster --model.pretrained true":
+        Recipe("run", (*FLOW_VIDEO, "--trainer.val_check_interval", "1", *STEPS),
+               _three_split_clip),
     "convcast test --config configs/video-anchored-flow-cpu-small.yaml --data.init_args.data."
     "init_args.path clip.mp4 --ckpt_path best --compare persistence optical_flow_video":
         Recipe("run", (*FLOW_VIDEO, *QUIET, "--max_batches", "1")),

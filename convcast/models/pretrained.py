@@ -58,6 +58,16 @@ register_pretrained(
     in_channels=1, anchor="persistence", base="encoder_forecaster",
     base_kwargs={"hidden_channels": [32, 32], "kernel_size": 3, "patch_size": 4})
 
+register_pretrained(
+    "video_flow_nowcaster", "anchored", "video_flow_nowcaster.pt",
+    "a generic pretrained video model of the flow recipe: a 2x32 ConvLSTM correction on top of "
+    "optical-flow extrapolation (edges continued, an activity map, a gate towards persistence), "
+    "64x64 gray, 10 -> 10, trained on real clips and moving digits (see its card); fine-tune it "
+    "on your own video with --model.pretrained true",
+    in_channels=1, anchor="optical_flow", outval="edge", activity=0.02, activity_radius=4,
+    gate_reference="persistence", base="encoder_forecaster",
+    base_kwargs={"hidden_channels": [32, 32], "kernel_size": 3, "patch_size": 4})
+
 
 def list_pretrained() -> list[str]:
     """Names of the models with shipped weights."""
