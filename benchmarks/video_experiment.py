@@ -33,9 +33,11 @@ persistence's is given with a 95% moving-block bootstrap interval (blocks of inp
 frames' worth of windows); "not worse within noise" is an interval that reaches 0 or below.
 
 `--pretrained video_nowcaster` starts from the generic video model shipped in the package (trained
-on other clips, `configs/video-pretrained.yaml`) instead of random weights; the step-0 model is
-then the shipped model as it is (as in `convcast fit --model.pretrained true`): a trained state
-replaces it only where it beats it by the margin, and it is scored as `pretrained` too.
+on other clips, `configs/video-pretrained.yaml`; `video_flow_nowcaster` for the flow recipe)
+instead of random weights. As in `convcast fit --model.pretrained true`, there are then two
+step-0 candidates: the untrained model first, the shipped model as it is replacing it where it
+beats it by the margin on validation; a trained state replaces the step-0 model only where it
+beats it by the margin. Both are scored too (`untrained`, `pretrained`).
 
     python benchmarks/video_experiment.py VIDEO [--minutes 15] [--curve_every 3] [--out DIR] \
         [--config configs/video-anchored-flow-cpu-small.yaml] [--pretrained video_nowcaster] \
@@ -215,8 +217,10 @@ def reselect(path: Path, anchor_val: float, margin: float) -> dict:
         raise SystemExit(f"{path}: --reselect keeps the step-0 model, whose test scores are "
                          f"recorded only when it is persistence or the shipped model (this run's "
                          f"anchor is {anchor}); run the benchmark again with --margin instead")
-    if label is None:
-        chosen = metrics["pretrained" if "pretrained" in metrics else "persistence"]
+    if label is None:  # the step-0 model: the shipped one, the untrained one, or persistence
+        kept = run["selection"].get("start_model", "shipped")
+        chosen = metrics[next(m for m in ("pretrained" if kept == "shipped" else "untrained",
+                                          "pretrained", "persistence") if m in metrics)]
     else:
         point = run["anchored"]["curve"][int(label.rsplit(" ", 1)[1])]
         chosen = {k: point[f"{k}_per_lead"] for k in CURVE}  # what the curve recorded
@@ -298,13 +302,19 @@ def main() -> None:
                  "optical_flow": create_model("optical_flow"),
                  "optical_flow_video": create_model("optical_flow_video")}
     t0 = time.monotonic()
-    if args.pretrained:  # the step-0 model: the shipped one as it is
+    # the untrained model of the recipe: its anchor exactly (persistence or flow)
+    untrained = ForecastSystem(**{**{k: build(v) for k, v in cfg["model"].items()},
+                                  "pretrained": False}).model.eval()
+    start_model, start_val = untrained, val_mse(untrained)
+    start = {"start_model": "untrained", "val_mse_untrained": round(start_val, 3)}
+    if args.pretrained:  # the shipped model as it is: the step-0 model where 5% better
         baselines["pretrained"] = create_model(args.pretrained, pretrained=True)
-        start_model = copy.deepcopy(baselines["pretrained"]).eval()
-    else:  # the untrained model of the recipe: its anchor exactly (persistence or flow)
-        start_model = ForecastSystem(**{k: build(v) for k, v in cfg["model"].items()}).model
-        start_model.eval()
-    start_val = val_mse(start_model)
+        baselines["untrained"] = untrained
+        shipped = copy.deepcopy(baselines["pretrained"]).eval()
+        shipped_val = val_mse(shipped)
+        start["val_mse_shipped"] = round(shipped_val, 3)
+        if shipped_val < start_val * (1 - margin):
+            start_model, start_val, start["start_model"] = shipped, shipped_val, "shipped"
     base_results = evaluate(baselines, loader, denormalize=denorm)
     reference = {n: scores(r) for n, r in base_results.items()}
     model, facts = train("anchored", cfg, args, score)
@@ -324,7 +334,7 @@ def main() -> None:
                  "val/mse", "reference_won": gate is not None and not any(gate),
                  "val_mse": round(dict(seen).get(label, start_val), 3),
                  "val_mse_anchor": round(anchor_val, 3), "val_mse_start": round(start_val, 3),
-                 "margin": margin,
+                 **start, "margin": margin,
                  "val_mse_seen": [v for _, v in seen], "anchor_won": label is None,
                  "gate": gate}
     results = {**evaluate(scored, loader, denormalize=denorm), **base_results}

@@ -158,27 +158,54 @@ def test_checkpoint_gate_is_fitted_on_validation_and_written_into_the_best(tmp_p
     assert mse(gated) <= mse(ungated) + 1e-9
 
 
-def test_a_pretrained_start_that_wins_is_gated_towards_its_anchor(tmp_path):
-    """Started from shipped weights, the step-0 state is a learned model, not the anchor: when it
-    stays the best, its gate is still fitted (here, on frames that do not move, down to 0)."""
+def _fit_from_shipped(tmp_path, train: DataLoader, val: DataLoader) -> Checkpoint:
+    """`video_nowcaster` fine-tuned from its shipped weights by steps that only hurt (lr 5),
+    selected and gated on `val`."""
+    system = ForecastSystem("video_nowcaster", pretrained=True, lr=5.0)
+    ck = Checkpoint(dirpath=tmp_path, monitor="val/loss", mode="min", save_top_k=1,
+                    save_last=True, gate=True, anchor_margin=0.05)
+    trainer = L.Trainer(max_steps=4, val_check_interval=2, logger=False, callbacks=[ck],
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(system, train, val)
+    return ck
+
+
+def test_a_pretrained_start_competes_with_the_untrained_model_first(tmp_path):
+    """Started from shipped weights, the untrained model (the anchor's forecast) is the first
+    step-0 candidate: on frames that do not move, where any learned change hurts, it is kept
+    over the shipped weights and forecasts persistence exactly."""
     torch.manual_seed(0)
     frames = torch.rand(8, 1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     still = DataLoader(TensorDataset(frames.expand(-1, 3, -1, -1, -1).clone(),
                                      frames.expand(-1, 2, -1, -1, -1).clone()), batch_size=4)
-    system = ForecastSystem("video_nowcaster", pretrained=True, lr=5.0)  # steps that only hurt
-    ck = Checkpoint(dirpath=tmp_path, monitor="val/loss", mode="min", save_top_k=1,
-                    save_last=True, gate=True)
-    trainer = L.Trainer(max_steps=4, val_check_interval=2, logger=False, callbacks=[ck],
-                        enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, accelerator="cpu")
-    with pytest.warns(UserWarning, match="is the shipped pretrained model.*as the shipped"):
-        trainer.fit(system, still, still)
-    assert ck.anchor_won
+    with pytest.warns(UserWarning, match="is the untrained model.*as its anchor does"):
+        ck = _fit_from_shipped(tmp_path, still, still)
+    assert ck.anchor_won and ck.untrained_won
     model, _ = load_forecaster(ck.best_model_path)
-    torch.testing.assert_close(model.gate, torch.zeros(2))
     x = frames[:2].expand(-1, 3, -1, -1, -1)
     with torch.no_grad():
         torch.testing.assert_close(model(x, 2), x[:, -1:].expand(-1, 2, -1, -1, -1))
+
+
+def test_a_pretrained_start_that_wins_is_kept_and_gated(tmp_path):
+    """Where the shipped weights beat the untrained model by the margin (moving digits, which
+    they learned) and fine-tuning only hurts, the best checkpoint is the shipped model, its
+    weights unchanged, with a gate per lead time fitted on the validation windows."""
+    from convcast.data import MovingMNIST
+
+    data = MovingMNIST(split="test", num_sequences=8, input_frames=10, output_frames=2, seed=7)
+    digits = DataLoader(TensorDataset(torch.stack([data[i][0] for i in range(8)]),
+                                      torch.stack([data[i][1] for i in range(8)])), batch_size=4)
+    with pytest.warns(UserWarning, match="is the shipped pretrained model.*as the shipped"):
+        ck = _fit_from_shipped(tmp_path, digits, digits)
+    assert ck.anchor_won and not ck.untrained_won
+    model, _ = load_forecaster(ck.best_model_path)
+    shipped = create_model("video_nowcaster", pretrained=True).state_dict()
+    for k, v in model.state_dict().items():
+        if k != "gate":
+            torch.testing.assert_close(v, shipped[k])
+    assert model.gate.shape == (2,) and bool(((model.gate >= 0) & (model.gate <= 1)).all())
 
 
 class _StillWithWrongMotion(torch.utils.data.Dataset):

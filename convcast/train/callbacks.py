@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from convcast.atomic import atomic_path
+from convcast.models import create_model
 from convcast.train.checkpoint import CONFIG_KEY, read_checkpoint
 from convcast.train.system import NonFiniteLossError, nonfinite_parameters
 from convcast.viz import frame_grid
@@ -122,10 +123,14 @@ class Checkpoint(ModelCheckpoint):
     baseline): a new run is validated once before its first step, so the step-0 model competes
     for "best" (`--ckpt_path best`, selected on `val/loss`); training that only hurts on the
     validation windows then leaves the anchor as the best checkpoint, and the end of training
-    says so ("no learned improvement on this data"). `anchor_margin` (e.g. 0.05) makes a trained
-    state replace the step-0 model only where it beats it by that fraction of its score: a few
-    validation windows are noisy, and a short clip's last frames may not be like its validation
-    frames, so a small gain is not worth leaving a known-good anchor for. `gate` (anchored models):
+    says so ("no learned improvement on this data"). A run started from shipped weights
+    (`pretrained`) has two step-0 candidates: the untrained model first (its anchor's forecast),
+    then the shipped weights, which replace it only where they beat it by `anchor_margin`: on a
+    clip unlike the shipped model's training data the anchor is kept. `anchor_margin` (e.g.
+    0.05) makes a trained state replace the step-0 model only where it beats it by that fraction
+    of its score: a few validation windows are noisy, and a short clip's last frames may not be
+    like its validation frames, so a small gain is not worth leaving a known-good anchor for.
+    `gate` (anchored models):
     when training ends, the validated gate per lead time (`Anchored.fit_gate`: how far towards
     the learned forecast each lead goes, 0 = the anchor) is fitted on the validation windows for
     the best checkpoint and written into it, so `--ckpt_path best` forecasts with it (also where
@@ -175,10 +180,44 @@ class Checkpoint(ModelCheckpoint):
             start = self._anchored(pl_module)
         if (start and trainer.global_step == 0 and self.monitor and not trainer.fast_dev_run
                 and trainer.limit_val_batches != 0):
-            self._last_global_step_saved = -1  # step 0 may be saved: it is a candidate
-            trainer.fit_loop.epoch_loop.val_loop.run()  # logs val/*, saves it if the best
-            self._anchor_path = self.best_model_path  # the step-0 checkpoint
+            untrained = self._untrained_state(pl_module)
+            if untrained is not None:  # shipped weights: the untrained model competes first
+                shipped = copy.deepcopy(pl_module.model.state_dict())
+                pl_module.model.load_state_dict(untrained)
+                self._validate_start(trainer)
+                self._untrained_path = self._anchor_path
+                pl_module.model.load_state_dict(shipped)
+            if self._validate_start(trainer):  # the model as training starts from it
+                self._untrained_path = None  # it replaced the untrained one (maybe its file)
+
+    def _validate_start(self, trainer: L.Trainer) -> bool:
+        """Validate the model as it is at step 0 (logs val/*, saves it if the best; after an
+        earlier step-0 candidate, only where it beats that one by `anchor_margin`); the best
+        so far is then the step-0 checkpoint that trained states must beat by the margin.
+        Returns whether this model became the best."""
+        before = self.best_model_score
+        self._last_global_step_saved = -1  # step 0 may be saved: it is a candidate
+        trainer.fit_loop.epoch_loop.val_loop.run()
+        self._anchor_path = self.best_model_path  # the step-0 checkpoint
+        new = self.best_model_score is not None and (
+            before is None or float(self.best_model_score) != float(before))
+        if new:
             self._handicap_anchor()
+        return new
+
+    @staticmethod
+    def _untrained_state(pl_module: L.LightningModule) -> dict[str, torch.Tensor] | None:
+        """For an anchored model started from shipped weights (`pretrained`), the weights of
+        the same architecture untrained (its forecast: the anchor's); else None."""
+        model = getattr(pl_module, "model", None)
+        spec = getattr(model, "model_spec", None)
+        if (not getattr(pl_module, "hparams", {}).get("pretrained", False) or spec is None
+                or getattr(model, "anchor", "none") in (None, "none")):
+            return None
+        with torch.random.fork_rng(devices=[]):  # the run's random stream stays as it was
+            fresh = create_model(spec["name"], **spec["kwargs"])
+        device = next(model.parameters()).device
+        return {k: v.to(device) for k, v in fresh.state_dict().items()}
 
     def _handicap_anchor(self) -> None:
         """Rank the step-0 checkpoint as if it scored `anchor_margin` better than it did."""
@@ -191,9 +230,15 @@ class Checkpoint(ModelCheckpoint):
 
     @property
     def anchor_won(self) -> bool:
-        """Whether the best checkpoint is the untrained model validated at the start."""
+        """Whether the best checkpoint is a model validated at the start (the untrained model,
+        or the shipped weights a run started from)."""
         anchor = getattr(self, "_anchor_path", "")
         return bool(anchor) and self.best_model_path == anchor
+
+    @property
+    def untrained_won(self) -> bool:
+        """Whether the best checkpoint is the untrained model (its anchor's forecast)."""
+        return self.anchor_won and self.best_model_path == getattr(self, "_untrained_path", None)
 
     def _last_path(self) -> str:
         return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
@@ -225,14 +270,15 @@ class Checkpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         pretrained = bool(getattr(pl_module, "hparams", {}).get("pretrained", False))
         if self.anchor_won:
-            start = "shipped pretrained model" if pretrained else "untrained model"
+            untrained = self.untrained_won or not pretrained
+            start = "untrained model" if untrained else "shipped pretrained model"
             rank_zero_warn(f"the best checkpoint on the validation windows is the {start} "
                            f"({self.best_model_path}, {self.monitor} "
                            f"{float(self.best_model_score):.4g}"
                            + (f" with its {self.anchor_margin:.0%} margin" if self.anchor_margin
                               else "") + "): no learned improvement on this data; --ckpt_path "
-                           "best forecasts as " + ("the shipped weights do" if pretrained
-                                                   else "its anchor does"))
+                           "best forecasts as " + ("its anchor does" if untrained
+                                                   else "the shipped weights do"))
         if (self.save_last and self.dirpath and not trainer.fast_dev_run
                 and self._finite(trainer, self._last_path())):
             trainer.save_checkpoint(self._last_path(), weights_only=self.save_weights_only)
