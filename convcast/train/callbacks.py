@@ -205,14 +205,13 @@ class Checkpoint(ModelCheckpoint):
             self._handicap_anchor()
         return new
 
-    @staticmethod
-    def _untrained_state(pl_module: L.LightningModule) -> dict[str, torch.Tensor] | None:
+    def _untrained_state(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor] | None:
         """For an anchored model started from shipped weights (`pretrained`), the weights of
         the same architecture untrained (its forecast: the anchor's); else None."""
         model = getattr(pl_module, "model", None)
         spec = getattr(model, "model_spec", None)
         if (not getattr(pl_module, "hparams", {}).get("pretrained", False) or spec is None
-                or getattr(model, "anchor", "none") in (None, "none")):
+                or not self._anchored(pl_module)):
             return None
         with torch.random.fork_rng(devices=[]):  # the run's random stream stays as it was
             fresh = create_model(spec["name"], **spec["kwargs"])
