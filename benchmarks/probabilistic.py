@@ -93,6 +93,7 @@ RELIABLE = 0.1  # the goal's largest |observed - forecast| in such a bin
 SPEEDUP = 10.0  # the goal: a learned member at most 1/SPEEDUP of a STEPS member
 ENSEMBLE, STEPS, HEADS, LPROB = ("anchored_ensemble", "steps", "exceedance_heads",
                                  "lagrangian_probability")
+UNMOVED = "anchored_ensemble without motion perturbations"  # beside ENSEMBLE with --vel_pert
 SMOKE = {"windows": 1, "members": 2, "timing_rounds": 1, "slopes": [1.0, 5.0],
          "crop": [128, 128]}
 
@@ -125,6 +126,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hindcast_spread", action="store_true",
                    help="scale the learned ensemble's spread per window by a one-step hindcast "
                         "on its input (anchored_ensemble(hindcast_spread=True))")
+    p.add_argument("--vel_pert", action="store_true",
+                   help="move each learned member by its own motion error (BPS, pysteps' "
+                   "defaults, in the archive's km and minutes)")
     p.add_argument("--input_frames", type=int, default=5)
     p.add_argument("--output_frames", type=int, default=12)
     p.add_argument("--threads", type=int, default=1)
@@ -222,6 +226,18 @@ def exceedance(model: nn.Module, horizon: int, thresholds: list[float]
                ) -> Callable[[Tensor, int], Tensor]:
     """lagrangian_probability's probabilities `[B, horizon, K, H, W]` of `thresholds` (pixels)."""
     return lambda x, i: model.probabilities(x, horizon, thresholds)
+
+
+def unmoved(ensemble: nn.Module, horizon: int, members: int, seed: int
+            ) -> Callable[[Tensor, int], Tensor]:
+    """The learned ensemble's members without their motion perturbations, the same draws."""
+    def forecast(x: Tensor, i: int) -> Tensor:
+        saved, ensemble.vel_pert_method = ensemble.vel_pert_method, None
+        try:
+            return ensemble.sample(x, horizon, members=members, seed=seed + i)
+        finally:
+            ensemble.vel_pert_method = saved
+    return forecast
 
 
 def short(name: str) -> str:
@@ -340,6 +356,8 @@ def score_case(args: argparse.Namespace, dm: RadarDataModule, ensemble: nn.Modul
     levels = threshold_values([RAIN, *THRESHOLDS], d).tolist()  # mm/h -> this archive's pixels
     rain, thresholds = levels[0], levels[1:]
     heads.use_scale(d)  # the heads' thresholds: this archive's rain rates
+    if callable(getattr(ensemble, "set_grid", None)):  # its motion perturbations' km and minutes
+        ensemble.set_grid(kmperpixel=pixel_km, timestep=d.step_minutes)
     steps = create_model(STEPS, members=M, kmperpixel=pixel_km, timestep=d.step_minutes,
                          threshold=rain)
     lprobs = {s: lagrangian(s, rain) for s in args.slopes}
@@ -347,6 +365,7 @@ def score_case(args: argparse.Namespace, dm: RadarDataModule, ensemble: nn.Modul
 
     forecasts: dict[str, Callable[[Tensor, int], Tensor]] = {  # (x, window index) -> forecast
         ENSEMBLE: lambda x, i: ensemble.sample(x, K, members=M, seed=args.seed + i),
+        **({UNMOVED: unmoved(ensemble, K, M, args.seed)} if args.vel_pert else {}),
         STEPS: lambda x, i: steps.sample(x, K, members=M),
         "optical_flow": one_member(create_model("optical_flow"), K),
         "persistence": one_member(create_model("persistence"), K),
@@ -372,7 +391,7 @@ def score_case(args: argparse.Namespace, dm: RadarDataModule, ensemble: nn.Modul
               flush=True)
 
     models = {name: {"kind": "probability" if is_probability[name] else
-                     "ensemble" if name in (ENSEMBLE, STEPS) else "deterministic",
+                     "ensemble" if name in (ENSEMBLE, STEPS, UNMOVED) else "deterministic",
                      "seconds_per_window": seconds[name] / len(indices), **s.compute()}
               for name, s in scores.items()}
     lprob = {f"{s:g}": {t: mean(models[f"{LPROB} (slope {s:g})"]["brier_skill_score"][t])
@@ -605,6 +624,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                  "noise_at: output")
             model.hindcast_spread = True
             facts["hindcast_spread"] = True
+    if args.vel_pert:
+        for model, facts in loaded[ENSEMBLE].values():
+            if getattr(model, "anchor", None) != "optical_flow":
+                raise SystemExit(f"{facts['path']}: --vel_pert perturbs the motion of an "
+                                 "ensemble anchored on optical_flow")
+            model.vel_pert_method = "bps"
+            facts["vel_pert_method"] = "bps"
     checkpoints = {name: {provider: facts for provider, (_, facts) in models.items()}
                    for name, models in loaded.items()}
     run: dict[str, Any] = {"machine": platform.processor() or platform.machine(),

@@ -89,18 +89,21 @@ def fmi_like(samples: Path, frames: int = 18, size: int = 128) -> Path:
 
 
 def run_smoke(tmp_path: Path, samples: Path, providers: list[str],
-              checkpoints: dict[str, Path], capsys: pytest.CaptureFixture) -> dict:
+              checkpoints: dict[str, Path], capsys: pytest.CaptureFixture,
+              extra: tuple[str, ...] = ()) -> dict:
     json_path, plots = tmp_path / "probabilistic.json", tmp_path / "plots"
     bench().main(["--smoke", "--samples", str(samples), "--providers", *providers,
                   "--ensemble", str(checkpoints["ensemble"]), "--heads",
-                  str(checkpoints["heads"]), "--json", str(json_path), "--plots", str(plots)])
+                  str(checkpoints["heads"]), "--json", str(json_path), "--plots", str(plots),
+                  *extra])
     out = json.loads(json_path.read_text())
     printed = capsys.readouterr().out
     assert "### Goal" in printed and "| crps" in printed
     assert (plots / "crps.png").is_file()
     for case, c in out["cases"].items():
         assert c["windows"] == 1 and c["grid"] == [32, 32]
-        assert {k: m["kind"] for k, m in c["models"].items()} == MODELS
+        moved = {bench().UNMOVED: "ensemble"} if "--vel_pert" in extra else {}
+        assert {k: m["kind"] for k, m in c["models"].items()} == {**MODELS, **moved}
         for name, m in c["models"].items():
             assert set(m["brier_skill_score"]) == {"0.5", "2", "5"}
             assert all(len(v) == 12 for v in m["brier_skill_score"].values())
@@ -129,8 +132,13 @@ def run_smoke(tmp_path: Path, samples: Path, providers: list[str],
 
 
 def test_smoke_run_on_a_tiny_fmi_archive(tmp_path, checkpoints, capsys):
-    out = run_smoke(tmp_path, fmi_like(tmp_path / "samples"), ["fmi"], checkpoints, capsys)
+    """With the motion perturbations on (in the archive's km and minutes), scored beside the
+    same members unmoved."""
+    out = run_smoke(tmp_path, fmi_like(tmp_path / "samples"), ["fmi"], checkpoints, capsys,
+                    extra=("--vel_pert",))
     assert set(out["cases"]) == {"fmi-20160928", "fmi-20170509"}
+    facts = out["run"]["checkpoints"]["anchored_ensemble"]["fmi"]
+    assert facts["vel_pert_method"] == "bps"
     assert out["cases"]["fmi-20160928"]["windows_total"] == 2
 
 

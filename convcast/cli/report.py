@@ -37,7 +37,7 @@ from convcast.data.description import DataDescription
 from convcast.metrics import format_table, write_metrics_json
 from convcast.models import create_model, is_baseline, list_models
 from convcast.train.checkpoint import load_forecaster
-from convcast.train.evaluate import Evaluation, run_evaluation, split_batch
+from convcast.train.evaluate import Evaluation, run_evaluation, set_grids, split_batch
 from convcast.viz import write_animation, write_strip
 from convcast.viz.plots import plot_lead_time
 from convcast.viz.probabilistic import plot_rank_histograms, plot_reliability, plot_roc
@@ -123,6 +123,7 @@ def write_test_report(trainer: L.Trainer, system: nn.Module, datamodule: Any, cf
         name, model = compare_model(spec, x.shape[2])
         models[_unique(name, models)] = model
     d = description_of(system, datamodule)
+    set_grids(models.values(), d)  # STEPS and motion perturbations: the data's km and minutes
     denorm = d.to_data if d is not None else None
     to_phys, phys_units = physical(cfg.to_physical, d)
     device = trainer.strategy.root_device

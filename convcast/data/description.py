@@ -146,6 +146,12 @@ class DataDescription:
 
     # ---- value spaces -------------------------------------------------------------------------
     @property
+    def pixel_km(self) -> float | None:
+        """The model grid's pixel size in km (georeferenced radar archives), else None."""
+        grid = self.radar.output_grid() if self.radar is not None else None
+        return None if grid is None else abs(grid.xpixelsize) / 1000
+
+    @property
     def physical_units(self) -> str | None:
         """The units of `to_physical` (None: the data has no physical units)."""
         return "mm/h" if self.radar is not None else None

@@ -286,6 +286,9 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
     prepared = prep.prepare(raw)  # [T, C, h, w] model values, NaN = missing
     model_in = torch.from_numpy(np.nan_to_num(prepared, nan=0.0))[None].to(device)
     model = tm.model.to(device).eval()
+    grid = prep.radar.output_grid(prep.grid) if prep.radar is not None else None
+    if grid is not None and minutes and callable(getattr(model, "set_grid", None)):
+        model.set_grid(kmperpixel=abs(grid.xpixelsize) / 1000, timestep=minutes)  # this input's
     with torch.inference_mode():
         pred = model(model_in, k)  # [1, K, C, h, w]
         ens = None if members is None else draw_members(model, model_in, pred, members)[0]

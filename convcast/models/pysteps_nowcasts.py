@@ -280,6 +280,15 @@ class PystepsNowcast(Forecaster):
     def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         return self.as_tensor(self.run(x, horizon, 1)[:, 0], x)  # [B, horizon, C, H, W]
 
+    def set_grid(self, *, kmperpixel: float | None, timestep: float | None) -> None:
+        """The frames' pixel size (km) and step (minutes), where this method measures its noise
+        and motion perturbations in them (`kmperpixel`, `timestep`); None keeps a value."""
+        name = type(self).__name__
+        if hasattr(self, "kmperpixel") and kmperpixel is not None:
+            self.kmperpixel = check_number(name, "kmperpixel", kmperpixel, positive=True)
+        if hasattr(self, "timestep") and timestep is not None:
+            self.timestep = check_number(name, "timestep", timestep, positive=True)
+
 
 @register_model("sprog", baseline=True)
 class SProg(PystepsNowcast):

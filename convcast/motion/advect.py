@@ -117,17 +117,25 @@ def advect(frame: Tensor, motion: Tensor, horizon: int, outval: float | str | Te
     if compute_dtype is not None:
         frame = frame.to(compute_dtype)
     motion = motion.to(frame.dtype)
-    edge = isinstance(outval, str) and outval == "edge"
-    fill = None if edge else fill_value(frame, outval)  # [B, C, 1, 1]
     disp = displacements(motion, horizon, n_iter)  # [B, horizon, 2, H, W]
     coords = pixel_grid(H, W, frame).unsqueeze(1) + disp  # [B, horizon, 2, H, W]
-    coords = coords.flatten(0, 1)  # [B*horizon, 2, H, W]
-    inside = ((coords[:, 0] >= 0) & (coords[:, 0] <= W - 1)
-              & (coords[:, 1] >= 0) & (coords[:, 1] <= H - 1)).unsqueeze(1)  # [B*h, 1, H, W]
     src = frame.unsqueeze(1).expand(B, horizon, C, H, W).flatten(0, 1)  # [B*h, C, H, W]
-    warped = _sample(src, coords, "border")  # [B*h, C, H, W]
-    if edge:  # edge values continued outside the frame (a camera's scene goes on beyond it)
-        return warped.view(B, horizon, C, H, W).to(dtype)
-    fill = fill.unsqueeze(1).expand(B, horizon, C, 1, 1).flatten(0, 1)  # [B*h, C, 1, 1]
-    out = torch.where(inside, warped, fill)  # [B*h, C, H, W]
+    if not (isinstance(outval, str) and outval == "edge"):  # each window's fill, every lead
+        outval = fill_value(frame, outval).unsqueeze(1).expand(B, horizon, C, 1, 1).flatten(0, 1)
+    out = resample(src, coords.flatten(0, 1), outval)  # [B*h, C, H, W]
     return out.view(B, horizon, C, H, W).to(dtype)
+
+
+def resample(field: Tensor, coords: Tensor, outval: float | str | Tensor = "min") -> Tensor:
+    """`field` `[N, C, H, W]` read bilinearly at pixel coordinates `coords` `[N, 2, H, W]` (x, y):
+    `outval` for points outside the frame (a number, a tensor broadcasting to `[N, C]`, "min":
+    each field's minimum), or the edge values continued (`"edge"`)."""
+    H, W = field.shape[-2:]
+    coords = coords.to(field.dtype)
+    warped = _sample(field, coords, "border")  # [N, C, H, W]
+    if isinstance(outval, str) and outval == "edge":  # a camera's scene goes on beyond the frame
+        return warped
+    fill = fill_value(field, outval)  # [N, C, 1, 1]
+    inside = ((coords[:, 0] >= 0) & (coords[:, 0] <= W - 1)
+              & (coords[:, 1] >= 0) & (coords[:, 1] <= H - 1)).unsqueeze(1)  # [N, 1, H, W]
+    return torch.where(inside, warped, fill)  # [N, C, H, W]

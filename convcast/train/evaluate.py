@@ -195,6 +195,18 @@ def draws_members(model: Any) -> bool:
     return callable(sample) and sample is not Forecaster.sample
 
 
+def set_grids(models: Iterable[Any], description: Any | None) -> None:
+    """Tell every model that measures in km and minutes (`set_grid`: STEPS, the learned
+    ensemble's motion perturbations) the data's pixel size and step, where both are known."""
+    km = getattr(description, "pixel_km", None)
+    step = getattr(description, "step_minutes", None)
+    if not (km and step):
+        return
+    for model in models:
+        if callable(getattr(model, "set_grid", None)):
+            model.set_grid(kmperpixel=km, timestep=step)
+
+
 def draw_members(name: str, model: Any, x: Tensor, pred: Tensor, members: int) -> Tensor:
     """`model`'s ensemble `[B, M, T, C, H, W]` for input `x`: `model.sample(x, T,
     members=members)` where it draws members, else its forecast `pred` `[B, T, C, H, W]` as an

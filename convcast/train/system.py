@@ -29,6 +29,7 @@ from convcast.data.description import DataDescription
 from convcast.layers import set_checkpointing
 from convcast.models import create_model, list_models, model_info, model_kind
 from convcast.models.anchored import GateFit
+from convcast.models.ensemble import learned_spread
 from convcast.models.registry import INPUTS
 from convcast.train.checkpoint import (
     DATA_KEY,
@@ -276,9 +277,10 @@ class ForecastSystem(L.LightningModule):
         """What the loss scores (`scored_output`): the forecast `[B, horizon, C, H, W]`; an
         ensemble's `members` members `[B, M, horizon, C, H, W]` (drawn with `seed` when given);
         exceedance heads' logits `[B, horizon, K, C, H, W]` (raw while training)."""
-        if self.scored == "ensemble":
-            return self.model.sample(x, horizon, members=self.hparams.members, seed=seed,
-                                     **inputs)
+        if self.scored == "ensemble":  # the learned spread: forecast-time settings off
+            with learned_spread(self.model):
+                return self.model.sample(x, horizon, members=self.hparams.members, seed=seed,
+                                         **inputs)
         if self.scored == "exceedance":
             if self.training and not self._levels_set:
                 self.model.use_scale(self.radar_scale())
