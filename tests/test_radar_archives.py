@@ -423,3 +423,17 @@ def test_real_radar_benchmark_runs_small(tmp_path, monkeypatch, one_thread):
     for key in ("csi@0.5", "csi@5", "fss10km@2", "fss20km@2", "rainfall_mse", "rainfall_mae"):
         assert len(case["metrics"]["optical_flow"][key]) == 12, key
     assert (tmp_path / "plots" / "fmi-20170509.png").exists()
+
+
+def test_an_ensemble_nowcast_measures_its_members_in_the_archive_km_and_minutes(tmp_path):
+    """`forecast(..., members=N)` gives a model that measures in km and minutes (STEPS, the
+    learned ensemble's motion perturbations) the input archive's pixel size and step."""
+    from convcast.inference import forecast
+    from convcast.models import create_model
+
+    fmi_archive(tmp_path / "fmi", n=6)
+    steps = create_model("steps", members=2)
+    fc = forecast(steps, tmp_path / "fmi", 2, members=2, radar={"importer": "fmi_pgm"})
+    assert fc.members.shape[0] == 2
+    assert steps.kmperpixel == pytest.approx(1.0)  # the archive's 1000-m pixels (default 2 km)
+    assert steps.timestep == pytest.approx(5.0)
