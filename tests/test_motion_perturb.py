@@ -155,3 +155,44 @@ def test_validation_scores_the_learned_spread_without_forecast_time_settings():
         learned = system.model.sample(x, K, members=3, seed=4, motion=motion)
     torch.testing.assert_close(validated, learned)
     assert not torch.allclose(forecast, learned)
+
+
+def test_trained_with_the_motion_perturbations_each_window_moves_in_its_own_grid():
+    """vel_pert_train: the members move in training too (the amplitude net learns what is
+    left), each window by its own `grid` input (km, minutes; NaN: unmoved); validation keeps
+    them, as the spread was learned with them."""
+    from convcast.models.ensemble import learned_spread
+
+    model = create_model("anchored_ensemble", **ENSEMBLE, anchor="optical_flow",
+                         noise_at="output", vel_pert_method="bps", vel_pert_train=True).train()
+    x, motion = _window()
+    x, motion = x.expand(2, -1, -1, -1, -1), motion.expand(2, -1, -1, -1)
+    grid = torch.tensor([[1.0, 15.0], [float("nan"), 5.0]])
+    members = model.sample(x, K, members=3, seed=2, motion=motion, grid=grid)
+    zero = model(x, K, motion=motion)
+    assert not torch.allclose(members[0], zero[0].unsqueeze(0).expand_as(members[0]))
+    torch.testing.assert_close(members[1], zero[1].unsqueeze(0).expand_as(members[1]))
+    assert members.requires_grad  # the loss reaches the net through the moved members
+    with learned_spread(model):
+        assert model.vel_pert_method == "bps"
+    with pytest.raises(ValueError, match="grid must be"):
+        model.sample(x, K, members=2, motion=motion, grid=torch.ones(3))
+    with pytest.raises(ValueError, match="set vel_pert_method"):
+        create_model("anchored_ensemble", **ENSEMBLE, anchor="optical_flow",
+                     noise_at="output", vel_pert_train=True)
+
+
+def test_the_radar_pool_gives_each_window_its_pixel_size_and_step():
+    """A pool item carries `grid` (km, minutes at its stride), NaN where the archive has no
+    georeference, so one batch can mix archives."""
+    from convcast.data.radar import pool
+
+    rng = np.random.default_rng(0)
+    frames = rng.random((12, 1, 16, 16)).astype(np.float32)
+    sets = [pool._Frames(archive=None, downsample=1, frames=frames, starts=[(0, 2)],
+                         pixel_km=2.0, step_minutes=5.0),
+            pool._Frames(archive=None, downsample=1, frames=frames, starts=[(0, 1)],
+                         pixel_km=None, step_minutes=15.0)]
+    ds = pool.RadarPool(sets, input_frames=3, output_frames=2, size=8, length=40, min_wet=0.0)
+    grids = {tuple(ds[i]["grid"].tolist()) for i in range(40)}
+    assert (2.0, 10.0) in grids and any(np.isnan(g[0]) and g[1] == 15.0 for g in grids)

@@ -2,7 +2,7 @@
 
 `forward(x, horizon)` takes `[B, T_in, C, H, W]` and returns `[B, horizon, C, H, W]`. Every
 forecaster is called the same way, `model(x, horizon, **inputs)`, with optional inputs from
-`convcast.models.registry.INPUTS` (condition, teacher, teacher_mask, input_mask, motion); its
+`convcast.models.registry.INPUTS` (condition, teacher, teacher_mask, input_mask, motion, grid); its
 registry entry says which it reads, and giving one it does not read is an error. Ensembles:
 `model.sample(x, horizon, members=M)` -> `[B, M, horizon, C, H, W]` (a deterministic forecaster
 is an ensemble of one, `M = 1`).

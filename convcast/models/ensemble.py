@@ -69,7 +69,9 @@ Seed 2006, pysteps' defaults): member m is moved at lead k by
 S growing with the lead in km and minutes, so it needs the archive's pixel size and step
 (`set_grid`, which `convcast.forecast` and the benchmarks call from the data's description;
 without them the members are drawn unmoved, with a warning). Like the hindcast it is a setting
-of the forecast: training and validation never use it.
+of the forecast unless `vel_pert_train=True`: then the members move in training and validation
+too, each window in its own grid (the `grid` input `[B, 2]`, km and minutes, which the radar
+pool gives every window), and the amplitude net learns the spread the movement leaves.
 
 `forward(x, horizon)` is the zero-noise member (z = 0), i.e. the anchored forecast of the same
 weights; it is deterministic and is what `convcast test`, predict and nowcast use.
@@ -134,8 +136,11 @@ def learned_spread(model: nn.Module) -> Iterator[nn.Module]:
     """`model` with its forecast-time settings of the spread off (`hindcast_spread`,
     `vel_pert_method`) for the duration: what training validates (module docstring); any other
     model unchanged."""
-    saved = {k: getattr(model, k) for k in ("hindcast_spread", "vel_pert_method")
-             if hasattr(model, k)}
+    keys = ()
+    if isinstance(model, AnchoredEnsemble):  # motion perturbations trained with stay on
+        keys = ("hindcast_spread",) if model.vel_pert_train else ("hindcast_spread",
+                                                                   "vel_pert_method")
+    saved = {k: getattr(model, k) for k in keys}
     try:
         for k in saved:
             setattr(model, k, None if k == "vel_pert_method" else False)
@@ -169,7 +174,7 @@ def _hidden_channels(net: nn.Module, in_channels: int) -> dict[str, int]:
     return {k: int(state[k].shape[1]) for k in keys}
 
 
-@register_model("anchored_ensemble", inputs=("motion",), ensemble=True, export=(),
+@register_model("anchored_ensemble", inputs=("motion", "grid"), ensemble=True, export=(),
                 export_note="its members are drawn from a random generator and its optical-flow "
                 "anchor is computed by pysteps outside torch; export a deterministic base model "
                 "instead",
@@ -198,7 +203,11 @@ class AnchoredEnsemble(Anchored):
             `optical_flow`; module docstring), None (default) for none.
         vel_pert_kwargs: `p_par`, `p_perp` of the BPS standard deviations (default pysteps').
         kmperpixel, timestep: the frames' pixel size (km) and step (minutes) for
-            `vel_pert_method` (or `set_grid` later, per archive).
+            `vel_pert_method` (or `set_grid` later, per archive; a `grid` input `[B, 2]`, as
+            the radar pool gives each window, overrides them per window).
+        vel_pert_train: move the members in training and validation too, so that the amplitude
+            net learns the spread the motion perturbations leave (needs the `grid` input);
+            False (default): a setting of the forecast only.
     """
 
     gated = False  # its forward is its own: no validated gate
@@ -212,7 +221,7 @@ class AnchoredEnsemble(Anchored):
                  noise_scale: int = 4, regime: bool = False,
                  hindcast_spread: bool = False, vel_pert_method: str | None = None,
                  vel_pert_kwargs: dict | None = None, kmperpixel: float | None = None,
-                 timestep: float | None = None) -> None:
+                 timestep: float | None = None, vel_pert_train: bool = False) -> None:
         super().__init__(in_channels=in_channels, base=base, base_kwargs=base_kwargs,
                          anchor=anchor, value_range=value_range, motion_frames=motion_frames,
                          method=method, method_kwargs=method_kwargs, outval=outval,
@@ -254,6 +263,10 @@ class AnchoredEnsemble(Anchored):
             raise ValueError(f"anchored_ensemble: vel_pert_kwargs takes p_par and p_perp, got "
                              f"{sorted(kw)}")
         self.vel_pert_method, self.vel_pert_kwargs = vel_pert_method, kw
+        if vel_pert_train and vel_pert_method is None:
+            raise ValueError("anchored_ensemble: vel_pert_train trains with the motion "
+                             "perturbations of vel_pert_method; set vel_pert_method='bps'")
+        self.vel_pert_train = bool(vel_pert_train)
         self.grid: tuple[float, float] | None = None
         if kmperpixel is not None or timestep is not None:
             self.set_grid(kmperpixel=kmperpixel, timestep=timestep)
@@ -291,10 +304,11 @@ class AnchoredEnsemble(Anchored):
         perturb.bps_sums(1, kmperpixel=kmperpixel, timestep=timestep)  # checks both
         self.grid = (float(kmperpixel), float(timestep))
 
-    def forward(self, x: torch.Tensor, horizon: int,
-                motion: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, horizon: int, motion: torch.Tensor | None = None,
+                grid: torch.Tensor | None = None) -> torch.Tensor:
         """The zero-noise member `[B, horizon, C, H, W]` (the anchored forecast of these weights),
-        computed through the injection with z = 0 (so its weights get a zero gradient)."""
+        computed through the injection with z = 0 (so its weights get a zero gradient); `grid`
+        moves members only, not this one."""
         return self.rollout(x, horizon, 1, None, motion)[:, 0]  # [B, horizon, C, H, W]
 
     def sample(self, x: torch.Tensor, horizon: int, members: int = 1, *,
@@ -312,12 +326,13 @@ class AnchoredEnsemble(Anchored):
             if generator is not None:
                 raise ValueError("anchored_ensemble.sample: give generator or seed, not both")
             generator = torch.Generator().manual_seed(seed)
-        motion = self._read_inputs(dict(inputs)).get("motion")
+        inputs = self._read_inputs(dict(inputs))
+        motion, grid = inputs.get("motion"), self.window_grid(inputs.get("grid"), x.shape[0])
         if motion is not None and motion.is_floating_point():
             motion = self.cast(motion)
         xc = self.cast(x) if x.is_floating_point() else x
-        moved = self.vel_pert_method is not None and not self.training
-        if moved and self.grid is None:
+        moved = self.vel_pert_method is not None and (self.vel_pert_train or not self.training)
+        if moved and grid is None:
             warnings.warn("anchored_ensemble: vel_pert_method='bps' is in km and minutes, and "
                           "this model does not know the frames' pixel size and step: members "
                           "drawn without motion perturbations; call "
@@ -329,16 +344,33 @@ class AnchoredEnsemble(Anchored):
             motion = batch_motion(xc, self.motion_frames, self.method, self.method_kwargs)
         out = self.rollout(xc, horizon, members, generator, motion, draw=True)
         if moved:
-            out = self.perturb_motion(out, motion, generator)
+            out = self.perturb_motion(out, motion, generator, grid)
         return out.to(x.dtype)  # [B, M, horizon, C, H, W]
 
+    def window_grid(self, grid: torch.Tensor | None, batch: int
+                    ) -> list[tuple[float, float] | None] | None:
+        """Each window's (km, minutes): the `grid` input `[B, 2]` (NaN: unknown, no movement),
+        else the model's `set_grid` for all; None where neither says."""
+        if grid is None:
+            return None if self.grid is None else [self.grid] * batch
+        if grid.shape != (batch, 2):
+            raise ValueError(f"anchored_ensemble: grid must be [B, 2] = [{batch}, 2] (each "
+                             f"window's pixel size in km and step in minutes), got "
+                             f"{tuple(grid.shape)}")
+        return [None if not (km > 0 and step > 0) else (km, step)
+                for km, step in grid.detach().double().cpu().tolist()]
+
     def perturb_motion(self, members: torch.Tensor, motion: torch.Tensor,
-                       generator: torch.Generator | None) -> torch.Tensor:
+                       generator: torch.Generator | None,
+                       grid: list[tuple[float, float] | None]) -> torch.Tensor:
         """`members` `[B, M, K, C, H, W]` each moved by its own BPS motion error along
-        `motion` `[B, 2, H, W]` (module docstring), drawn with `generator`."""
+        `motion` `[B, 2, H, W]` (module docstring), drawn with `generator`, in each window's
+        `grid` (km, minutes; None: that window's members unmoved)."""
         B, M, K, C, H, W = members.shape
-        sums = perturb.bps_sums(K, kmperpixel=self.grid[0], timestep=self.grid[1],
-                                **self.vel_pert_kwargs)  # [K, 2] pixels per unit ε
+        sums = torch.stack([torch.zeros(K, 2, dtype=torch.float64) if g is None else
+                            perturb.bps_sums(K, kmperpixel=g[0], timestep=g[1],
+                                             **self.vel_pert_kwargs)
+                            for g in grid], 1)  # [K, B, 2] pixels per unit ε
         eps = perturb.laplace((B, M, 2), generator, device=members.device)  # [B, M, 2]
         par, perp = perturb.directions(motion.to(members.device, members.dtype))
         out = torch.empty_like(members)

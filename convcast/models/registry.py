@@ -51,7 +51,8 @@ KINDS = ("forecaster", "classifier")
 #   teacher_mask [B, horizon - 1]        where teacher frame k replaces predicted frame k
 #   input_mask   [B, T_in - 1]           reverse scheduled sampling over the input frames
 #   motion       [B, 2, H, W]            a motion field (pixels per step) computed outside
-INPUTS = ("condition", "teacher", "teacher_mask", "input_mask", "motion")
+#   grid         [B, 2]                  each window's pixel size (km) and step (minutes)
+INPUTS = ("condition", "teacher", "teacher_mask", "input_mask", "motion", "grid")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program")
 
 

@@ -73,8 +73,10 @@ def directions(motion: Tensor) -> tuple[Tensor, Tensor]:
 
 def bps_displacement(par: Tensor, perp: Tensor, eps: Tensor, sums: Tensor) -> Tensor:
     """D_k `[B, M, 2, H, W]` of M members at one lead: `par`, `perp` `[B, 2, H, W]`
-    (`directions`), `eps` `[B, M, 2]` (ε_par, ε_perp), `sums` `[2]` (S_par(k), S_perp(k))."""
-    e = (eps * sums.to(eps)).to(par.dtype)  # [B, M, 2]
+    (`directions`), `eps` `[B, M, 2]` (ε_par, ε_perp), `sums` `[2]` (S_par(k), S_perp(k)) or
+    `[B, 2]` (each window's own grid)."""
+    sums = sums.to(eps)
+    e = (eps * (sums.unsqueeze(-2) if sums.dim() == 2 else sums)).to(par.dtype)  # [B, M, 2]
     return (e[:, :, 0, None, None, None] * par.unsqueeze(1)
             + e[:, :, 1, None, None, None] * perp.unsqueeze(1))  # [B, M, 2, H, W]
 

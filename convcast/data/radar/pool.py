@@ -268,8 +268,9 @@ class RadarPool(Dataset):
         seq = turn(self.window(a, w, box), k)  # [T, 1, s, s]
         motion = turn_motion(self.motion(a, w)[(slice(None), *box)], k)
         x, y = seq[: self.input_frames], seq[self.input_frames:]
+        grid = torch.tensor([f.pixel_km or float("nan"), f.step_minutes * stride])  # km, min
         return {"x": torch.nan_to_num(x, nan=0.0), "y": torch.nan_to_num(y, nan=0.0),
-                "mask": torch.isfinite(y), "motion": motion}
+                "mask": torch.isfinite(y), "motion": motion, "grid": grid}
 
 
 class RadarPoolDataModule(SequenceDataModule):
