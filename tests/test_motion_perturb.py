@@ -118,8 +118,9 @@ def test_models_that_measure_in_km_and_minutes_get_the_data_grid():
     from convcast.data.radar.geo import Grid
     from convcast.train.evaluate import set_grids
 
-    grid = Grid("+proj=stere +lat_0=90 +lon_0=25 +lat_ts=60 +ellps=WGS84", 0.0, 0.0, 760e3,
-                1226e3, 1000.0, 1000.0, (1226, 760))
+    grid = Grid(projection="+proj=stere +lat_0=90 +lon_0=25 +lat_ts=60 +ellps=WGS84", x1=0.0,
+                y1=0.0, x2=760e3, y2=1226e3, xpixelsize=1000.0, ypixelsize=1000.0,
+                shape=(1226, 760))
     rv = RadarValues("mm", zr=(200.0, 1.6), crop=(0, 0, 1224, 760), downsample=4,
                      accutime=5.0, grid=grid)
     d = DataDescription(5, 12, 1, (306, 190), radar=rv, step_minutes=10.0)
