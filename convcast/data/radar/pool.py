@@ -189,7 +189,9 @@ class RadarPool(Dataset):
     times its area (large archives count more, small ones are not drowned), then a window, a
     symmetry and a crop holding at least `min_wet` of rainy pixels (the best of 20 tries).
 
-    Items are dicts `{"x" [T_in,1,s,s], "y" [T_out,1,s,s], "mask" (y valid), "motion" [2,s,s]}`.
+    Items are dicts `{"x" [T_in,1,s,s], "y" [T_out,1,s,s], "mask" (y valid), "motion" [2,s,s],
+    "grid" [2]}` (grid: the window's pixel size in km, NaN without a georeference, and its step
+    in minutes).
     """
 
     def __init__(self, frames: list[_Frames], *, input_frames: int, output_frames: int,
