@@ -149,7 +149,7 @@ class DataDescription:
     def pixel_km(self) -> float | None:
         """The model grid's pixel size in km (georeferenced radar archives), else None."""
         grid = self.radar.output_grid() if self.radar is not None else None
-        return None if grid is None else abs(grid.xpixelsize) / 1000
+        return None if grid is None else grid.pixel_km
 
     @property
     def physical_units(self) -> str | None:

@@ -288,7 +288,7 @@ def forecast(model_or_ckpt: nn.Module | TrainedModel | str | os.PathLike, frames
     model = tm.model.to(device).eval()
     grid = prep.radar.output_grid(prep.grid) if prep.radar is not None else None
     if grid is not None and minutes and callable(getattr(model, "set_grid", None)):
-        model.set_grid(kmperpixel=abs(grid.xpixelsize) / 1000, timestep=minutes)  # this input's
+        model.set_grid(kmperpixel=grid.pixel_km, timestep=minutes)  # this input's grid
     with torch.inference_mode():
         pred = model(model_in, k)  # [1, K, C, h, w]
         ens = None if members is None else draw_members(model, model_in, pred, members)[0]
@@ -580,7 +580,7 @@ def within_card(model: nn.Module, source: FrameSource, radar: RadarOptions,
     card = getattr(model, "card", None) or {}
     name = getattr(model, "pretrained_name", "the model")
     grid = archive_grid(source)
-    px = None if grid is None else abs(grid.xpixelsize) / 1000
+    px = None if grid is None else grid.pixel_km
     lo_hi = card.get("pixel_km")
     if lo_hi and px:
         k = radar.downsample or 1

@@ -138,8 +138,7 @@ def learned_spread(model: nn.Module) -> Iterator[nn.Module]:
     model unchanged."""
     keys = ()
     if isinstance(model, AnchoredEnsemble):  # motion perturbations trained with stay on
-        keys = ("hindcast_spread",) if model.vel_pert_train else ("hindcast_spread",
-                                                                   "vel_pert_method")
+        keys = ("hindcast_spread",) + (() if model.vel_pert_train else ("vel_pert_method",))
     saved = {k: getattr(model, k) for k in keys}
     try:
         for k in saved:
@@ -372,10 +371,11 @@ class AnchoredEnsemble(Anchored):
                                              **self.vel_pert_kwargs)
                             for g in grid], 1)  # [K, B, 2] pixels per unit ε
         eps = perturb.laplace((B, M, 2), generator, device=members.device)  # [B, M, 2]
+        eps = eps.to(members.device)  # drawn where the generator lives
         par, perp = perturb.directions(motion.to(members.device, members.dtype))
         out = torch.empty_like(members)
         for k in range(K):
-            d = perturb.bps_displacement(par, perp, eps.to(members.device), sums[k])
+            d = perturb.bps_displacement(par, perp, eps, sums[k])
             out[:, :, k] = perturb.shift(members[:, :, k].flatten(0, 1), d.flatten(0, 1),
                                          self.outval).view(B, M, C, H, W)
         return out

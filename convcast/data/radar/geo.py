@@ -60,6 +60,11 @@ class Grid:
                              "expected 'upper' or 'lower'")
         return grid.in_metres()
 
+    @property
+    def pixel_km(self) -> float:
+        """The pixel size in km (the x spacing of a grid in metres)."""
+        return abs(self.xpixelsize) / 1000
+
     def in_metres(self) -> Grid:
         """The same grid with coordinates in metres (km grids and their PROJ string scaled)."""
         if self.unit in ("m", "metre", "meter", "metres", "meters"):

@@ -136,7 +136,7 @@ def load_frames(archive: PoolArchive, downsample: int, length: int) -> _Frames:
     starts, step = _gap_free_starts(dm.source.timestamps, length, archive.strides)
     grid = dm.describe().radar.output_grid()
     return _Frames(archive, downsample, frames.astype(np.float32), starts,
-                   None if grid is None else grid.xpixelsize / 1000, step)
+                   None if grid is None else grid.pixel_km, step)
 
 
 def keep_only(f: _Frames, step_minutes: Sequence[float] | None,
