@@ -125,3 +125,33 @@ def test_pool_of_real_archives_leaves_a_provider_out(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"no window at step_minutes=\[7\].*\(5.0, 2.0\)"):
         RadarPoolDataModule(str(SAMPLES), include=["fmi-20170509"], crop=32,
                             step_minutes=[7]).setup()
+
+
+def test_pool_items_carry_the_anchor_of_the_whole_window_cropped_and_turned(tmp_path) -> None:
+    """`anchor="optical_flow"`: each item's anchor is the baseline's forecast of the whole
+    window (not of the crop), cropped and turned with the frames; kept in `anchor_cache`."""
+    from convcast.data.radar.pool import turn
+    from convcast.models import create_model
+
+    pool = _pool(anchor="persistence", anchor_cache=tmp_path)
+    for i in range(6):
+        item = pool[i]
+        assert item["anchor"].shape == (3, 1, 16, 16)
+        torch.testing.assert_close(item["anchor"], item["x"][-1:].expand(3, -1, -1, -1))
+    flow = _pool(anchor="optical_flow", anchor_cache=tmp_path)
+    whole = flow.window(0, 2)[:2]  # the input frames of window 2
+    want = create_model("optical_flow")(torch.nan_to_num(whole, nan=0.0)[None], 3)[0]
+    np.testing.assert_allclose(flow.anchor_field(0, 2), want.numpy(), atol=1e-6)
+    assert len(list(tmp_path.glob("toy-*.npy"))) >= 2  # the fields are kept for the next run
+    again = _pool(anchor="optical_flow", anchor_cache=tmp_path)
+    np.testing.assert_array_equal(again.anchor_field(0, 2), flow.anchor_field(0, 2))
+    rng = np.random.default_rng((0, 5))  # item 5's draw, as __getitem__ makes it
+    item = flow[5]
+    a = int(rng.choice(1, p=flow.p))
+    w = int(rng.integers(len(flow.sets[a].starts)))
+    field = torch.from_numpy(np.ascontiguousarray(flow.anchor_field(a, w)))
+    crops = {turn(field[..., t:t + 16, l:l + 16], k).sum().item()
+             for t in range(40 - 15) for l in range(30 - 15) for k in range(8)}
+    assert any(abs(item["anchor"].sum().item() - c) < 1e-3 for c in crops)
+    with pytest.raises(ValueError, match="must name a baseline"):
+        _pool(anchor="anchored")

@@ -52,7 +52,8 @@ KINDS = ("forecaster", "classifier")
 #   input_mask   [B, T_in - 1]           reverse scheduled sampling over the input frames
 #   motion       [B, 2, H, W]            a motion field (pixels per step) computed outside
 #   grid         [B, 2]                  each window's pixel size (km) and step (minutes)
-INPUTS = ("condition", "teacher", "teacher_mask", "input_mask", "motion", "grid")
+#   anchor       [B, horizon, C, H, W]   an anchored model's anchor forecast computed outside
+INPUTS = ("condition", "teacher", "teacher_mask", "input_mask", "motion", "grid", "anchor")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program")
 
 

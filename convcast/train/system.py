@@ -435,7 +435,8 @@ class ForecastSystem(L.LightningModule):
         if getattr(self, "_gate_fit", None) is None:
             self._gate_fit = GateFit()
         return self.model.gate_step(self._gate_fit, x, y, mask, inputs.get("motion"),
-                                    to_data=d.to_data if d is not None else None)
+                                    to_data=d.to_data if d is not None else None,
+                                    anchor=inputs.get("anchor"))
 
     def on_validation_epoch_start(self) -> None:
         self._gate_fit = GateFit() if self._scores_gate() else None

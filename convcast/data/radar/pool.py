@@ -22,6 +22,11 @@ time depends on both (an ensemble trained on the mixture is too wide on 5-minute
 too narrow on 10-minute ones, benchmarks/RESULTS.md); a model trained on one step records it in
 its data description.
 
+A baseline's forecast per crop: `anchor="consensus"` (any deterministic baseline of the registry)
+gives each item the baseline's forecast `[T_out, 1, s, s]` of the window, computed once on the
+whole frame (pysteps' cascades need the whole field, not a crop; kept in `anchor_cache`) and
+cropped and turned with the frames: what an anchored model on that baseline trains with.
+
 Leave-one-provider-out: `RadarPoolDataModule(exclude=["knmi"])` trains on the other providers;
 its validation crops come from the providers it trains on, so the held-out one stays unseen.
 """
@@ -180,6 +185,15 @@ def turn_motion(v: torch.Tensor, k: int) -> torch.Tensor:
     return turn(torch.stack([u, w]), k)
 
 
+def save_array(path: Path, array: np.ndarray) -> None:
+    """`array` as `path` (.npy), written atomically (a cache a killed run never leaves half)."""
+    from convcast.atomic import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
 class RadarPool(Dataset):
     """Random crops of the windows of several archives (see the module docstring).
 
@@ -191,12 +205,15 @@ class RadarPool(Dataset):
 
     Items are dicts `{"x" [T_in,1,s,s], "y" [T_out,1,s,s], "mask" (y valid), "motion" [2,s,s],
     "grid" [2]}` (grid: the window's pixel size in km, NaN without a georeference, and its step
-    in minutes).
+    in minutes), and `"anchor" [T_out,1,s,s]` with `anchor=` (a baseline's name, built with
+    `anchor_kwargs`).
     """
 
     def __init__(self, frames: list[_Frames], *, input_frames: int, output_frames: int,
                  size: int, length: int, seed: int = 0, min_wet: float = 0.05,
-                 wet_pixel: float = 0.25, motion_cache: str | Path | None = None) -> None:
+                 wet_pixel: float = 0.25, motion_cache: str | Path | None = None,
+                 anchor: str | None = None, anchor_kwargs: dict[str, Any] | None = None,
+                 anchor_cache: str | Path | None = None) -> None:
         self.sets = [f for f in frames if f.starts and min(f.frames.shape[-2:]) >= size]
         if not self.sets:
             raise ValueError(f"no archive of the pool has a gap-free window of "
@@ -209,6 +226,17 @@ class RadarPool(Dataset):
         self.p = weight / weight.sum()
         self.motion_cache = None if motion_cache is None else Path(motion_cache)
         self._motion: dict[tuple[int, int, int], torch.Tensor] = {}
+        self.anchor, self.anchor_kwargs = anchor, dict(anchor_kwargs or {})
+        self.anchor_cache = None if anchor_cache is None else Path(anchor_cache)
+        self._anchors: dict[tuple[int, int], np.ndarray] = {}
+        self._anchor_model: torch.nn.Module | None = None
+        if anchor is not None:
+            from convcast.models import create_model, model_info
+
+            if not model_info(anchor).baseline:
+                raise ValueError(f"RadarPool: anchor must name a baseline of the registry (its "
+                                 f"forecast is computed once per window), got {anchor!r}")
+            self._anchor_model = create_model(anchor, **self.anchor_kwargs).eval()
 
     def __len__(self) -> int:
         return self.length
@@ -226,26 +254,56 @@ class RadarPool(Dataset):
         key = (a, w, self.input_frames)
         if key in self._motion:
             return self._motion[key]
-        f = self.sets[a]
         path = None
         if self.motion_cache is not None:
-            s, stride = f.starts[w]
-            tag = hashlib.sha1(json.dumps([asdict(f.archive), f.downsample, s, stride,
-                                           self.input_frames]).encode()).hexdigest()[:16]
-            path = self.motion_cache / f"{f.archive.name}-{tag}.npy"
+            path = self.cache_file(self.motion_cache, a, w, [])
         if path is not None and path.is_file():
             v = torch.from_numpy(np.load(path))
         else:
             x = torch.nan_to_num(self.window(a, w)[: self.input_frames], nan=0.0)
             v = window_motion(x, 3, "lucaskanade", {}).float()
             if path is not None:
-                from convcast.atomic import atomic_write
-
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_write(path) as fh:
-                    np.save(fh, v.numpy(), allow_pickle=False)
+                save_array(path, v.numpy())
         self._motion[key] = v
         return v
+
+    def cache_file(self, folder: Path, a: int, w: int, what: list) -> Path:
+        """Where window `w` of set `a` keeps a field computed on it (`what` names it)."""
+        f = self.sets[a]
+        s, stride = f.starts[w]
+        tag = hashlib.sha1(json.dumps([asdict(f.archive), f.downsample, s, stride,
+                                       self.input_frames, *what]).encode()).hexdigest()[:16]
+        return folder / f"{f.archive.name}-{tag}.npy"
+
+    def anchor_field(self, a: int, w: int) -> np.ndarray:
+        """The anchor's forecast `[T_out, 1, h, w]` of window `w` of set `a` on the whole frame
+        (read from `anchor_cache` where it was computed before)."""
+        key = (a, w)
+        if key in self._anchors:
+            return self._anchors[key]
+        path = None
+        if self.anchor_cache is not None:
+            path = self.cache_file(self.anchor_cache, a, w, [
+                "anchor", self.anchor, self.anchor_kwargs, self.output_frames])
+        if path is not None and path.is_file():
+            field_ = np.load(path, mmap_mode="r")  # read crop by crop
+        else:
+            x = torch.nan_to_num(self.window(a, w)[: self.input_frames], nan=0.0)[None]
+            with torch.no_grad():
+                field_ = self._anchor_model(x, self.output_frames)[0].float().numpy()
+            if path is not None:
+                save_array(path, field_)
+        self._anchors[key] = field_
+        return field_
+
+    def prepare_anchors(self) -> int:
+        """Compute (or read) the anchor of every window now; how many windows."""
+        n = 0
+        for a, f in enumerate(self.sets):
+            for w in range(len(f.starts)):
+                self.anchor_field(a, w)
+                n += 1
+        return n
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng((self.seed, int(i)))
@@ -271,8 +329,12 @@ class RadarPool(Dataset):
         motion = turn_motion(self.motion(a, w)[(slice(None), *box)], k)
         x, y = seq[: self.input_frames], seq[self.input_frames:]
         grid = torch.tensor([f.pixel_km or float("nan"), f.step_minutes * stride])  # km, min
-        return {"x": torch.nan_to_num(x, nan=0.0), "y": torch.nan_to_num(y, nan=0.0),
+        item = {"x": torch.nan_to_num(x, nan=0.0), "y": torch.nan_to_num(y, nan=0.0),
                 "mask": torch.isfinite(y), "motion": motion, "grid": grid}
+        if self.anchor is not None:
+            crop = np.ascontiguousarray(self.anchor_field(a, w)[(slice(None), slice(None), *box)])
+            item["anchor"] = turn(torch.from_numpy(crop), k)  # [T_out, 1, s, s]
+        return item
 
 
 class RadarPoolDataModule(SequenceDataModule):
@@ -288,6 +350,9 @@ class RadarPoolDataModule(SequenceDataModule):
         crop: the side of the square crops, in pixels.
         train_size / val_size: crops per training epoch / in the validation set.
         motion_cache: a folder keeping each window's motion field (default: none).
+        anchor / anchor_kwargs: a baseline whose forecast of each window every item carries
+            (`RadarPool`), e.g. "consensus" for `anchored(anchor="consensus")`; default: none.
+        anchor_cache: a folder keeping each window's anchor forecast (default: none).
         step_minutes / pixel_km: only the windows at these steps (minutes) and pixel sizes (km);
             default: every one the archives are served at.
     """
@@ -298,7 +363,9 @@ class RadarPoolDataModule(SequenceDataModule):
                  train_size: int = 100_000, val_size: int = 64, batch_size: int = 8,
                  num_workers: int = 0, seed: int = 0, motion_cache: str | None = None,
                  step_minutes: list[float] | None = None,
-                 pixel_km: list[float] | None = None) -> None:
+                 pixel_km: list[float] | None = None, anchor: str | None = None,
+                 anchor_kwargs: dict[str, Any] | None = None,
+                 anchor_cache: str | None = None) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.save_hyperparameters()
         self.sets: list[_Frames] | None = None
@@ -337,7 +404,8 @@ class RadarPoolDataModule(SequenceDataModule):
                              f"and pixel_km={hp.pixel_km}; the archives are served at (minutes, "
                              f"km) {served}: pick from those or leave the filter out (None)")
         common = {"input_frames": hp.input_frames, "output_frames": hp.output_frames,
-                  "size": hp.crop, "motion_cache": hp.motion_cache}
+                  "size": hp.crop, "motion_cache": hp.motion_cache, "anchor": hp.anchor,
+                  "anchor_kwargs": hp.anchor_kwargs, "anchor_cache": hp.anchor_cache}
         self.train_set = RadarPool(self.sets, length=hp.train_size, seed=hp.seed, **common)
         self.val_set = RadarPool(self.sets, length=hp.val_size, seed=hp.seed + 1, **common)
         self.test_set = self.val_set
