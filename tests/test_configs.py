@@ -75,7 +75,7 @@ def _overrides(config: dict, tmp_path: Path) -> list:
         return ["--data.init_args.root", SAMPLES, "--data.init_args.include",
                 "[fmi-20170509]", "--data.init_args.crop", 32, "--data.init_args.batch_size",
                 1, "--data.init_args.train_size", 4, "--data.init_args.val_size", 2,
-                "--data.init_args.motion_cache", "null"]
+                "--data.init_args.motion_cache", "null", "--data.init_args.anchor_cache", "null"]
     inner = args.get("data") if isinstance(args.get("data"), dict) else {}
     inner_path = (inner.get("init_args") or {}).get("path")
     tree = []
