@@ -250,6 +250,9 @@ RECIPES: dict[str, Recipe] = {
     "convcast nowcast --model radar_nowcaster --importer fmi_pgm --importer_kwargs "
     f"{{\"gzipped\":true}} --input {FMI_README} --out nowcast/":
         Recipe("run", ("--horizon", "2"), _tiny_fmi),
+    "convcast nowcast --model consensus --importer fmi_pgm --importer_kwargs "
+    f"{{\"gzipped\":true}} --input {FMI_README} --out nowcast/":
+        Recipe("run", ("--horizon", "2"), _tiny_fmi),
     "convcast fit --config configs/radar-fmi-cpu-small.yaml": Recipe("run", (*TINY_FMI, *STEPS),
                                                                      _tiny_fmi),
     "convcast test --config configs/radar-fmi-cpu-small.yaml --ckpt_path last --compare "
