@@ -33,7 +33,8 @@ alone (the un-anchored reference, trained the same way).
 
 Consensus (anchor `consensus`): the mean in rain rate of pysteps' S-PROG and ANVIL nowcasts (the
 `consensus` baseline, `anchor_kwargs` its arguments), a better start on real radar than plain
-extrapolation (lower rainfall MSE and higher CSI than either, benchmarks/RESULTS.md). pysteps'
+extrapolation (higher CSI at every threshold on five events, a lower rainfall MSE on three,
+benchmarks/RESULTS.md). pysteps'
 cascades need the whole field, not a training crop: `forward(x, horizon, anchor=a)` takes the
 anchor's forecast `a [B, horizon, C, H, W]` computed outside (the radar pool computes it on each
 whole window and crops it with the frames, `RadarPool(anchor="consensus")`); without it the
