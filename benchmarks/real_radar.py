@@ -192,6 +192,11 @@ def curve(results: dict, model: str, key: str) -> np.ndarray:
     return np.asarray(expand_thresholds(results[model], THRESHOLDS)[key], dtype=float)
 
 
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN where b is 0 (e.g. no hit of optical flow's in a one-window smoke run)."""
+    return float(a / b) if b else float("nan")
+
+
 def goal(results: dict, model: str) -> dict[str, Any] | None:
     """`model` against the goal: mean CSI at 0.5 / 2 / 5 mm/h each >= 1.05 x optical flow's and
     >= the best of sprog / anvil at >= 9 of 12 lead times, rainfall MSE <= optical flow's."""
@@ -203,7 +208,7 @@ def goal(results: dict, model: str) -> dict[str, Any] | None:
         key = f"csi@{t:g}"
         ours, of = curve(results, model, key), curve(results, "optical_flow", key)
         best = np.max([curve(results, m, key) for m in rivals], axis=0) if rivals else of
-        out[key] = {"ratio_to_optical_flow": float(np.nanmean(ours) / np.nanmean(of)),
+        out[key] = {"ratio_to_optical_flow": ratio(np.nanmean(ours), np.nanmean(of)),
                     "mean_vs_best_pysteps": float(np.nanmean(ours) - np.nanmean(best)),
                     "leads_at_least_both": int(np.sum((ours >= 1.05 * of) & (ours >= best))),
                     "met": bool(np.nanmean(ours) >= 1.05 * np.nanmean(of)
@@ -211,7 +216,7 @@ def goal(results: dict, model: str) -> dict[str, Any] | None:
                                 and np.sum((ours >= 1.05 * of) & (ours >= best)) >= 9)}
     mse, of = curve(results, model, "rainfall_mse"), curve(results, "optical_flow",
                                                            "rainfall_mse")
-    out["rainfall_mse"] = {"ratio_to_optical_flow": float(mse.mean() / of.mean()),
+    out["rainfall_mse"] = {"ratio_to_optical_flow": ratio(mse.mean(), of.mean()),
                            "met": bool(mse.mean() <= of.mean())}
     out["met"] = all(v["met"] for v in out.values())
     return out
