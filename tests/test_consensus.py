@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from test_pysteps_nowcasts import (
+    SIZE,
     anvil_pysteps,
     moving_rain,
     radar_pixels,
@@ -106,3 +107,26 @@ def test_an_untrained_model_anchored_on_the_consensus_is_the_consensus():
     with pytest.raises(ValueError, match="anchor_kwargs set the consensus"):
         create_model("anchored", anchor="optical_flow", anchor_kwargs={"power": 2.0})
     assert "anchor" in model_info("anchored").inputs
+
+
+def test_an_untrained_ensemble_on_the_consensus_draws_the_consensus():
+    """`anchored_ensemble(anchor="consensus")`: untrained, every member is the consensus; the
+    pool's anchor input is used; the one-step hindcast forecasts from the frames before the last
+    (the consensus of four frames: ANVIL's minimum)."""
+    x = torch.from_numpy(moving_rain(t=5)).float()[None, :, None]
+    model = create_model("anchored_ensemble", anchor="consensus", noise_at="output",
+                         hindcast_spread=True, vel_pert_method="bps", kmperpixel=1.0,
+                         timestep=5.0, **model_info("anchored_ensemble").tiny).eval()
+    with torch.no_grad():
+        want = create_model("consensus")(x, 3)
+        members = model.sample(x, 3, members=3, seed=0)
+        assert members.shape == (1, 3, 3, 1, SIZE, SIZE)
+        torch.testing.assert_close(model(x, 3), want)
+        given = torch.rand_like(want)
+        torch.testing.assert_close(model(x, 3, anchor=given), given)
+        assert model.hindcast_scale(x, 3, None) is not None
+        unmoved = create_model("anchored_ensemble", anchor="consensus", noise_at="output",
+                               **model_info("anchored_ensemble").tiny).eval()
+        for m in range(3):  # untrained: the members are the consensus, moved by BPS
+            torch.testing.assert_close(unmoved.sample(x, 3, members=3, seed=m)[0, m], want[0])
+    assert "anchor" in model_info("anchored_ensemble").inputs

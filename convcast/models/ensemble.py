@@ -60,8 +60,8 @@ worse than the untrained model (fair CRPS 0.386 vs 0.347), and the selection kep
 It needs `noise_at="output"`.
 
 Members that differ only in value cannot move an echo, and at long lead times most of the
-error is where the rain goes. `vel_pert_method="bps"` (anchor `optical_flow`) also gives each
-member its own error of the motion, as STEPS does (`convcast.motion.perturb`: Bowler, Pierce and
+error is where the rain goes. `vel_pert_method="bps"` (anchor `optical_flow` or `consensus`)
+gives each member its own error of the motion, as STEPS does (`convcast.motion.perturb`: Bowler, Pierce and
 Seed 2006, pysteps' defaults): member m is moved at lead k by
 
     D_mk = S_par(k) ε_m,par V/|V| + S_perp(k) ε_m,perp (V/|V|)^⊥,   ε ~ Laplace(0, 1/√2),
@@ -173,7 +173,8 @@ def _hidden_channels(net: nn.Module, in_channels: int) -> dict[str, int]:
     return {k: int(state[k].shape[1]) for k in keys}
 
 
-@register_model("anchored_ensemble", inputs=("motion", "grid"), ensemble=True, export=(),
+@register_model("anchored_ensemble", inputs=("motion", "grid", "anchor"), ensemble=True,
+                export=(),
                 export_note="its members are drawn from a random generator and its optical-flow "
                 "anchor is computed by pysteps outside torch; export a deterministic base model "
                 "instead",
@@ -184,8 +185,9 @@ class AnchoredEnsemble(Anchored):
 
     Args:
         in_channels, base, base_kwargs, anchor, value_range, motion_frames, method,
-            method_kwargs, outval, motion_hidden, calibrate_leads: as `anchored`'s; the base
-            must be recurrent (`encode`/`decode` with hidden states `h0, h1, ...`).
+            method_kwargs, outval, motion_hidden, calibrate_leads, anchor_kwargs: as
+            `anchored`'s (the `anchor` input too: the anchor's forecast computed outside); the
+            base must be recurrent (`encode`/`decode` with hidden states `h0, h1, ...`).
         noise_channels: channels of the latent noise field z of each member.
         noise_kernel: kernel size of the convolutions U_i that add z to the hidden states (and
             of the amplitude net A).
@@ -199,7 +201,7 @@ class AnchoredEnsemble(Anchored):
         hindcast_spread: with `noise_at="output"`, scale each window's spread in `sample` by
             the error/spread ratio of a one-step hindcast on its own input (module docstring).
         vel_pert_method: "bps" to move each member by its own motion error in `sample` (anchor
-            `optical_flow`; module docstring), None (default) for none.
+            `optical_flow` or `consensus`; module docstring), None (default) for none.
         vel_pert_kwargs: `p_par`, `p_perp` of the BPS standard deviations (default pysteps').
         kmperpixel, timestep: the frames' pixel size (km) and step (minutes) for
             `vel_pert_method` (or `set_grid` later, per archive; a `grid` input `[B, 2]`, as
@@ -220,11 +222,13 @@ class AnchoredEnsemble(Anchored):
                  noise_scale: int = 4, regime: bool = False,
                  hindcast_spread: bool = False, vel_pert_method: str | None = None,
                  vel_pert_kwargs: dict | None = None, kmperpixel: float | None = None,
-                 timestep: float | None = None, vel_pert_train: bool = False) -> None:
+                 timestep: float | None = None, vel_pert_train: bool = False,
+                 anchor_kwargs: dict | None = None) -> None:
         super().__init__(in_channels=in_channels, base=base, base_kwargs=base_kwargs,
                          anchor=anchor, value_range=value_range, motion_frames=motion_frames,
                          method=method, method_kwargs=method_kwargs, outval=outval,
-                         motion_hidden=motion_hidden, calibrate_leads=calibrate_leads)
+                         motion_hidden=motion_hidden, calibrate_leads=calibrate_leads,
+                         anchor_kwargs=anchor_kwargs)
         self.noise_channels = check_size("anchored_ensemble", "noise_channels", noise_channels)
         check_kernel("anchored_ensemble", noise_kernel)
         if noise_at not in NOISE_AT:
@@ -238,8 +242,8 @@ class AnchoredEnsemble(Anchored):
         if noise_at == "output":
             if self.anchor == "none":
                 raise ValueError("anchored_ensemble: noise_at='output' sets its spread from the "
-                                 "forecast and the anchor; give an anchor (persistence or "
-                                 "optical_flow) or noise_at='state'")
+                                 "forecast and the anchor; give an anchor (persistence, "
+                                 "optical_flow or consensus) or noise_at='state'")
             self.amplitude = Amplitude(in_channels, noise_channels, noise_kernel,
                                        regime=2 * in_channels if regime else 0)
             hidden = {}
@@ -254,9 +258,10 @@ class AnchoredEnsemble(Anchored):
         if vel_pert_method is not None and vel_pert_method not in VEL_PERT:
             raise ValueError(f"anchored_ensemble: vel_pert_method must be None or one of "
                              f"{', '.join(VEL_PERT)}, got {vel_pert_method!r}")
-        if vel_pert_method is not None and self.anchor != "optical_flow":
-            raise ValueError(f"anchored_ensemble: vel_pert_method perturbs the motion of the "
-                             f"optical_flow anchor; anchor {self.anchor!r} has none")
+        if vel_pert_method is not None and self.anchor not in ("optical_flow", "consensus"):
+            raise ValueError(f"anchored_ensemble: vel_pert_method perturbs the motion of an "
+                             f"advected anchor (optical_flow, consensus); anchor "
+                             f"{self.anchor!r} has none")
         kw = dict(vel_pert_kwargs or {})
         if set(kw) - {"p_par", "p_perp"}:
             raise ValueError(f"anchored_ensemble: vel_pert_kwargs takes p_par and p_perp, got "
@@ -304,11 +309,12 @@ class AnchoredEnsemble(Anchored):
         self.grid = (float(kmperpixel), float(timestep))
 
     def forward(self, x: torch.Tensor, horizon: int, motion: torch.Tensor | None = None,
-                grid: torch.Tensor | None = None) -> torch.Tensor:
+                grid: torch.Tensor | None = None,
+                anchor: torch.Tensor | None = None) -> torch.Tensor:
         """The zero-noise member `[B, horizon, C, H, W]` (the anchored forecast of these weights),
         computed through the injection with z = 0 (so its weights get a zero gradient); `grid`
         moves members only, not this one."""
-        return self.rollout(x, horizon, 1, None, motion)[:, 0]  # [B, horizon, C, H, W]
+        return self.rollout(x, horizon, 1, None, motion, anchor=anchor)[:, 0]
 
     def sample(self, x: torch.Tensor, horizon: int, members: int = 1, *,
                generator: torch.Generator | None = None, seed: int | None = None,
@@ -329,6 +335,8 @@ class AnchoredEnsemble(Anchored):
         motion, grid = inputs.get("motion"), self.window_grid(inputs.get("grid"), x.shape[0])
         if motion is not None and motion.is_floating_point():
             motion = self.cast(motion)
+        anchor = inputs.get("anchor")
+        anchor = None if anchor is None else self.cast(anchor)
         xc = self.cast(x) if x.is_floating_point() else x
         moved = self.vel_pert_method is not None and (self.vel_pert_train or not self.training)
         if moved and grid is None:
@@ -341,7 +349,7 @@ class AnchoredEnsemble(Anchored):
             from convcast.motion import batch_motion
 
             motion = batch_motion(xc, self.motion_frames, self.method, self.method_kwargs)
-        out = self.rollout(xc, horizon, members, generator, motion, draw=True)
+        out = self.rollout(xc, horizon, members, generator, motion, draw=True, anchor=anchor)
         if moved:
             out = self.perturb_motion(out, motion, generator, grid)
         return out.to(x.dtype)  # [B, M, horizon, C, H, W]
@@ -382,15 +390,17 @@ class AnchoredEnsemble(Anchored):
 
     def rollout(self, x: torch.Tensor, horizon: int, members: int,
                 generator: torch.Generator | None, motion: torch.Tensor | None, *,
-                draw: bool = False, hindcast: bool = True) -> torch.Tensor:
-        """`members` forecasts `[B, M, horizon, C, H, W]` from one encoding and one anchor; the
-        noise is drawn with `generator` when `draw`, else zero (`hindcast`: the spread
-        calibrated by `hindcast_scale` where the model asks for it)."""
+                draw: bool = False, hindcast: bool = True,
+                anchor: torch.Tensor | None = None) -> torch.Tensor:
+        """`members` forecasts `[B, M, horizon, C, H, W]` from one encoding and one anchor (the
+        `anchor` forecast where given); the noise is drawn with `generator` when `draw`, else
+        zero (`hindcast`: the spread calibrated by `hindcast_scale` where the model asks)."""
         self.check_input(x, horizon)
         B, M = x.shape[0], members
         state = self.net.encode(self._to_net(x))  # one encoding, shared by the members
         m = None if self.anchor == "none" else self.activity_map(x)  # [B, 1, 1, H, W] or None
-        a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion, m)
+        a = None if self.anchor == "none" else self.anchor_forecast(x, horizon, motion, m,
+                                                                    anchor)
         if self.amplitude is not None:
             regime = self.regime_maps(x, a) if self.regime and draw else None
             scale = (self.hindcast_scale(x, members, generator)
@@ -426,8 +436,9 @@ class AnchoredEnsemble(Anchored):
         estimated with the last frame would already know where its echoes went), its error over
         its spread. None where the input is too short to hindcast."""
         past = x[:, :-1]  # [B, T_in - 1, C, H, W]
-        if past.shape[1] < 1 or (self.anchor == "optical_flow"
-                                 and past.shape[1] < self.motion_frames):
+        needs = {"optical_flow": self.motion_frames,
+                 "consensus": getattr(self.anchor_model, "window", 1)}.get(self.anchor, 1)
+        if past.shape[1] < needs:
             return None
         with torch.no_grad():  # a calibration of the spread, not a path for gradients
             h = self.rollout(past, 1, max(members, 2), generator, None, draw=True,
