@@ -626,9 +626,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             facts["hindcast_spread"] = True
     if args.vel_pert:
         for model, facts in loaded[ENSEMBLE].values():
-            if getattr(model, "anchor", None) != "optical_flow":
+            if getattr(model, "anchor", None) not in ("optical_flow", "consensus"):
                 raise SystemExit(f"{facts['path']}: --vel_pert perturbs the motion of an "
-                                 "ensemble anchored on optical_flow")
+                                 "ensemble anchored on optical_flow or consensus")
             model.vel_pert_method = "bps"
             facts["vel_pert_method"] = "bps"
     checkpoints = {name: {provider: facts for provider, (_, facts) in models.items()}
