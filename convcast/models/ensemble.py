@@ -61,8 +61,8 @@ It needs `noise_at="output"`.
 
 Members that differ only in value cannot move an echo, and at long lead times most of the
 error is where the rain goes. `vel_pert_method="bps"` (anchor `optical_flow` or `consensus`)
-gives each member its own error of the motion, as STEPS does (`convcast.motion.perturb`: Bowler, Pierce and
-Seed 2006, pysteps' defaults): member m is moved at lead k by
+gives each member its own error of the motion, as STEPS does (`convcast.motion.perturb`:
+Bowler, Pierce and Seed 2006, pysteps' defaults): member m is moved at lead k by
 
     D_mk = S_par(k) ε_m,par V/|V| + S_perp(k) ε_m,perp (V/|V|)^⊥,   ε ~ Laplace(0, 1/√2),
 
