@@ -126,6 +126,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hindcast_spread", action="store_true",
                    help="scale the learned ensemble's spread per window by a one-step hindcast "
                         "on its input (anchored_ensemble(hindcast_spread=True))")
+    p.add_argument("--no_hindcast_spread", action="store_true",
+                   help="the learned ensemble's spread as trained, without the hindcast's "
+                        "scaling, on a checkpoint trained with hindcast_spread: true")
     p.add_argument("--vel_pert", action="store_true",
                    help="move each learned member by its own motion error (BPS, pysteps' "
                    "defaults, in the archive's km and minutes)")
@@ -624,6 +627,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                  "noise_at: output")
             model.hindcast_spread = True
             facts["hindcast_spread"] = True
+    if args.no_hindcast_spread:
+        if args.hindcast_spread:
+            raise SystemExit("--hindcast_spread and --no_hindcast_spread: give one")
+        for model, facts in loaded[ENSEMBLE].values():
+            model.hindcast_spread = False
+            facts["hindcast_spread"] = False
     if args.vel_pert:
         for model, facts in loaded[ENSEMBLE].values():
             if getattr(model, "anchor", None) not in ("optical_flow", "consensus"):
