@@ -224,8 +224,8 @@ def goal(results: dict, model: str) -> dict[str, Any] | None:
 
 def goals(results: dict) -> dict[str, dict]:
     """The goal per model, for every model but the references it is measured against."""
-    return {m: goal(results, m) for m in results if m not in REFERENCES
-            and goal(results, m) is not None}
+    scored = {m: goal(results, m) for m in results if m not in REFERENCES}
+    return {m: g for m, g in scored.items() if g is not None}
 
 
 def earlier_models(args: argparse.Namespace, case: str) -> dict[str, dict]:

@@ -34,9 +34,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from convcast.data.units import HKO_ZR, dbz_to_rainrate, rainrate_to_dbz
+from convcast.data.units import HKO_ZR
 from convcast.models.base import Forecaster, check_size
-from convcast.models.pysteps_nowcasts import check_choice, check_number
+from convcast.models.pysteps_nowcasts import (
+    check_choice,
+    check_number,
+    pixels_to_rain,
+    rain_to_pixels,
+)
 from convcast.models.registry import create_model, register_model
 
 MEMBERS = ("sprog", "anvil", "optical_flow", "persistence")  # deterministic baselines
@@ -134,21 +139,16 @@ class Consensus(Forecaster):
     # ---- values -------------------------------------------------------------------------------
     def to_rain(self, v: np.ndarray) -> np.ndarray:
         """Forecast values -> rain rate (mm/h), 0 below `threshold`."""
-        v = np.nan_to_num(v, nan=0.0)
         if self.transform == "rainrate":
-            lo, hi = self.dbz_range
-            with np.errstate(all="ignore"):
-                v = np.where(v > 0, dbz_to_rainrate(lo + v * (hi - lo), *self.zr), 0.0)
+            return pixels_to_rain(v, self.dbz_range, self.zr, self.threshold)
+        v = np.nan_to_num(v, nan=0.0)
         return np.where(v >= self.threshold, v, 0.0)
 
     def from_rain(self, r: np.ndarray) -> np.ndarray:
         """Rain rate -> the input's values (no rain: 0)."""
         if self.transform == "none":
             return np.where(r >= self.threshold, r, 0.0)
-        lo, hi = self.dbz_range
-        with np.errstate(all="ignore"):
-            p = (rainrate_to_dbz(r, *self.zr) - lo) / (hi - lo)
-        return np.where(r >= self.threshold, np.clip(np.nan_to_num(p), 0.0, 1.0), 0.0)
+        return rain_to_pixels(r, self.dbz_range, self.zr, self.threshold)
 
     # ---- forecasting --------------------------------------------------------------------------
     @torch.no_grad()

@@ -97,6 +97,25 @@ def check_number(model: str, name: str, value: object, positive: bool = False) -
     return float(value)
 
 
+def pixels_to_rain(x: np.ndarray, dbz_range: tuple[float, float], zr: tuple[float, float],
+                   threshold: float) -> np.ndarray:
+    """Pixels over `dbz_range` -> rain rate (mm/h) by Z = a R^b (`zr`); below `threshold`, at or
+    under pixel 0, or not finite: 0."""
+    lo, hi = dbz_range
+    with np.errstate(all="ignore"):
+        rain = dbz_to_rainrate(lo + x * (hi - lo), *zr)
+    return np.where(np.isfinite(x) & (x > 0) & (rain >= threshold), rain, 0.0)
+
+
+def rain_to_pixels(y: np.ndarray, dbz_range: tuple[float, float], zr: tuple[float, float],
+                   threshold: float) -> np.ndarray:
+    """Rain rate (mm/h, finite) -> pixels over `dbz_range` in [0, 1]; below `threshold`: 0."""
+    lo, hi = dbz_range
+    with np.errstate(all="ignore"):
+        p = (rainrate_to_dbz(y, *zr) - lo) / (hi - lo)
+    return np.where(y >= threshold, np.clip(np.nan_to_num(p), 0.0, 1.0), 0.0)
+
+
 class PystepsNowcast(Forecaster):
     """One pysteps nowcast per batch item and channel (see the module docstring).
 
@@ -391,20 +410,13 @@ class Anvil(PystepsNowcast):
     def to_method(self, x: np.ndarray) -> np.ndarray:
         if self.transform == "none":
             return super().to_method(x)
-        lo, hi = self.dbz_range
-        with np.errstate(all="ignore"):
-            rain = dbz_to_rainrate(lo + x * (hi - lo), *self.zr)
-        return np.where(np.isfinite(x) & (x > 0) & (rain >= self.threshold), rain,
-                        self.zerovalue)
+        return pixels_to_rain(x, self.dbz_range, self.zr, self.threshold)  # zerovalue is 0
 
     def from_method(self, y: np.ndarray) -> np.ndarray:
         if self.transform == "none":
             return super().from_method(y)
-        lo, hi = self.dbz_range
         y = np.where(np.isfinite(y), y, self.no_rain)
-        with np.errstate(all="ignore"):
-            p = (rainrate_to_dbz(y, *self.zr) - lo) / (hi - lo)
-        return np.where(y >= self.threshold, np.clip(np.nan_to_num(p), 0.0, 1.0), 0.0)
+        return rain_to_pixels(y, self.dbz_range, self.zr, self.threshold)
 
     def motion_input(self, x: np.ndarray, field: np.ndarray) -> np.ndarray:
         """Logarithmic frames: for "rainrate" the input pixels (so the motion is the

@@ -296,15 +296,6 @@ class RadarPool(Dataset):
         self._anchors[key] = field_
         return field_
 
-    def prepare_anchors(self) -> int:
-        """Compute (or read) the anchor of every window now; how many windows."""
-        n = 0
-        for a, f in enumerate(self.sets):
-            for w in range(len(f.starts)):
-                self.anchor_field(a, w)
-                n += 1
-        return n
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng((self.seed, int(i)))
         a = int(rng.choice(len(self.sets), p=self.p))
