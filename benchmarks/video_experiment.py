@@ -22,7 +22,9 @@ of every candidate and the test scores of every curve point are in it; the gate 
 The gate per lead time (the config's `checkpoint.gate`, as `convcast fit` writes it into the best
 checkpoint): the selected model's forecast is shrunk towards persistence lead by lead, by the
 least-squares γ_k fitted on the validation windows (`Anchored.fit_gate`); `selected` is the gated
-model, `selected, ungated` the same weights without it (`--no_gate`: no gate). Where the config
+model, `selected, ungated` the same weights without it (`--no_gate`: no gate); where the model
+keeps each lead's SSIM (`gate_ssim`), `selected, least-squares gate` is the same weights gated by
+the squared error alone. Where the config
 monitors `val/gated_mse` (the flow recipe), every candidate is scored on validation as it would
 forecast once gated, and the gate of the selected model is 0 (persistence itself, recorded as
 `reference_won`) unless its gated forecast beats persistence on validation by the margin.
@@ -329,6 +331,10 @@ def main() -> None:
     gate = None
     if gating and getattr(selected, "gated", False):  # as `Checkpoint(gate=True)` does
         scored["selected, ungated"] = copy.deepcopy(selected)
+        if getattr(selected, "gate_ssim", False):  # the same weights, least-squares gate alone
+            scored["selected, least-squares gate"] = copy.deepcopy(selected)
+            scored["selected, least-squares gate"].gate_ssim = False
+            scored["selected, least-squares gate"].fit_gate(val_loader, margin=margin)
         gate = [round(float(g), 3) for g in selected.fit_gate(val_loader, margin=margin)]
     selection = {"chosen": label or "step 0", "monitor": "val/gated_mse" if by_gated else
                  "val/mse", "reference_won": gate is not None and not any(gate),

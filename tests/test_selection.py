@@ -309,3 +309,94 @@ def test_selection_by_the_gated_score_keeps_persistence_when_the_gain_is_within_
     x, _ = next(iter(_fading_frames()))
     with torch.no_grad():
         torch.testing.assert_close(model(x, 2), x[:, -1:].expand(-1, 2, -1, -1, -1))
+
+
+def _blurred_and_shifted() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Textured targets y `[4, 3, 1, 32, 32]` in [0, 1], a reference r (y shifted by 2 pixels)
+    and a forecast ŷ (y blurred over 9x9): ŷ has the lower squared error, r the higher SSIM."""
+    g = torch.Generator().manual_seed(0)
+    y = nn.functional.avg_pool2d(torch.rand(12, 1, 34, 34, generator=g), 3, 1)
+    y = ((y - y.min()) / (y.max() - y.min())).view(4, 3, 1, 32, 32)
+    padded = nn.functional.pad(y.view(12, 1, 32, 32), (4, 4, 4, 4), mode="replicate")
+    blur = nn.functional.conv2d(padded, torch.ones(1, 1, 9, 9) / 81).view_as(y)
+    return y, torch.roll(y, 2, dims=-1), blur
+
+
+def test_ssim_keeping_gate_trades_squared_error_for_the_references_structure():
+    """`GateFit(ssim_grid=11)`: the least-squares gate blurs each lead below the reference's
+    SSIM; the SSIM-keeping gate is the grid gate of least error whose SSIM is at least the
+    reference's, measured in the same pass (equal to scikit-image's SSIM, the metric's own
+    test), and still beats the reference's squared error here."""
+    from convcast.metrics.frame import ssim_frames
+
+    y, r, f = _blurred_and_shifted()
+    plain, keeping = GateFit(), GateFit(ssim_grid=11)
+    for fit in (plain, keeping):
+        fit.update(r[:2], f[:2], y[:2])
+        fit.update(r[2:], f[2:], y[2:])  # streamed
+    torch.testing.assert_close(keeping.sums[:4], plain.sums)  # the same least-squares sums
+
+    def gated_ssim(gate: torch.Tensor) -> torch.Tensor:
+        return ssim_frames(r + gate.view(1, 3, 1, 1, 1) * (f - r), y, 1.0).mean(0)  # [3]
+
+    reference = ssim_frames(r, y, 1.0).mean(0)
+    grid = torch.linspace(0, 1, 11, dtype=torch.float64)
+    table = torch.stack([gated_ssim(torch.full((3,), float(c))) for c in grid])  # [11, 3]
+    torch.testing.assert_close(keeping.ssim(), table)
+    ls, kept = plain.compute(), keeping.compute()
+    assert bool((gated_ssim(ls) < reference - 0.03).all())  # least squares: structure lost
+    assert bool((gated_ssim(kept) >= reference).all())
+    assert keeping.mse(kept) < 0.8 * keeping.mse(0.0)  # and still well below the reference
+    for k in range(3):  # the best allowed gate of the grid, lead by lead
+        allowed = [c for c, s in zip(grid.tolist(), table[:, k].tolist(), strict=True)
+                   if s >= table[0, k]]
+        err = [float(((r + c * (f - r) - y)[:, k] ** 2).sum()) for c in allowed]
+        assert float(kept[k]) == pytest.approx(allowed[err.index(min(err))], abs=1e-6)
+    assert plain.ssim() is None
+
+
+def test_ssim_keeping_gate_is_the_least_squares_gate_where_structure_is_kept():
+    """Where gating towards the forecast never costs SSIM (ŷ = the truth plus a little noise),
+    the SSIM-keeping gate is the least-squares one; masked windows are refused, said how."""
+    y, r, _ = _blurred_and_shifted()
+    g = torch.Generator().manual_seed(3)
+    f = (y + 0.02 * torch.randn(y.shape, generator=g)).clamp(0, 1)
+    plain, keeping = GateFit(), GateFit(ssim_grid=5)
+    plain.update(r, f, y)
+    keeping.update(r, f, y)
+    torch.testing.assert_close(keeping.compute(), plain.compute())
+    assert float(plain.compute().min()) > 0.9
+    unmoved = GateFit(ssim_grid=5)  # a forecast that never left the reference: γ = 1, as before
+    unmoved.update(r, r, y)
+    torch.testing.assert_close(unmoved.compute(), torch.ones(3))
+    with pytest.raises(ValueError, match="needs whole frames.*turn gate_ssim off"):
+        keeping.update(r, f, y, torch.ones(4, 1, 1, 32, 32))
+    with pytest.raises(ValueError, match="ssim_grid must be 0"):
+        GateFit(ssim_grid=1)
+
+
+def test_gate_ssim_model_option_reaches_the_validation_score_and_the_gate(tmp_path):
+    """`anchored(gate_ssim=True)`: its `new_gate_fit` carries the SSIM grid, so the system's
+    `val/gated_mse` and the checkpoint's fitted gate both keep the SSIM; a non-bool refused."""
+    model = create_model("anchored", **{**TINY, "gate_ssim": True})
+    assert len(model.new_gate_fit().grid) == 11
+    assert len(create_model("anchored", **TINY).new_gate_fit().grid) == 0
+    with pytest.raises(ValueError, match="gate_ssim must be true or false"):
+        create_model("anchored", **{**TINY, "gate_ssim": "yes"})
+    torch.manual_seed(0)
+    system = ForecastSystem("anchored", {**TINY, "gate_reference": "persistence",
+                                         "gate_ssim": True}, lr=0.01)
+    ck = Checkpoint(dirpath=tmp_path, monitor="val/gated_mse", mode="min", save_top_k=1,
+                    save_last=True, gate=True, validate_at_start=False)
+    trainer = L.Trainer(max_steps=4, val_check_interval=4, logger=False, callbacks=[ck],
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(system, _fading_frames(), _fading_frames())
+    last, _ = load_forecaster(ck.last_model_path)
+    assert last.gate_ssim
+    expected = last.gate_sums(_fading_frames())
+    assert len(expected.grid) == 11
+    assert float(trainer.callback_metrics["val/gated_mse"]) == pytest.approx(
+        expected.mse(expected.compute()), rel=1e-5)
+    best, _ = load_forecaster(ck.best_model_path)
+    torch.testing.assert_close(best.gate, expected.compute())

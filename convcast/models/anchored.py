@@ -94,6 +94,14 @@ run can select its best checkpoint by it (`checkpoint.monitor: val/gated_mse`). 
 few windows is optimistic there: with a margin (`fit_gate(margin=)`, the checkpoint's
 `anchor_margin`), the reference itself (γ = 0 at every lead) is kept unless the gated forecast
 beats it by that fraction — persistence is then a candidate like any checkpoint.
+
+The squared error asks for blur where the future is uncertain: a correction trained on a short clip
+can lower a lead's MSE below persistence's while its SSIM falls below persistence's, the frame's
+structure smeared. `gate_ssim=True` fits the gate under a second condition: among the gates whose
+SSIM on the validation windows is at least the reference's (γ = 0), the one of least squared
+error; the SSIM is measured at γ = 0, 0.1, ..., 1 in the same pass (`GateFit(ssim_grid=)`), the
+least-squares γ_k kept where the gates on both sides of it keep the SSIM, else the best of those
+grid gates. For frames in [0, 1] without masks (video).
 """
 
 from __future__ import annotations
@@ -163,16 +171,29 @@ class LeadCalibration(nn.Module):
         return v + (pieces * delta.view(1, T, 1, 1, 1, -1)).sum(-1)  # [B, T, C, H, W]
 
 
+SSIM_GATES = 11  # gates 0, 0.1, ..., 1 at which `gate_ssim` measures the SSIM
+
+
 class GateFit:
     """The per-lead sums of the gate's least-squares fit, streamed over batches:
     `num_k = Σ (y - r)(ŷ - r)`, `den_k = Σ (ŷ - r)²`, `ref_k = Σ (y - r)²` (r: what the gate
     shrinks towards; masked pixels left out) and `n_k`, the frames seen; plain sums, so
     processes add them (DDP). The gated forecast's squared error follows from them exactly,
     `SSE_k(γ) = ref_k - 2 γ num_k + γ² den_k`, so a validation pass scores the gated model
-    without a second pass over the windows."""
+    without a second pass over the windows.
 
-    def __init__(self) -> None:
-        self.sums = torch.zeros(4, 0, dtype=torch.float64)  # [4, leads]: num, den, ref, n
+    With `ssim_grid=G` (G >= 2) the sums also hold, per lead, the SSIM of the gated forecast at
+    G gates evenly spaced over [0, 1] (frames in [0, `data_range`]), and `compute` keeps each
+    lead's SSIM at least the reference's: the squared error's least-squares γ_k shrinks a
+    blurred correction less than its loss of structure asks (module docstring)."""
+
+    def __init__(self, ssim_grid: int = 0, data_range: float = 1.0) -> None:
+        if ssim_grid == 1 or ssim_grid < 0:
+            raise ValueError(f"GateFit: ssim_grid must be 0 (no SSIM) or at least 2 gates over "
+                             f"[0, 1], got {ssim_grid}")
+        self.grid = torch.linspace(0.0, 1.0, ssim_grid, dtype=torch.float64)  # [G]
+        self.data_range = float(data_range)
+        self.sums = torch.zeros(4 + ssim_grid, 0, dtype=torch.float64)  # [4 + G, leads]
 
     def update(self, anchor: torch.Tensor, forecast: torch.Tensor, target: torch.Tensor,
                mask: torch.Tensor | None = None) -> None:
@@ -183,8 +204,19 @@ class GateFit:
         w = torch.ones_like(d) if mask is None else mask.double().expand_as(d)
         dims = [0, *range(2, d.dim())]
         n = torch.full((d.shape[1],), float(d.shape[0]), dtype=torch.float64)
-        sums = torch.stack([(r * d * w).sum(dims).cpu(), (d * d * w).sum(dims).cpu(),
-                            (r * r * w).sum(dims).cpu(), n])  # [4, T]
+        sums = [(r * d * w).sum(dims).cpu(), (d * d * w).sum(dims).cpu(),
+                (r * r * w).sum(dims).cpu(), n]  # 4 x [T]
+        if len(self.grid):
+            if mask is not None:
+                raise ValueError("GateFit: the SSIM-keeping gate (ssim_grid, the model's "
+                                 "gate_ssim) needs whole frames, and these windows come with a "
+                                 "mask of missing pixels; turn gate_ssim off for masked data")
+            from convcast.metrics.frame import ssim_frames
+
+            y = target.detach().double()
+            sums += [ssim_frames(a + g * d, y, self.data_range).sum(0).cpu()  # [T]
+                     for g in self.grid.tolist()]
+        sums = torch.stack(sums)  # [4 + G, T]
         if sums.shape[1] > self.sums.shape[1]:
             self.sums = F.pad(self.sums, (0, sums.shape[1] - self.sums.shape[1]))
         self.sums[:, :sums.shape[1]] += sums
@@ -193,18 +225,43 @@ class GateFit:
         """γ `[leads]` (float32) in [0, 1]; 1 where the forecast never left the reference.
         With `margin`, γ = 0 at every lead (the reference itself) unless the gated forecast's
         MSE beats the reference's by that fraction on these windows: a fit on a few windows is
-        optimistic about the windows it was fitted on."""
-        num, den, _, _ = self.sums
+        optimistic about the windows it was fitted on. With an SSIM grid, γ_k is the gate of
+        least squared error among those whose SSIM is at least the reference's (γ = 0): the
+        grid's gates, and the least-squares γ_k where the two gates around it both are."""
+        num, den, _, _ = self.sums[:4]
         gate = torch.where(den > 0, num / den.clamp(min=1e-300), torch.ones_like(num))
         gate = gate.clamp(0.0, 1.0)
+        if len(self.grid) and self.sums.shape[1]:
+            gate = self._keep_ssim(gate)
         if margin is not None and self.mse(gate) >= (1.0 - margin) * self.mse(0.0):
             gate = torch.zeros_like(gate)
         return gate.float()
 
+    def _keep_ssim(self, gate: torch.Tensor) -> torch.Tensor:
+        """The least-squares `gate` `[T]` restricted, lead by lead, to gates whose SSIM is at
+        least the reference's."""
+        num, den, ref, _ = self.sums[:4]
+        ssim = self.sums[4:]  # [G, T], sums over frames: same count per lead
+        ok = ssim >= ssim[:1] - 1e-9 * ssim[:1].abs()  # [G, T]; the reference (γ = 0) is ok
+        G = len(self.grid)
+        upper = torch.searchsorted(self.grid, gate.contiguous()).clamp(1, G - 1)  # [T]
+        between = ok.gather(0, upper[None]) & ok.gather(0, (upper - 1)[None])  # [1, T]
+        # the least-squares gate first: it wins ties (a forecast that never left the reference)
+        candidates = torch.cat([gate[None], self.grid[:, None].expand_as(ssim)])  # [1 + G, T]
+        sse = ref - 2 * candidates * num + candidates ** 2 * den
+        sse = sse.masked_fill(~torch.cat([between, ok]), float("inf"))
+        return candidates.gather(0, sse.argmin(0)[None])[0]
+
+    def ssim(self) -> torch.Tensor | None:
+        """Mean SSIM per gate of the grid and lead `[G, leads]`, or None without a grid."""
+        if not len(self.grid):
+            return None
+        return self.sums[4:] / self.sums[3].clamp(min=1)
+
     def mse(self, gate: torch.Tensor | float) -> float:
         """Per-frame MSE (squared error summed over a frame's pixels, mean over frames) of the
         forecast gated by `gate` (`[leads]` or one value; 0: the reference, 1: ungated)."""
-        num, den, ref, n = self.sums
+        num, den, ref, n = self.sums[:4]
         gate = torch.as_tensor(gate, dtype=torch.float64)
         return float((ref - 2 * gate * num + gate ** 2 * den).sum() / n.sum().clamp(min=1))
 
@@ -245,6 +302,8 @@ class Anchored(Forecaster):
         calibrate_leads: learn an intensity map per lead time for this many leads
             (`LeadCalibration`, over `value_range`); 0 (default): none.
         gate_reference: what the gate shrinks towards: `anchor` (default) or `persistence`.
+        gate_ssim: fit the gate so that each lead's SSIM on the validation windows stays at
+            least the reference's (`GateFit(ssim_grid=)`; frames in [0, 1], unmasked: video).
         anchor_kwargs: arguments of the `consensus` anchor (e.g. `{"power": 2.0}`).
         activity / activity_radius: τ of the activity map (module docstring), in the data's
             units (video in [0, 1]: 0.02); 0 (default): none. The radius (pixels) is how far a
@@ -263,7 +322,7 @@ class Anchored(Forecaster):
                  outval: float | str = "min", motion_hidden: int = 0,
                  calibrate_leads: int = 0, activity: float = 0.0,
                  activity_radius: int = 4, gate_reference: str = "anchor",
-                 anchor_kwargs: dict | None = None) -> None:
+                 anchor_kwargs: dict | None = None, gate_ssim: bool = False) -> None:
         super().__init__()
         if anchor not in ANCHORS:
             raise ValueError(f"anchored: unknown anchor {anchor!r}; valid: {', '.join(ANCHORS)}")
@@ -314,6 +373,10 @@ class Anchored(Forecaster):
             raise ValueError(f"anchored: gate_reference must be one of "
                              f"{', '.join(GATE_REFERENCES)}, got {gate_reference!r}")
         self.gate_reference = gate_reference
+        if not isinstance(gate_ssim, bool):
+            raise ValueError(f"anchored: gate_ssim must be true or false (keep each lead's "
+                             f"validation SSIM at least the gate reference's), got {gate_ssim!r}")
+        self.gate_ssim = gate_ssim
         check_size("anchored", "calibrate_leads", calibrate_leads, minimum=0)  # 0: none
         if calibrate_leads and (anchor == "none" or value_range is None):
             raise ValueError("anchored: calibrate_leads maps values over value_range on top of an "
@@ -425,6 +488,10 @@ class Anchored(Forecaster):
         not persistence), so a run whose untrained model won still fits one."""
         return self.gate_reference == "persistence" and self.anchor != "persistence"
 
+    def new_gate_fit(self) -> GateFit:
+        """An empty `GateFit` for this model's gate (with the SSIM grid where `gate_ssim`)."""
+        return GateFit(ssim_grid=SSIM_GATES if self.gate_ssim else 0)
+
     @torch.no_grad()
     def gate_sums(self, batches: Iterable[Any], *,
                   to_data: Callable[[torch.Tensor], torch.Tensor] | None = None) -> GateFit:
@@ -433,7 +500,7 @@ class Anchored(Forecaster):
         γ of an affine map is the same; its `GateFit.mse` is then in data values)."""
         from convcast.train.evaluate import split_batch
 
-        fit, device = GateFit(), self.gate.device
+        fit, device = self.new_gate_fit(), self.gate.device
         for batch in batches:
             x, y, mask = split_batch(batch)
             extra = {k: batch.get(k) if isinstance(batch, dict) else None

@@ -433,13 +433,17 @@ class ForecastSystem(L.LightningModule):
         `val/gated_mse` is then the MSE of the forecast gated by the γ_k these windows fit."""
         d = self._data_description()
         if getattr(self, "_gate_fit", None) is None:
-            self._gate_fit = GateFit()
+            self._gate_fit = self._new_gate_fit()
         return self.model.gate_step(self._gate_fit, x, y, mask, inputs.get("motion"),
                                     to_data=d.to_data if d is not None else None,
                                     anchor=inputs.get("anchor"))
 
     def on_validation_epoch_start(self) -> None:
-        self._gate_fit = GateFit() if self._scores_gate() else None
+        self._gate_fit = self._new_gate_fit() if self._scores_gate() else None
+
+    def _new_gate_fit(self) -> GateFit:
+        new = getattr(self.model, "new_gate_fit", None)
+        return new() if callable(new) else GateFit()
 
     def on_validation_epoch_end(self) -> None:
         """Log `val/gated_mse` (the forecast shrunk lead by lead towards the gate's reference
