@@ -332,9 +332,10 @@ def main() -> None:
     if gating and getattr(selected, "gated", False):  # as `Checkpoint(gate=True)` does
         scored["selected, ungated"] = copy.deepcopy(selected)
         if getattr(selected, "gate_ssim", False):  # the same weights, least-squares gate alone
-            scored["selected, least-squares gate"] = copy.deepcopy(selected)
-            scored["selected, least-squares gate"].gate_ssim = False
-            scored["selected, least-squares gate"].fit_gate(val_loader, margin=margin)
+            plain = copy.deepcopy(selected)
+            plain.gate_ssim = False
+            plain.fit_gate(val_loader, margin=margin)
+            scored["selected, least-squares gate"] = plain
         gate = [round(float(g), 3) for g in selected.fit_gate(val_loader, margin=margin)]
     selection = {"chosen": label or "step 0", "monitor": "val/gated_mse" if by_gated else
                  "val/mse", "reference_won": gate is not None and not any(gate),

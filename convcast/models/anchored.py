@@ -213,9 +213,11 @@ class GateFit:
                                  "mask of missing pixels; turn gate_ssim off for masked data")
             from convcast.metrics.frame import ssim_frames
 
-            y = target.detach().double()
-            sums += [ssim_frames(a + g * d, y, self.data_range).sum(0).cpu()  # [T]
-                     for g in self.grid.tolist()]
+            G, (B, T) = len(self.grid), d.shape[:2]
+            gated = a + self.grid.to(d.device).view(G, 1, 1, 1, 1, 1) * d  # [G, B, T, C, H, W]
+            y = target.detach().double().expand_as(gated)
+            ssim = ssim_frames(gated.flatten(0, 1), y.flatten(0, 1), self.data_range)  # [G*B, T]
+            sums += list(ssim.view(G, B, T).sum(1).cpu())  # G x [T]
         sums = torch.stack(sums)  # [4 + G, T]
         if sums.shape[1] > self.sums.shape[1]:
             self.sums = F.pad(self.sums, (0, sums.shape[1] - self.sums.shape[1]))

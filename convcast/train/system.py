@@ -28,7 +28,6 @@ import torch.nn as nn
 from convcast.data.description import DataDescription
 from convcast.layers import set_checkpointing
 from convcast.models import create_model, list_models, model_info, model_kind
-from convcast.models.anchored import GateFit
 from convcast.models.ensemble import learned_spread
 from convcast.models.registry import INPUTS
 from convcast.train.checkpoint import (
@@ -433,17 +432,13 @@ class ForecastSystem(L.LightningModule):
         `val/gated_mse` is then the MSE of the forecast gated by the γ_k these windows fit."""
         d = self._data_description()
         if getattr(self, "_gate_fit", None) is None:
-            self._gate_fit = self._new_gate_fit()
+            self._gate_fit = self.model.new_gate_fit()
         return self.model.gate_step(self._gate_fit, x, y, mask, inputs.get("motion"),
                                     to_data=d.to_data if d is not None else None,
                                     anchor=inputs.get("anchor"))
 
     def on_validation_epoch_start(self) -> None:
-        self._gate_fit = self._new_gate_fit() if self._scores_gate() else None
-
-    def _new_gate_fit(self) -> GateFit:
-        new = getattr(self.model, "new_gate_fit", None)
-        return new() if callable(new) else GateFit()
+        self._gate_fit = self.model.new_gate_fit() if self._scores_gate() else None
 
     def on_validation_epoch_end(self) -> None:
         """Log `val/gated_mse` (the forecast shrunk lead by lead towards the gate's reference
